@@ -1,0 +1,20 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install first.
+.PHONY: install demo test lint bench
+
+install:
+	./scripts/install.sh
+
+demo: install
+	.venv/bin/sentinel demo
+
+test: install
+	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/lint-imports
+	.venv/bin/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/lint-imports
+
+bench: install
+	.venv/bin/python bench/detect_decide.py

@@ -1,0 +1,160 @@
+"""Apply a Plan: the one place that changes the cluster, and its dry-run twin.
+
+`KubeActuator` patches nodes (read, render, patch with the resourceVersion as precondition,
+re-read on 409) and records an Event. `RecordingActuator` takes the same plan and simulates its
+effect on an overlay of the nodes, so the next cycle sees what enforce would have made; nothing
+else in sentinel knows which one it has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from ..model import Action, ActionKind, Held, NodeInfo, Plan
+from ..ownership import apply_actions, render_patch
+from .kube import ClusterView
+
+__all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator"]
+
+log = logging.getLogger("sentinel.act")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    outcome: str
+    """`applied`, `noop` (already in force) or `failed`."""
+    error: str | None = None
+
+
+class Actuator(Protocol):
+    mode: str
+
+    def view(self, nodes: Mapping[str, NodeInfo]) -> Mapping[str, NodeInfo]:
+        """The nodes as this actuator's past actions left them."""
+        ...
+
+    def apply(self, plan: Plan, now: float) -> list[ActionResult]: ...
+
+
+def _by_node(actions: Sequence[Action]) -> dict[str, list[Action]]:
+    groups: dict[str, list[Action]] = defaultdict(list)
+    for a in actions:
+        groups[a.node].append(a)
+    return groups
+
+
+class KubeActuator:
+    mode = "enforce"
+
+    def __init__(self, api: client.ApiClient, view: ClusterView, domain: str,
+                 events_namespace: str, retries: int = 5) -> None:
+        self.core = client.CoreV1Api(api)
+        self.cluster = view
+        self.domain = domain
+        self.events_namespace = events_namespace
+        self.retries = retries
+
+    def view(self, nodes: Mapping[str, NodeInfo]) -> Mapping[str, NodeInfo]:
+        return nodes
+
+    def apply(self, plan: Plan, now: float) -> list[ActionResult]:
+        results: list[ActionResult] = []
+        for node, actions in _by_node(plan.actions).items():
+            outcome, error = self._patch(node, actions, now)
+            results.extend(ActionResult(a, outcome, error) for a in actions)
+            if outcome == "applied":
+                for a in actions:
+                    self._event(a, now)
+            log.info("%s %s", "ENFORCED" if outcome == "applied" else outcome.upper(),
+                     "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
+        return results
+
+    def _patch(self, node: str, actions: list[Action], now: float) -> tuple[str, str | None]:
+        for _ in range(self.retries):
+            try:
+                obj = json.loads(self.core.read_node(node, _preload_content=False).data)
+                body = render_patch(obj, actions, self.domain, now)
+                if body is None:
+                    return "noop", None
+                resp = self.core.patch_node(node, body, _preload_content=False)
+                self.cluster.written(json.loads(resp.data))
+                return "applied", None
+            except ApiException as e:
+                if e.status == 409:
+                    continue  # someone wrote the node since we read it: read again
+                return "failed", f"HTTP {e.status}: {_reason(e)}"
+            except Exception as e:
+                return "failed", f"{type(e).__name__}: {e}"
+        return "failed", f"gave up after {self.retries} conflicts"
+
+    def _event(self, a: Action, now: float) -> None:
+        ts = datetime.fromtimestamp(now, UTC)
+        ev = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{a.node}.sentinel-{a.id}",
+                                         namespace=self.events_namespace),
+            involved_object=client.V1ObjectReference(kind="Node", name=a.node, api_version="v1"),
+            reason="SentinelIsolated" if a.kind is ActionKind.ISOLATE else "SentinelReleased",
+            message=f"[{a.id}] {a.reason}"[:1024],
+            type="Warning" if a.kind is ActionKind.ISOLATE else "Normal",
+            source=client.V1EventSource(component="sentinel"),
+            first_timestamp=ts, last_timestamp=ts, count=1,
+        )
+        try:
+            self.core.create_namespaced_event(self.events_namespace, ev)
+        except ApiException as e:
+            log.warning("could not record the Event for %s on %s: %s", a.id, a.node, _reason(e))
+
+
+def _reason(e: ApiException) -> str:
+    try:
+        body: Any = json.loads(e.body or "{}")
+        return str(body.get("message") or e.reason)
+    except ValueError:
+        return str(e.reason)
+
+
+class RecordingActuator:
+    """Dry-run: the plan is applied to an overlay, never to the cluster."""
+
+    mode = "dry-run"
+
+    def __init__(self) -> None:
+        self._overlay: dict[str, tuple[Held, bool]] = {}
+        self._seen: Mapping[str, NodeInfo] = {}
+
+    def view(self, nodes: Mapping[str, NodeInfo]) -> Mapping[str, NodeInfo]:
+        self._seen = nodes
+        if not self._overlay:
+            return nodes
+        out = dict(nodes)
+        for name, (held, unsched) in self._overlay.items():
+            if name in out:
+                out[name] = replace(out[name], held=held, unschedulable=unsched)
+        return out
+
+    def apply(self, plan: Plan, now: float) -> list[ActionResult]:
+        results = []
+        for node, actions in _by_node(plan.actions).items():
+            seen = self._seen.get(node)
+            start = (seen.held, seen.unschedulable) if seen is not None else (Held(), False)
+            held, unsched = self._overlay.get(node, start)
+            new = apply_actions(held, actions, now, already_unschedulable=unsched)
+            if held.cordoned and not new.cordoned:
+                unsched = False
+            elif new.cordoned:
+                unsched = True
+            self._overlay[node] = (new, unsched)
+            results.extend(ActionResult(a, "applied") for a in actions)
+            log.info("DRY-RUN (nothing changed) %s",
+                     "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
+        return results

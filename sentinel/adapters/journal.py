@@ -1,0 +1,105 @@
+"""The journal: every action and every change of a hold reason, in SQLite (WAL).
+
+It is how an on-call learns what sentinel did at 03:14, and half of how a restarted sentinel
+rebuilds its memory (flap damping and the rate budget); the nodes themselves are the other half.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..model import Action, ActionKind, Note
+
+__all__ = ["Journal"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS actions (
+    id TEXT NOT NULL, ts REAL NOT NULL, mode TEXT NOT NULL, outcome TEXT NOT NULL,
+    kind TEXT NOT NULL, node TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL,
+    level TEXT NOT NULL, effect TEXT NOT NULL, rule TEXT NOT NULL, reason TEXT NOT NULL,
+    evidence TEXT NOT NULL, error TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_node_ts ON actions(node, ts);
+CREATE INDEX IF NOT EXISTS actions_ts ON actions(ts);
+CREATE TABLE IF NOT EXISTS notes (
+    ts REAL NOT NULL, node TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notes_node_ts ON notes(node, ts);
+"""
+
+
+class Journal:
+    """Thread-safe; one connection, serialised writes, committed before returning."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record_actions(self, rows: Iterable[tuple[Action, str, str, str | None]],
+                       ts: float) -> None:
+        """rows: (action, mode, outcome, error)."""
+        data = [(a.id, ts, mode, outcome, a.kind.value, a.node, a.site, a.key, a.level.value,
+                 a.effect, a.rule, a.reason, json.dumps(a.evidence, default=str), err)
+                for a, mode, outcome, err in rows]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
+            self._db.execute("COMMIT")
+
+    def record_notes(self, notes: Iterable[Note], ts: float) -> None:
+        data = [(ts, n.node, n.site, n.reason, n.text) for n in notes]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO notes VALUES (?,?,?,?,?)", data)
+            self._db.execute("COMMIT")
+
+    def actions(self, *, node: str | None = None, since: float | None = None,
+                limit: int = 1000) -> list[dict[str, Any]]:
+        q = "SELECT * FROM actions WHERE 1=1"
+        args: list[Any] = []
+        if node:
+            q += " AND node = ?"
+            args.append(node)
+        if since is not None:
+            q += " AND ts >= ?"
+            args.append(since)
+        q += " ORDER BY ts, rowid LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            cur = self._db.execute(q, args)
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def memory(self, now: float, flap_window: float,
+               mode: str) -> tuple[Mapping[str, float], tuple[float, ...]]:
+        """What decide must remember across a restart: the last release per node within the
+        flap window, and the isolations of the last minute (for the rate budget)."""
+        with self._lock:
+            rel = self._db.execute(
+                "SELECT node, MAX(ts) FROM actions WHERE kind = ? AND outcome = 'applied' "
+                "AND mode = ? AND ts >= ? GROUP BY node",
+                (ActionKind.RELEASE.value, mode, now - flap_window)).fetchall()
+            iso = self._db.execute(
+                "SELECT ts FROM actions WHERE kind = ? AND outcome = 'applied' AND mode = ? "
+                "AND ts >= ? ORDER BY ts", (ActionKind.ISOLATE.value, mode, now - 60)).fetchall()
+        return {n: t for n, t in rel}, tuple(t for (t,) in iso)

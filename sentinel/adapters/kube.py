@@ -1,0 +1,241 @@
+"""The cloud view: nodes and pods from Kubernetes through the official client, list then watch.
+
+Objects are kept as the API's raw JSON (deserialising 100,000 `V1Node` models each resync would
+cost seconds); `NodeInfo` values are derived from them and cached per resourceVersion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from ..config import ClusterConfig, Config
+from ..model import NodeInfo, SiteName
+from ..ownership import node_info, pod_binds
+
+__all__ = ["ClusterView", "Reflector", "make_api_client"]
+
+log = logging.getLogger("sentinel.kube")
+Obj = dict[str, Any]
+
+
+def make_api_client(cluster: ClusterConfig) -> client.ApiClient:
+    """One ApiClient for the process: a URL (emulator, kubectl proxy), a kubeconfig, or the
+    in-cluster service account, in that order."""
+    cfg = client.Configuration()
+    if cluster.url:
+        cfg.host = cluster.url
+    elif cluster.kubeconfig:
+        config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class Reflector:
+    """List, then watch from the list's resourceVersion; on 410 Gone or any error, list again.
+
+    `on_list(items, rv)` replaces the whole state; `on_event(type, obj)` applies one change.
+    """
+
+    def __init__(self, name: str, list_fn: Callable[..., Any],
+                 on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
+                 watch_timeout: float = 300.0) -> None:
+        self.name = name
+        self._list_fn = list_fn
+        self._on_list, self._on_event = on_list, on_event
+        self._timeout = max(1, int(watch_timeout))
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._resp: Any = None
+        self.relists = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"reflector-{name}", daemon=True)
+
+    def start(self) -> Reflector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        resp = self._resp
+        if resp is not None:
+            with contextlib.suppress(Exception):  # best effort: the thread is daemonic anyway
+                resp.shutdown()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                rv = self._list()
+                backoff = 0.5
+                while not self._stop.is_set():
+                    rv = self._watch(rv)
+                    if rv is None:
+                        break  # expired: list again
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("%s: list/watch failed, retrying in %.1fs: %s", self.name, backoff,
+                            self.last_error)
+                self._stop.wait(backoff + random.uniform(0, backoff / 2))
+                backoff = min(backoff * 2, 30.0)
+
+    def _list(self) -> str:
+        resp = self._list_fn(_preload_content=False)
+        body = json.loads(resp.data)
+        self._on_list(body.get("items") or [])
+        self.relists += 1
+        self.last_error = None
+        self.synced.set()
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, rv: str) -> str | None:
+        resp = self._list_fn(watch=True, resource_version=rv, timeout_seconds=self._timeout,
+                             allow_watch_bookmarks=True, _preload_content=False)
+        self._resp = resp
+        try:
+            for line in iter_resp_lines(resp):
+                if self._stop.is_set():
+                    return rv
+                if not line.strip():
+                    continue
+                ev = json.loads(line)
+                obj = ev.get("object") or {}
+                if ev.get("type") == "ERROR":
+                    if obj.get("code") == 410:
+                        log.info("%s: watch expired (%s), relisting", self.name,
+                                 obj.get("message"))
+                        return None
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                if ev.get("type") != "BOOKMARK":
+                    self._on_event(ev["type"], obj)
+        finally:
+            self._resp = None
+            resp.release_conn()
+        return rv
+
+
+class ClusterView:
+    """Nodes and the nodes that host bound pods, kept current by two reflectors."""
+
+    def __init__(self, api: client.ApiClient, cfg: Config) -> None:
+        self.cfg = cfg
+        self.core = client.CoreV1Api(api)
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Obj] = {}
+        self._bound: dict[str, str] = {}  # pod uid -> node
+        self._pinned: dict[str, str] = {}  # node -> rv we wrote, until the watch shows it
+        self._cache: dict[str, tuple[str, bool, NodeInfo]] = {}
+        self._selectors = [(SiteName(s.name), cfg.site_selector(s)) for s in cfg.sites]
+        exempt_sel = cfg.exempt.selector
+        exempt_names = set(cfg.exempt.nodes)
+        self._exempt = lambda name, labels: name in exempt_names or (bool(exempt_sel) and all(
+            labels.get(k) == v for k, v in exempt_sel.items()))
+        t = cfg.cluster.watch_timeout
+        self.nodes_reflector = Reflector("nodes", self.core.list_node, self._nodes_listed,
+                                         self._node_event, t)
+        self.pods_reflector = Reflector("pods", self.core.list_pod_for_all_namespaces,
+                                        self._pods_listed, self._pod_event, t)
+
+    def start(self) -> ClusterView:
+        self.nodes_reflector.start()
+        self.pods_reflector.start()
+        return self
+
+    def stop(self) -> None:
+        self.nodes_reflector.stop()
+        self.pods_reflector.stop()
+
+    @property
+    def synced(self) -> bool:
+        return self.nodes_reflector.synced.is_set() and self.pods_reflector.synced.is_set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self.nodes_reflector.synced.wait(timeout) and \
+            self.pods_reflector.synced.wait(timeout)
+
+    # -- reflector callbacks -------------------------------------------------------------
+    def _nodes_listed(self, items: list[Obj]) -> None:
+        with self._lock:
+            self._nodes = {o["metadata"]["name"]: o for o in items}
+            self._pinned.clear()
+
+    def _node_event(self, kind: str, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        with self._lock:
+            if kind == "DELETED":
+                self._nodes.pop(name, None)
+                self._pinned.pop(name, None)
+                return
+            pinned = self._pinned.get(name)
+            if pinned is not None:
+                if obj["metadata"].get("resourceVersion") != pinned:
+                    return  # older than what we wrote; resourceVersions are opaque: wait
+                del self._pinned[name]
+            self._nodes[name] = obj
+
+    def _pods_listed(self, items: list[Obj]) -> None:
+        key = self.cfg.protect.binding_key
+        with self._lock:
+            self._bound = {}
+            for p in items:
+                node = pod_binds(p, key)
+                if node:
+                    self._bound[p["metadata"].get("uid", p["metadata"]["name"])] = node
+
+    def _pod_event(self, kind: str, obj: Obj) -> None:
+        uid = obj["metadata"].get("uid", obj["metadata"]["name"])
+        node = None if kind == "DELETED" else pod_binds(obj, self.cfg.protect.binding_key)
+        with self._lock:
+            if node:
+                self._bound[uid] = node
+            else:
+                self._bound.pop(uid, None)
+
+    def written(self, obj: Obj) -> None:
+        """The actuator's fresh copy of a node it patched: use it until the watch catches up."""
+        name = obj["metadata"]["name"]
+        with self._lock:
+            self._nodes[name] = obj
+            self._pinned[name] = obj["metadata"]["resourceVersion"]
+
+    # -- snapshot ------------------------------------------------------------------------
+    def site_of(self, labels: Mapping[str, str]) -> SiteName | None:
+        for site, sel in self._selectors:
+            if all(labels.get(k) == v for k, v in sel.items()):
+                return site
+        return None
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        with self._lock:
+            objs = list(self._nodes.values())
+            bound = set(self._bound.values())
+        out: dict[str, NodeInfo] = {}
+        cache: dict[str, tuple[str, bool, NodeInfo]] = {}
+        for o in objs:
+            name = o["metadata"]["name"]
+            rv = o["metadata"].get("resourceVersion", "")
+            is_bound = name in bound
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == rv and hit[1] == is_bound:
+                info = hit[2]
+            else:
+                labels = o["metadata"].get("labels") or {}
+                info = node_info(o, self.site_of(labels), self.cfg.taint_domain,
+                                 autonomy_key=self.cfg.protect.autonomy_key, bound=is_bound,
+                                 exempt=self._exempt)
+            cache[name] = (rv, is_bound, info)
+            out[name] = info
+        self._cache = cache
+        return out

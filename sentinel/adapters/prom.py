@@ -1,0 +1,124 @@
+"""Collect the site and link views: every rule's PromQL on every site's Prometheus, at once.
+
+Each site has its own deadline, so a slow or dark site never stalls the others: it comes back
+`reachable=False` with the reason, and detection treats it as unknown, never as down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from ..model import SiteName, SiteView
+from ..rules import Rule
+
+__all__ = ["PromError", "SiteCollector", "SiteTarget"]
+
+AGE_QUERY = "time() - max(timestamp(up))"
+
+
+class PromError(Exception):
+    """A query failed: the site did not answer, or answered with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTarget:
+    name: str
+    url: str
+    timeout: float
+
+
+def _parse_vector(body: object, what: str) -> list[tuple[Mapping[str, str], float]]:
+    if not isinstance(body, dict) or body.get("status") != "success":
+        err = body.get("error") if isinstance(body, dict) else None
+        raise PromError(f"{what}: {err or 'unexpected answer'}")
+    data = body.get("data") or {}
+    if data.get("resultType") == "scalar":
+        return [({}, float(data["result"][1]))]
+    if data.get("resultType") != "vector":
+        raise PromError(f"{what}: expected an instant vector, got {data.get('resultType')}")
+    out = []
+    for s in data.get("result") or []:
+        try:
+            out.append((s.get("metric") or {}, float(s["value"][1])))
+        except (KeyError, ValueError, TypeError, IndexError):
+            raise PromError(f"{what}: malformed sample {s!r}") from None
+    return out
+
+
+class SiteCollector:
+    """Owns one pooled HTTP client for the life of the process (not one per cycle)."""
+
+    def __init__(self, sites: Sequence[SiteTarget], presence_query: str,
+                 client: httpx.AsyncClient | None = None, max_concurrency: int = 64) -> None:
+        self.sites = list(sites)
+        self.presence_query = presence_query
+        self._client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=64))
+        self._sem = asyncio.Semaphore(max_concurrency)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _query(self, site: SiteTarget, expr: str, timeout: float) -> list[
+            tuple[Mapping[str, str], float]]:
+        async with self._sem:
+            try:
+                r = await self._client.get(f"{site.url}/api/v1/query", params={"query": expr},
+                                           timeout=timeout)
+            except httpx.TimeoutException:
+                raise PromError(f"timed out after {timeout:g}s") from None
+            except httpx.HTTPError as e:
+                raise PromError(f"{type(e).__name__}: {e}") from None
+        if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
+            raise PromError(f"HTTP {r.status_code} from {site.url}")
+        try:
+            body = r.json()
+        except ValueError:
+            raise PromError(f"HTTP {r.status_code}, not JSON") from None
+        return _parse_vector(body, expr)
+
+    async def collect_site(self, site: SiteTarget, rules: Sequence[Rule]) -> SiteView:
+        name = SiteName(site.name)
+        deadline = time.monotonic() + site.timeout
+
+        def left() -> float:
+            return max(0.05, deadline - time.monotonic())
+
+        try:
+            # Presence first: if the site does not answer it, it is unreachable as a whole.
+            presence = await asyncio.wait_for(
+                self._query(site, self.presence_query, site.timeout), site.timeout)
+        except (PromError, TimeoutError) as e:
+            return SiteView(name, reachable=False, error=str(e) or "timed out")
+        present = frozenset(m["node"] for m, _ in presence if "node" in m)
+        exprs = [AGE_QUERY, *(r.expr for r in rules)]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
+            return_exceptions=True)
+        age_res, rule_res = results[0], results[1:]
+        age = None
+        if isinstance(age_res, list) and age_res:
+            age = max(0.0, age_res[0][1])
+        firing: dict[str, dict[str, float]] = {}
+        errors: dict[str, str] = {}
+        for rule, res in zip(rules, rule_res, strict=True):
+            if isinstance(res, BaseException):
+                errors[rule.name] = str(res) or type(res).__name__
+                continue
+            hits = {m["node"]: v for m, v in res if "node" in m}
+            if res and not hits:
+                # The rule is misconfigured for this site: its state is unknown, not clear.
+                errors[rule.name] = f"{len(res)} series, none with a `node` label"
+            if hits:
+                firing[rule.name] = hits
+        return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
+                        rule_errors=errors)
+
+    async def collect(self, rules: Sequence[Rule]) -> dict[str, SiteView]:
+        views = await asyncio.gather(*(self.collect_site(s, rules) for s in self.sites))
+        return {v.site: v for v in views}

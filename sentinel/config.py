@@ -1,0 +1,230 @@
+"""Sentinel's configuration: one YAML file, overridable by SENTINEL_* environment variables.
+
+Every field says its unit and why its default is what it is. Validation reports every problem
+at once, each with file:line and the key's path, before sentinel touches anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .yamlsrc import Duration, Source, SourceError, validate
+
+__all__ = [
+    "Budgets",
+    "ClusterConfig",
+    "Config",
+    "Durations",
+    "Exempt",
+    "SiteConfig",
+    "load_config",
+    "parse_config",
+]
+
+ENV_PREFIX = "SENTINEL_"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SITE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Strict):
+    name: str
+    prometheus: str
+    """Base URL of the site's Prometheus (or any Prometheus-compatible query API)."""
+    selector: dict[str, str] | None = None
+    """Node labels that place a node in this site. Default: `{<site_label>: <name>}`."""
+    timeout: Duration | None = None
+    """Per-query timeout for this site; default `query_timeout`. A slow site never stalls others."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _SITE_NAME.match(v) or len(v) > 63:
+            raise ValueError("site names are 1-63 letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("prometheus")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v.rstrip("/")
+
+
+class ClusterConfig(_Strict):
+    url: str | None = None
+    """API server URL without auth (the emulator, or `kubectl proxy`). Wins over kubeconfig."""
+    kubeconfig: str | None = None
+    """Path to a kubeconfig. With neither set, sentinel uses the in-cluster service account."""
+    events_namespace: str = "default"
+    """Where Events about nodes go; `kubectl describe node` shows them from any namespace."""
+    watch_timeout: Duration = 300.0
+    """Server-side watch timeout (s); the watch is re-established after it, as client-go does."""
+
+
+class Durations(_Strict):
+    release_after: Duration = 300.0
+    """How long a key must stay clear before its isolation is released (s). Longer than any
+    `for`, so a node must prove itself healthy for longer than it took to condemn it."""
+    flap_window: Duration = 1800.0
+    """At most one release per node in this window (s): a flapping node stays isolated."""
+    cloud_link_for: Duration = 60.0
+    """How long the cloud must see a node NotReady while its site sees it serving, before the
+    edgecore level-1 taint (s). Kubernetes' own grace period is 40 s; this waits a bit longer."""
+    max_data_age: Duration = 120.0
+    """A site whose newest scrape is older than this is treated as unknown, not as healthy (s)."""
+
+
+class Guard(_Strict):
+    site_disruption_threshold: float = Field(0.55, gt=0, le=1)
+    """Above this fraction of a site's nodes failing together it is a site event: no level-2
+    action there. 0.55 is Kubernetes' unhealthy-zone threshold."""
+    min_failing: int = Field(2, ge=1)
+    """A single failing node is never a site event, however small the site."""
+
+
+class Budgets(_Strict):
+    site_max_fraction: float = Field(0.5, gt=0, le=1)
+    """At most this fraction of a site isolated at once (always at least one node)."""
+    fleet_max_fraction: float = Field(0.2, gt=0, le=1)
+    """At most this fraction of the fleet isolated at once (always at least one node)."""
+    max_new_per_minute: int = Field(10, ge=0)
+    """New isolations (or escalations) in any 60 s. A fleet-wide bad rule stops here."""
+
+
+class Exempt(_Strict):
+    nodes: list[str] = []
+    selector: dict[str, str] = {}
+    """Nodes with all of these labels are never isolated (and released if they were)."""
+
+
+class Protect(_Strict):
+    autonomy_key: str = "node.beta.openyurt.io/autonomy"
+    """Node annotation or label; "true" means the node must keep its pods (no NoExecute)."""
+    binding_key: str = "apps.openyurt.io/binding"
+    """Pod annotation or label; "true" pins the pod to its node (no NoExecute there)."""
+
+
+class Config(_Strict):
+    mode: Literal["enforce", "dry-run"] = "dry-run"
+    """`dry-run` by default: a new install plans and explains before it may touch a node."""
+    interval: Duration = Field(10.0, gt=0)
+    """Seconds between cycles."""
+    query_timeout: Duration = Field(3.0, gt=0)
+    sites: list[SiteConfig] = Field(min_length=1)
+    site_label: str = "topology.kubernetes.io/zone"
+    rules: list[str] = ["rules"]
+    """Rule files or directories of `*.yaml`, relative to the config file."""
+    presence_query: str = "max by (node) (up)"
+    """Which nodes a site's Prometheus knows. A node it does not know is unknown, never down."""
+    taint_domain: str = "sentinel.edge.io"
+    """Prefix of every taint and annotation key sentinel owns; it touches no other."""
+    cluster: ClusterConfig = ClusterConfig()
+    durations: Durations = Durations()
+    guard: Guard = Guard()
+    budgets: Budgets = Budgets()
+    exempt: Exempt = Exempt()
+    protect: Protect = Protect()
+    journal: str = "sentinel-journal.db"
+    listen: str = "127.0.0.1:8080"
+    base_dir: str = "."
+    """Directory that relative paths are resolved against (the config file's)."""
+
+    @field_validator("taint_domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not _DNS_SUBDOMAIN.match(v) or len(v) > 253:
+            raise ValueError("must be a DNS subdomain such as sentinel.example.com")
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("write host:port, e.g. 0.0.0.0:8080")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_sites(self) -> Config:
+        seen: set[str] = set()
+        for s in self.sites:
+            if s.name in seen:
+                raise ValueError(f"site {s.name!r} is listed twice")
+            seen.add(s.name)
+        return self
+
+    def site_selector(self, site: SiteConfig) -> dict[str, str]:
+        return site.selector if site.selector is not None else {self.site_label: site.name}
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Apply SENTINEL_A__B=value onto data['a']['b']; values are parsed as YAML scalars."""
+    applied = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in ("SENTINEL_CONFIG", "SENTINEL_URL",
+                                                       "SENTINEL_TOKEN"):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        target = data
+        for part in path[:-1]:
+            nxt = target.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                target[part] = nxt
+            target = nxt
+        target[path[-1]] = value
+        applied.append(name)
+    return applied
+
+
+def parse_config(text: str, filename: str, env: Mapping[str, str] | None = None) -> Config:
+    """Config from YAML text; problems from the environment name the variable, not a line."""
+    source = Source.parse(text, filename)
+    data = source.data if source.data is not None else {}
+    if not isinstance(data, dict):
+        raise SourceError([f"{filename}:1: the config must be a mapping of keys"])
+    data = dict(data)
+    data.setdefault("base_dir", str(Path(filename).resolve().parent))
+    applied = _env_overrides(data, env or {})
+    try:
+        return validate(Config, source, data)
+    except SourceError as e:
+        if applied:
+            e.problems.append(f"(environment overrides applied: {', '.join(applied)})")
+        raise
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SourceError([f"{p}: cannot read config: {e.strerror}"]) from None
+    return parse_config(text, str(p), os.environ if env is None else env)

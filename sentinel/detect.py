@@ -1,0 +1,172 @@
+"""Detection: a purely computational function from a Snapshot to per-node Findings.
+
+It applies the two-witness table of DESIGN.md and the site guard. No I/O, no clock: the
+snapshot carries everything, so the same snapshot always gives the same findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .model import (
+    NODE_KEY,
+    Condition,
+    Finding,
+    Level,
+    NodeInfo,
+    NodeName,
+    Ready,
+    SiteName,
+    SiteSees,
+    SiteState,
+    SiteStatus,
+    SiteView,
+    Snapshot,
+    Verdict,
+)
+from .rules import Rule, RuleSet
+
+__all__ = ["CLOUD_LINK_RULE", "DetectParams", "Detection", "detect"]
+
+#: The built-in check behind the "cloud link or edgecore broken" row of the table.
+CLOUD_LINK_RULE = "cloud-link"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectParams:
+    max_data_age: float = 120.0
+    cloud_link_for: float = 60.0
+    cloud_link_component: str = "edgecore"
+    site_disruption_threshold: float = 0.55
+    min_failing: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    findings: Mapping[str, Finding]
+    """Only nodes that are not plainly healthy; absent means healthy by both witnesses."""
+    sites: Mapping[str, SiteStatus]
+
+    def guarded(self, site: str) -> bool:
+        st = self.sites.get(site)
+        return st is not None and st.state is SiteState.GUARDED
+
+
+def _site_hits(view: SiteView, by_name: Mapping[str, Rule]) -> dict[str, list[tuple[Rule, float]]]:
+    """Invert rule -> node -> value into node -> [(rule, value)]; results are sparse."""
+    hits: dict[str, list[tuple[Rule, float]]] = {}
+    for rule_name, per_node in view.firing.items():
+        rule = by_name.get(rule_name)
+        if rule is None:
+            continue
+        for node, value in per_node.items():
+            hits.setdefault(node, []).append((rule, value))
+    return hits
+
+
+def _cond(rule: Rule, value: float, *, key: str | None = None,
+          level: Level | None = None) -> Condition:
+    return Condition(key=key or rule.key, level=level or rule.level, rule=rule.name,
+                     for_seconds=rule.for_seconds, value=value, query=rule.expr)
+
+
+def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detection:
+    by_name = {r.name: r for r in rules.rules}
+    node_rule_names = {r.name for r in rules.node_rules}
+    usable: dict[str, bool] = {}
+    hits: dict[str, dict[str, list[tuple[Rule, float]]]] = {}
+    node_unknown: dict[str, bool] = {}
+    comp_unknown: dict[str, frozenset[str]] = {}
+    for name, view in snapshot.sites.items():
+        fresh = view.data_age is None or view.data_age <= params.max_data_age
+        usable[name] = view.reachable and fresh
+        hits[name] = _site_hits(view, by_name)
+        node_unknown[name] = any(r in node_rule_names for r in view.rule_errors)
+        comp_unknown[name] = frozenset(
+            by_name[r].key for r in view.rule_errors if r in by_name and r not in node_rule_names)
+
+    totals: dict[str, int] = dict.fromkeys(snapshot.sites, 0)
+    failing: dict[str, int] = dict.fromkeys(snapshot.sites, 0)
+    findings: dict[str, Finding] = {}
+    cloud_link = Condition(key=params.cloud_link_component, level=Level.COMPONENT,
+                           rule=CLOUD_LINK_RULE, for_seconds=params.cloud_link_for, value=None,
+                           query="Kubernetes: node Ready condition")
+    for node in snapshot.nodes.values():
+        site = node.site
+        if site is None or site not in totals:
+            continue
+        totals[site] += 1
+        ready = node.ready is Ready.TRUE
+        if not usable[site]:
+            view = snapshot.sites[site]
+            if not ready:
+                failing[site] += 1
+            if not ready or node.held:
+                verdict = Verdict.PARTITION if not view.reachable and not ready else Verdict.UNKNOWN
+                findings[node.name] = Finding(node.name, SiteName(site), verdict, node.ready,
+                                              SiteSees.UNKNOWN, view.reachable, hold_all=True)
+            continue
+        h = hits[site].get(node.name)
+        if ready and h is None and not node.held:
+            continue  # the common case at 100,000 nodes: nothing to say
+        f = _classify(node, SiteName(site), h or [], snapshot.sites[site], node_unknown[site],
+                      comp_unknown[site], cloud_link)
+        if f.verdict in (Verdict.NODE_FAILURE, Verdict.CLOUD_LINK) or \
+                (f.site_sees is SiteSees.DOWN):
+            failing[site] += 1
+        if f.verdict is not Verdict.HEALTHY or node.held:
+            findings[node.name] = f
+
+    sites: dict[str, SiteStatus] = {}
+    for name, view in snapshot.sites.items():
+        n, bad = totals[name], failing[name]
+        if not view.reachable:
+            state = SiteState.PARTITIONED
+        elif not usable[name]:
+            state = SiteState.STALE
+        elif bad >= params.min_failing and bad > params.site_disruption_threshold * n:
+            state = SiteState.GUARDED
+        else:
+            state = SiteState.OK
+        sites[name] = SiteStatus(SiteName(name), state, view.reachable, view.data_age, n, bad,
+                                 view.error)
+    return Detection(findings, sites)
+
+
+def _classify(node: NodeInfo, site: SiteName, h: list[tuple[Rule, float]], view: SiteView,
+              node_rules_unknown: bool, comp_unknown: frozenset[str],
+              cloud_link: Condition) -> Finding:
+    node_hits = [(r, v) for r, v in h if r.level is Level.NODE]
+    comp_hits = [(r, v) for r, v in h if r.level is Level.COMPONENT]
+    if node_hits:
+        sees = SiteSees.DOWN
+    elif node_rules_unknown or (node.name not in view.present and not h):
+        sees = SiteSees.UNKNOWN
+    else:
+        sees = SiteSees.UP
+    unknown = comp_unknown | ({NODE_KEY} if node_rules_unknown else frozenset())
+    name = NodeName(node.name)
+
+    def finding(verdict: Verdict, conds: list[Condition], hold_all: bool = False) -> Finding:
+        return Finding(name, site, verdict, node.ready, sees, True, tuple(conds), unknown,
+                       hold_all)
+
+    if node.ready is Ready.TRUE:
+        if sees is SiteSees.DOWN:
+            # The cloud sees it serve, the site cannot scrape it: an exporter or component
+            # fault. One witness is never enough for level 2, so downgrade to level 1.
+            conds = [_cond(r, v, key=r.downgrade_key, level=Level.COMPONENT) for r, v in node_hits]
+            conds += [_cond(r, v) for r, v in comp_hits]
+            return finding(Verdict.COMPONENT_FAULT, conds)
+        if comp_hits:
+            return finding(Verdict.COMPONENT_FAULT, [_cond(r, v) for r, v in comp_hits])
+        if sees is SiteSees.UNKNOWN:
+            return finding(Verdict.UNKNOWN, [], hold_all=True)
+        return finding(Verdict.HEALTHY, [])
+    if sees is SiteSees.DOWN:
+        # Both witnesses agree. Component rules firing too are a consequence, not a cause.
+        return finding(Verdict.NODE_FAILURE, [_cond(r, v) for r, v in node_hits])
+    if sees is SiteSees.UP:
+        return finding(Verdict.CLOUD_LINK, [cloud_link, *(_cond(r, v) for r, v in comp_hits)])
+    return finding(Verdict.UNKNOWN, [], hold_all=True)

@@ -1,0 +1,117 @@
+"""sentinel_* metrics: counters created once against an injected registry, and a Collector
+that exports the last cycle's state at scrape time (per site, and per node that is not healthy,
+so cardinality follows trouble rather than fleet size)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .model import NODE_KEY, SiteState
+
+if TYPE_CHECKING:
+    from .service import CycleReport
+
+__all__ = ["Metrics"]
+
+BUDGETS = ("site", "fleet", "rate")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, mode: str) -> None:
+        self.registry = registry
+        self.cycle_seconds = Histogram(
+            "sentinel_cycle_duration_seconds", "Time of one collect-detect-decide-act cycle.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        self.cycles = Counter("sentinel_cycles_total", "Cycles run, by outcome.", ["outcome"],
+                              registry=registry)
+        self.actions = Counter("sentinel_actions_total", "Actions taken, by kind and rule.",
+                               ["kind", "rule", "level", "mode", "outcome"], registry=registry)
+        self.last_success = Gauge("sentinel_last_cycle_success_timestamp_seconds",
+                                  "When the last cycle completed.", registry=registry)
+        mode_g = Gauge("sentinel_mode", "1 for the mode sentinel runs in.", ["mode"],
+                       registry=registry)
+        for m in ("enforce", "dry-run"):
+            mode_g.labels(m).set(1 if m == mode else 0)
+        self.state = _StateCollector()
+        registry.register(self.state)
+
+    def observe(self, report: CycleReport) -> None:
+        self.cycle_seconds.observe(report.duration)
+        self.cycles.labels("ok").inc()
+        self.last_success.set(report.finished_at)
+        for r in report.results:
+            a = r.action
+            self.actions.labels(a.kind.value, a.rule, a.level.value, report.mode,
+                                r.outcome).inc()
+        self.state.report = report
+
+    def failed(self) -> None:
+        self.cycles.labels("error").inc()
+
+
+class _StateCollector(Collector):
+    def __init__(self) -> None:
+        self.report: CycleReport | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        rep = self.report
+        reach = GaugeMetricFamily("sentinel_site_reachable",
+                                  "1 if the site's Prometheus answered this cycle.",
+                                  labels=["site"])
+        age = GaugeMetricFamily("sentinel_site_data_age_seconds",
+                                "Age of the newest scrape at the site.", labels=["site"])
+        part = GaugeMetricFamily("sentinel_site_partitioned",
+                                 "1 while the site's Prometheus is unreachable: no node action "
+                                 "there.", labels=["site"])
+        guard = GaugeMetricFamily("sentinel_site_guard_active",
+                                  "1 while too many of the site's nodes fail together.",
+                                  labels=["site"])
+        failing = GaugeMetricFamily("sentinel_site_failing_nodes",
+                                    "Nodes failing by either witness.", labels=["site"])
+        isolated = GaugeMetricFamily("sentinel_isolated_nodes",
+                                     "Nodes sentinel holds isolated, by highest level.",
+                                     labels=["site", "level"])
+        level = GaugeMetricFamily("sentinel_node_isolation_level",
+                                  "0 none, 1 component, 2 node; only nodes sentinel holds.",
+                                  labels=["site", "node"])
+        verdict = GaugeMetricFamily("sentinel_node_verdict",
+                                    "1 for the verdict of each node that is not healthy.",
+                                    labels=["site", "node", "verdict"])
+        budget = GaugeMetricFamily("sentinel_budget_exhausted",
+                                   "1 if this budget stopped an isolation in the last cycle.",
+                                   labels=["budget", "site"])
+        if rep is not None:
+            counts: dict[tuple[str, str], int] = {}
+            for st in rep.detection.sites.values():
+                reach.add_metric([st.site], 1.0 if st.reachable else 0.0)
+                if st.data_age is not None:
+                    age.add_metric([st.site], st.data_age)
+                part.add_metric([st.site], 1.0 if st.state is SiteState.PARTITIONED else 0.0)
+                guard.add_metric([st.site], 1.0 if st.state is SiteState.GUARDED else 0.0)
+                failing.add_metric([st.site], float(st.failing))
+                counts[(st.site, "1")] = 0
+                counts[(st.site, "2")] = 0
+            for n in rep.nodes_after.values():
+                if n.held and n.site:
+                    lv = "2" if NODE_KEY in n.held.keys else "1"
+                    counts[(n.site, lv)] = counts.get((n.site, lv), 0) + 1
+                    level.add_metric([n.site, n.name], float(lv))
+            for (site, lv), c in sorted(counts.items()):
+                isolated.add_metric([site, lv], float(c))
+            for f in rep.detection.findings.values():
+                if f.verdict.value != "healthy":
+                    verdict.add_metric([f.site, f.node, f.verdict.value], 1.0)
+            spent = rep.plan.budget_exhausted
+            for b in ("fleet", "rate"):
+                budget.add_metric([b, ""], 1.0 if b in spent else 0.0)
+            for site in rep.detection.sites:
+                budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
+        yield from (reach, age, part, guard, failing, isolated, level, verdict, budget)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []

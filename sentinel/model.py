@@ -1,0 +1,239 @@
+"""The values that flow through one cycle: a Snapshot in; Findings, a Plan and state out.
+
+Everything here is immutable and free of I/O, so detect and decide can be tested by tables
+and run on 100,000 nodes without touching the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NewType
+
+__all__ = [
+    "NODE_KEY",
+    "Action",
+    "ActionKind",
+    "Condition",
+    "Finding",
+    "Held",
+    "HeldKey",
+    "Level",
+    "NodeInfo",
+    "NodeName",
+    "Note",
+    "Plan",
+    "Ready",
+    "SiteName",
+    "SiteSees",
+    "SiteState",
+    "SiteStatus",
+    "SiteView",
+    "Snapshot",
+    "Verdict",
+]
+
+NodeName = NewType("NodeName", str)
+SiteName = NewType("SiteName", str)
+
+#: The isolation key of level 2. Level-1 keys are component names.
+NODE_KEY = "node"
+
+
+class Level(StrEnum):
+    """How far an isolation goes: level 1 keeps the pods, level 2 moves the movable ones."""
+
+    COMPONENT = "component"
+    NODE = "node"
+
+
+class Ready(StrEnum):
+    """The cloud witness: the node's Ready condition as Kubernetes reports it."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class SiteSees(StrEnum):
+    """The site witness: what the site's own Prometheus says of the node."""
+
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class Verdict(StrEnum):
+    """One row of the two-witness table in DESIGN.md."""
+
+    HEALTHY = "healthy"
+    COMPONENT_FAULT = "component-fault"
+    CLOUD_LINK = "cloud-link-broken"
+    NODE_FAILURE = "node-failure"
+    PARTITION = "site-partition-suspected"
+    UNKNOWN = "unknown"
+
+
+class SiteState(StrEnum):
+    OK = "ok"
+    PARTITIONED = "partitioned"
+    STALE = "stale"
+    GUARDED = "guarded"
+
+
+class ActionKind(StrEnum):
+    ISOLATE = "isolate"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldKey:
+    """One isolation sentinel holds on a node, as its taint and annotation show it."""
+
+    key: str
+    effect: str
+    rule: str
+    since: float | None = None
+    decision: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """All that sentinel holds on a node. Rebuilt from the node itself every cycle."""
+
+    keys: Mapping[str, HeldKey] = field(default_factory=dict)
+    cordoned: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+
+NOTHING_HELD = Held()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """The cloud view of one node, plus what sentinel already holds on it."""
+
+    name: NodeName
+    site: SiteName | None
+    ready: Ready
+    unschedulable: bool = False
+    protected: bool = False
+    """Autonomous node or one with a bound pod: level 2 never evicts here."""
+    exempt: bool = False
+    held: Held = NOTHING_HELD
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """The site and link views: what one site's Prometheus answered this cycle."""
+
+    site: SiteName
+    reachable: bool
+    error: str | None = None
+    data_age: float | None = None
+    present: frozenset[str] = frozenset()
+    """Nodes the site's Prometheus has any `up` series for."""
+    firing: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Rule name -> node -> sample value, for every rule whose query matched."""
+    rule_errors: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one cycle knows. `taken_at` is when collection started (epoch seconds)."""
+
+    taken_at: float
+    nodes: Mapping[str, NodeInfo]
+    sites: Mapping[str, SiteView]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A rule (or a built-in witness check) that currently matches a node."""
+
+    key: str
+    level: Level
+    rule: str
+    for_seconds: float
+    value: float | None
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What detect concluded for one node, with the evidence behind it."""
+
+    node: NodeName
+    site: SiteName
+    verdict: Verdict
+    cloud: Ready
+    site_sees: SiteSees
+    site_reachable: bool
+    conditions: tuple[Condition, ...] = ()
+    unknown: frozenset[str] = frozenset()
+    """Keys whose state could not be read this cycle: hold them, release nothing."""
+    hold_all: bool = False
+    """No trustworthy view at all (partition, missing data): change nothing on this node."""
+
+    def evidence(self) -> dict[str, object]:
+        return {
+            "verdict": self.verdict.value,
+            "cloud_ready": self.cloud.value,
+            "site_reachable": self.site_reachable,
+            "site_sees": self.site_sees.value,
+            "conditions": [
+                {"rule": c.rule, "key": c.key, "level": c.level.value, "value": c.value,
+                 "query": c.query, "for_seconds": c.for_seconds}
+                for c in self.conditions
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SiteStatus:
+    """Per-site outcome of detection: the link view and the site guard."""
+
+    site: SiteName
+    state: SiteState
+    reachable: bool
+    data_age: float | None
+    nodes: int
+    failing: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One change to one isolation key on one node. The actuator groups them per node."""
+
+    id: str
+    kind: ActionKind
+    node: NodeName
+    site: SiteName
+    key: str
+    level: Level
+    effect: str
+    rule: str
+    reason: str
+    evidence: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Why sentinel did not act on a node although something is wrong with it."""
+
+    node: NodeName
+    site: SiteName
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    notes: tuple[Note, ...] = ()
+    budget_exhausted: frozenset[str] = frozenset()
+    """Which budgets stopped an isolation this cycle: `site:<name>`, `fleet`, `rate`."""

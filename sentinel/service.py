@@ -1,0 +1,150 @@
+"""One cycle, end to end: collect, detect, decide, act, report.
+
+This is the only place that reads the clock and glues the pure core to the adapters. The
+adapters are passed in, so tests run the same cycle against the emulator and real Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from .adapters.actuate import ActionResult, Actuator
+from .adapters.journal import Journal
+from .adapters.prom import SiteCollector
+from .config import Config
+from .decide import DecideParams, PolicyState, decide
+from .detect import Detection, DetectParams, detect
+from .metrics import Metrics
+from .model import NodeInfo, Plan, Snapshot
+from .rules import RuleSet
+
+__all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
+
+log = logging.getLogger("sentinel.cycle")
+
+
+class NodeSource(Protocol):
+    def nodes(self) -> dict[str, NodeInfo]: ...
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    started_at: float
+    finished_at: float
+    mode: str
+    snapshot: Snapshot
+    detection: Detection
+    plan: Plan
+    results: tuple[ActionResult, ...]
+    nodes_after: Mapping[str, NodeInfo]
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+def detect_params(cfg: Config) -> DetectParams:
+    return DetectParams(max_data_age=cfg.durations.max_data_age,
+                        cloud_link_for=cfg.durations.cloud_link_for,
+                        site_disruption_threshold=cfg.guard.site_disruption_threshold,
+                        min_failing=cfg.guard.min_failing)
+
+
+def decide_params(cfg: Config) -> DecideParams:
+    b = cfg.budgets
+    return DecideParams(release_after=cfg.durations.release_after,
+                        flap_window=cfg.durations.flap_window,
+                        site_max_fraction=b.site_max_fraction,
+                        fleet_max_fraction=b.fleet_max_fraction,
+                        max_new_per_minute=b.max_new_per_minute,
+                        exempt_nodes=frozenset(cfg.exempt.nodes))
+
+
+class Sentinel:
+    def __init__(self, cfg: Config, rules: RuleSet, collector: SiteCollector, nodes: NodeSource,
+                 actuator: Actuator, journal: Journal, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg, self.rules = cfg, rules
+        self.collector, self.node_source = collector, nodes
+        self.actuator, self.journal, self.metrics = actuator, journal, metrics
+        self.clock = clock
+        self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
+        now = clock()
+        last_release, recent = journal.memory(now, cfg.durations.flap_window, actuator.mode)
+        self.state = PolicyState(last_release=last_release, recent_isolations=recent)
+        self.last: CycleReport | None = None
+        self._notes: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def run_cycle(self) -> CycleReport:
+        async with self._lock:  # never two cycles at once, whoever calls
+            try:
+                return await self._cycle()
+            except Exception:
+                self.metrics.failed()
+                log.exception("cycle failed; nothing was decided on partial data")
+                raise
+
+    async def _cycle(self) -> CycleReport:
+        started = self.clock()
+        sites = await self.collector.collect(self.rules.rules)
+        nodes = self.actuator.view(self.node_source.nodes())
+        snapshot = Snapshot(started, nodes, sites)
+        detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
+        results = await asyncio.to_thread(self.actuator.apply, plan, started) \
+            if plan.actions else []
+        self.state = _only_what_happened(state, self.state, results, started)
+        self.journal.record_actions(
+            ((r.action, self.actuator.mode, r.outcome, r.error) for r in results), started)
+        self._journal_notes(plan, started)
+        for stop in sorted(plan.budget_exhausted):
+            log.warning("budget %s spent: isolations held this cycle", stop)
+        after = self.actuator.view(self.node_source.nodes()) if results else nodes
+        report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
+                             plan, tuple(results), after)
+        self.metrics.observe(report)
+        self.last = report
+        return report
+
+    def _think(self, snapshot: Snapshot, now: float) -> tuple[Detection, tuple[Plan, PolicyState]]:
+        detection = detect(snapshot, self.rules, self.detect_params)
+        return detection, decide(snapshot, detection, self.state, self.decide_params, now)
+
+    def _journal_notes(self, plan: Plan, now: float) -> None:
+        """A hold reason is journaled when it changes, not every cycle."""
+        current = {}
+        changed = []
+        for n in plan.notes:
+            if n.node in current:
+                continue
+            current[n.node] = n.reason
+            if self._notes.get(n.node) != n.reason:
+                changed.append(n)
+                log.info("HOLD %s (%s): %s", n.node, n.reason, n.text)
+        self._notes = current
+        self.journal.record_notes(changed, now)
+
+
+def _only_what_happened(new: PolicyState, old: PolicyState, results: list[ActionResult],
+                        now: float) -> PolicyState:
+    """Decide assumed its plan would succeed; undo that for the actions that failed, so a
+    failed release is retried next cycle and a failed isolation does not spend the budget."""
+    failed = [r.action for r in results if r.outcome == "failed"]
+    if not failed:
+        return new
+    last_release = dict(new.last_release)
+    recent = list(new.recent_isolations)
+    for a in failed:
+        if a.kind.value == "release":
+            if a.node in old.last_release:
+                last_release[a.node] = old.last_release[a.node]
+            else:
+                last_release.pop(a.node, None)
+        elif now in recent:
+            recent.remove(now)
+    return PolicyState(new.pending, new.clear_since, last_release, tuple(recent))

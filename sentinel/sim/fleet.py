@@ -1,0 +1,329 @@
+"""A simulated cloud-edge fleet: K sites x N nodes, one real Prometheus per site behind an
+uplink, the Kubernetes API emulator, and a fault injector (Python API and HTTP control).
+
+Faults, as DESIGN.md's witnesses see them:
+
+| fault          | node's exporters at the site | cloud Ready | site Prometheus from sentinel |
+|----------------|------------------------------|-------------|-------------------------------|
+| crash          | all down                     | Unknown     | reachable                     |
+| component JOB  | that job down                | True        | reachable                     |
+| link-loss      | up                           | Unknown     | reachable                     |
+| partition SITE | up                           | Unknown     | unreachable                   |
+| flap           | crash and heal in turn       |             |                               |
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .exporters import JOBS, SiteExporters
+from .kubeapi import KubeApiServer
+from .prometheus import PrometheusProcess
+from .store import RESOURCES, Store
+from .uplink import Uplink
+
+__all__ = ["FAULTS", "ZONE_LABEL", "Fleet", "FleetSpec"]
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+NODES = RESOURCES[("", "v1", "nodes")]
+PODS = RESOURCES[("", "v1", "pods")]
+FAULTS = ("crash", "component", "link-loss", "partition", "flap", "heal", "autonomy", "bind")
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    sites: int = 3
+    nodes_per_site: int = 5
+    scrape_interval: float = 5.0
+    pods_per_node: int = 2
+
+    def site_names(self) -> list[str]:
+        return [f"site-{chr(ord('a') + i)}" if i < 26 else f"site-{i}" for i in range(self.sites)]
+
+    def node_names(self, site: str) -> list[str]:
+        short = site.removeprefix("site-")
+        return [f"edge-{short}-{j:02d}" for j in range(1, self.nodes_per_site + 1)]
+
+
+def _ts() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Fleet:
+    def __init__(self, spec: FleetSpec = FleetSpec()) -> None:
+        self.spec = spec
+        self.store = Store()
+        self.api = KubeApiServer(self.store)
+        self.exporters: dict[str, SiteExporters] = {}
+        self.proms: dict[str, PrometheusProcess] = {}
+        self.uplinks: dict[str, Uplink] = {}
+        self.site_of: dict[str, str] = {}
+        self._flappers: dict[str, threading.Event] = {}
+        self._control: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Fleet:
+        try:
+            self.api.start()
+            for i, site in enumerate(self.spec.site_names()):
+                nodes = self.spec.node_names(site)
+                for n in nodes:
+                    self.site_of[n] = site
+                    self._create_node(site, n)
+                exp = SiteExporters(site, nodes, seed=i).start()
+                self.exporters[site] = exp
+                targets = [(n, job, exp.address) for n in nodes for job in JOBS]
+                prom = PrometheusProcess(site, targets, self.spec.scrape_interval).start()
+                self.proms[site] = prom
+                self.uplinks[site] = Uplink(prom.port).start()
+            for prom in self.proms.values():
+                prom.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for ev in self._flappers.values():
+            ev.set()
+        if self._control is not None:
+            self._control.shutdown()
+            self._control.server_close()
+        for up in self.uplinks.values():
+            up.stop()
+        for prom in self.proms.values():
+            prom.stop()
+        for exp in self.exporters.values():
+            exp.stop()
+        self.api.stop()
+
+    def __enter__(self) -> Fleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def sites(self) -> list[str]:
+        return self.spec.site_names()
+
+    def nodes(self, site: str | None = None) -> list[str]:
+        return [n for n, s in self.site_of.items() if site is None or s == site]
+
+    def prometheus_urls(self) -> dict[str, str]:
+        """What sentinel is configured with: each site's Prometheus through its uplink."""
+        return {s: u.url for s, u in self.uplinks.items()}
+
+    def _create_node(self, site: str, name: str) -> None:
+        self.store.create(NODES, "", {
+            "metadata": {"name": name, "labels": {ZONE_LABEL: site,
+                                                  "kubernetes.io/hostname": name,
+                                                  "node-role.kubernetes.io/edge": ""}},
+            "spec": {},
+            "status": {"conditions": [self._ready("True")]},
+        })
+        for k in range(self.spec.pods_per_node):
+            self.store.create(PODS, "default", {
+                "metadata": {"name": f"app-{name}-{k}", "labels": {"app": "demo"}},
+                "spec": {"nodeName": name, "containers": [{"name": "app", "image": "demo:1"}]},
+            })
+
+    @staticmethod
+    def _ready(status: str) -> dict[str, str]:
+        reason = "KubeletReady" if status == "True" else "NodeStatusUnknown"
+        msg = "kubelet is posting ready status" if status == "True" else \
+            "Kubelet stopped posting node status."
+        return {"type": "Ready", "status": status, "reason": reason, "message": msg,
+                "lastHeartbeatTime": _ts(), "lastTransitionTime": _ts()}
+
+    def set_ready(self, node: str, status: str) -> None:
+        def fn(o: dict[str, Any]) -> None:
+            conds = [c for c in o.get("status", {}).get("conditions", []) if c["type"] != "Ready"]
+            o.setdefault("status", {})["conditions"] = [*conds, self._ready(status)]
+        self.store.mutate(NODES, "", node, fn, subresource="status")
+
+    # -- faults --------------------------------------------------------------------------
+    def _site(self, node: str) -> str:
+        if node not in self.site_of:
+            some = ", ".join(sorted(self.site_of)[:5])
+            raise KeyError(f"no node {node!r} in the fleet (nodes: {some}, ...)")
+        return self.site_of[node]
+
+    def crash(self, node: str) -> None:
+        self.exporters[self._site(node)].set_crashed(node, True)
+        self.set_ready(node, "Unknown")
+
+    def component(self, node: str, job: str) -> None:
+        if job not in JOBS:
+            raise KeyError(f"no component {job!r}; the simulated ones are {', '.join(JOBS)}")
+        self.exporters[self._site(node)].set_component(node, job, True)
+
+    def link_loss(self, node: str) -> None:
+        self._site(node)
+        self.set_ready(node, "Unknown")
+
+    def partition(self, site: str, mode: str = "refuse") -> None:
+        if site not in self.uplinks:
+            raise KeyError(f"no site {site!r}; sites: {', '.join(self.sites)}")
+        self.uplinks[site].cut(mode)
+        for n in self.nodes(site):
+            self.set_ready(n, "Unknown")
+
+    def flap(self, node: str, period: float = 10.0) -> None:
+        self._site(node)
+        self.stop_flapping(node)
+        stop = threading.Event()
+        self._flappers[node] = stop
+
+        def run() -> None:
+            down = False
+            while not stop.wait(period):
+                down = not down
+                if down:
+                    self.crash(node)
+                else:
+                    self.heal_node(node)
+        threading.Thread(target=run, daemon=True, name=f"flap-{node}").start()
+
+    def stop_flapping(self, node: str) -> None:
+        ev = self._flappers.pop(node, None)
+        if ev is not None:
+            ev.set()
+
+    def heal_node(self, node: str) -> None:
+        self.exporters[self._site(node)].heal(node)
+        self.set_ready(node, "True")
+
+    def heal(self, target: str | None = None) -> None:
+        """Heal one node, one site (its uplink too), or everything."""
+        if target in self.uplinks or target is None:
+            sites = [target] if target else self.sites
+            for s in sites:
+                self.uplinks[s].restore()
+                for n in self.nodes(s):
+                    self.stop_flapping(n)
+                    self.heal_node(n)
+            return
+        self.stop_flapping(target)
+        self.heal_node(target)
+
+    def set_autonomy(self, node: str, on: bool = True) -> None:
+        def fn(o: dict[str, Any]) -> None:
+            ann = o["metadata"].setdefault("annotations", {})
+            ann["node.beta.openyurt.io/autonomy"] = "true" if on else "false"
+        self._site(node)
+        self.store.mutate(NODES, "", node, fn)
+
+    def bind_pod(self, node: str) -> str:
+        self._site(node)
+        name = f"camera-{node}"
+        self.store.create(PODS, "default", {
+            "metadata": {"name": name, "annotations": {"apps.openyurt.io/binding": "true"}},
+            "spec": {"nodeName": node,
+                     "containers": [{"name": "cam", "image": "camera:1"}]},
+        })
+        return name
+
+    def inject(self, kind: str, target: str, arg: str | None = None) -> str:
+        """The one entry point of `sentinel sim inject`; returns what it did, in words."""
+        if kind == "crash":
+            self.crash(target)
+            return f"{target}: exporters down, Ready -> Unknown"
+        if kind == "component":
+            self.component(target, arg or "kube-proxy")
+            return f"{target}: {arg or 'kube-proxy'} down"
+        if kind == "link-loss":
+            self.link_loss(target)
+            return f"{target}: cloud link lost (Ready -> Unknown), still serving at its site"
+        if kind == "partition":
+            self.partition(target, arg or "refuse")
+            return f"{target}: uplink cut ({arg or 'refuse'}), its nodes Ready -> Unknown"
+        if kind == "flap":
+            self.flap(target, float(arg or 10))
+            return f"{target}: flapping every {float(arg or 10):g}s"
+        if kind == "heal":
+            self.heal(None if target == "all" else target)
+            return f"{target}: healed"
+        if kind == "autonomy":
+            self.set_autonomy(target)
+            return f"{target}: marked autonomous"
+        if kind == "bind":
+            return f"{target}: pod {self.bind_pod(target)} bound to it"
+        raise KeyError(f"no fault {kind!r}; faults: {', '.join(FAULTS)}")
+
+    # -- for tests -----------------------------------------------------------------------
+    def node(self, name: str) -> dict[str, Any]:
+        return self.store.get(NODES, "", name)
+
+    def pods_on(self, nodes: Iterable[str]) -> list[str]:
+        wanted = set(nodes)
+        items, _ = self.store.list(PODS, None)
+        return [p["metadata"]["name"] for p in items if p["spec"].get("nodeName") in wanted]
+
+    # -- control over HTTP ---------------------------------------------------------------
+    def serve_control(self, port: int = 0) -> str:
+        fleet = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                try:
+                    req = json.loads(self.rfile.read(n) or b"{}")
+                    msg = fleet.inject(str(req["fault"]), str(req["target"]), req.get("arg"))
+                    code, body = 200, {"ok": True, "message": msg}
+                except (KeyError, ValueError, TypeError) as e:
+                    code, body = 400, {"ok": False, "error": str(e).strip("'\"")}
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                data = json.dumps({"sites": {s: fleet.nodes(s) for s in fleet.sites},
+                                   "kube_api": fleet.api.url,
+                                   "prometheus": {s: p.url for s, p in fleet.proms.items()},
+                                   "uplinks": fleet.prometheus_urls()}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._control = ThreadingHTTPServer(("127.0.0.1", port), H)
+        self._control.daemon_threads = True
+        threading.Thread(target=self._control.serve_forever, daemon=True,
+                         name="sim-control").start()
+        return f"http://127.0.0.1:{self._control.server_address[1]}"
+
+    def wait_scraped(self, timeout: float = 30.0) -> None:
+        """Until every site's Prometheus has a healthy scrape of every node."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        for site, prom in self.proms.items():
+            want = set(self.nodes(site))
+            while True:
+                try:
+                    r = httpx.get(f"{prom.url}/api/v1/query",
+                                  params={"query": "min by (node) (up)"}, timeout=2).json()
+                    up = {s["metric"]["node"] for s in r["data"]["result"]
+                          if s["value"][1] == "1"}
+                    if want <= up:
+                        break
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"site {site}: not every node scraped healthy in time")
+                time.sleep(0.2)

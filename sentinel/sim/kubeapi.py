@@ -1,0 +1,321 @@
+"""A Kubernetes API emulator over HTTP, for the official `kubernetes` client.
+
+It speaks the REST shapes of the calls sentinel makes: list (label and field selectors,
+limit/continue), get, create, update (PUT), delete, the three PATCH flavours, the `/status`
+subresource, and watch (chunked JSON lines, `resourceVersion`, `timeoutSeconds`, 410 Gone when
+the version is older than the history window, bookmarks). Errors are `Status` objects with
+the real codes and reasons.
+
+Not covered (documented so nobody relies on it): authentication and RBAC, admission and
+defaulting (no default tolerations), server-side apply (415), `resourceVersion` on list (always
+the latest), set-based label selectors (400), field selectors beyond metadata.name,
+metadata.namespace and spec.nodeName (400), the node lifecycle controller (the simulator sets
+Ready itself), garbage collection and the workload controllers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .store import RESOURCES, ApiError, Obj, Resource, Store
+
+__all__ = ["KubeApiServer", "parse_label_selector"]
+
+_PATH = re.compile(
+    r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
+)
+
+
+def parse_label_selector(sel: str) -> Callable[[dict[str, str]], bool]:
+    """Equality-based selectors (`a=b`, `a==b`, `a!=b`, `a`, `!a`), as the API accepts them."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    for part in filter(None, (p.strip() for p in sel.split(","))):
+        if " in " in part or " notin " in part or "(" in part:
+            raise ApiError(400, "BadRequest", f"set-based selector {part!r} is not supported "
+                           "by the emulator")
+        if "!=" in part:
+            k, v = (x.strip() for x in part.split("!=", 1))
+            tests.append(lambda lb, k=k, v=v: lb.get(k) != v)
+        elif "=" in part:
+            k, v = (x.strip() for x in part.replace("==", "=").split("=", 1))
+            tests.append(lambda lb, k=k, v=v: lb.get(k) == v)
+        elif part.startswith("!"):
+            key = part[1:].strip()
+            tests.append(lambda lb, k=key: k not in lb)
+        else:
+            tests.append(lambda lb, k=part: k in lb)
+    return lambda labels: all(t(labels) for t in tests)
+
+
+_FIELDS = {
+    "metadata.name": lambda o: o["metadata"].get("name"),
+    "metadata.namespace": lambda o: o["metadata"].get("namespace"),
+    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName"),
+}
+
+
+def _field_selector(sel: str) -> Callable[[Obj], bool]:
+    tests = []
+    for part in filter(None, (p.strip() for p in sel.split(","))):
+        neg = "!=" in part
+        k, v = (x.strip() for x in part.replace("==", "=").split("!=" if neg else "=", 1))
+        getter = _FIELDS.get(k)
+        if getter is None:
+            raise ApiError(400, "BadRequest", f'"{k}" is not a known field selector: only '
+                           f'"{", ".join(_FIELDS)}"')
+        tests.append(lambda o, g=getter, v=v, neg=neg: (g(o) != v) if neg else (g(o) == v))
+    return lambda o: all(t(o) for t in tests)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _send(self, code: int, body: Obj) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            return json.loads(raw or b"null")
+        except ValueError:
+            raise ApiError(400, "BadRequest", "the request body is not valid JSON") from None
+
+    def _route(self) -> tuple[Resource, str | None, str | None, str, dict[str, str]]:
+        url = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        m = _PATH.match(url.path)
+        if not m:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"({url.path})")
+        group = m["g"] or ""
+        version = m["cv"] or m["v"]
+        res = RESOURCES.get((group, version, m["plural"]))
+        if res is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"({m['plural']} in {group or 'core'}/{version})")
+        ns = m["ns"]
+        if ns is not None and not res.namespaced:
+            raise ApiError(404, "NotFound", f"{res.plural} are not namespaced")
+        return res, ns, m["name"], m["sub"] or "", q
+
+    def _handle(self, fn: Callable[[], None]) -> None:
+        self.server.count(self.command, self.path)
+        try:
+            fn()
+        except ApiError as e:
+            self._send(e.code, e.status())
+        except PatchError as e:
+            self._send(422, ApiError(422, "Invalid", str(e)).status())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # -- verbs ---------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._handle(self._get)
+
+    def do_POST(self) -> None:
+        self._handle(self._post)
+
+    def do_PUT(self) -> None:
+        self._handle(self._put)
+
+    def do_PATCH(self) -> None:
+        self._handle(self._patch)
+
+    def do_DELETE(self) -> None:
+        self._handle(self._delete)
+
+    def _get(self) -> None:
+        path = urlsplit(self.path).path
+        if path in ("/healthz", "/readyz", "/livez"):
+            data = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if path == "/version":
+            self._send(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-sentinel-sim"})
+            return
+        res, ns, name, _, q = self._route()
+        store = self.server.store
+        if name:
+            self._send(200, store.get(res, ns or "", name))
+            return
+        labels = parse_label_selector(q.get("labelSelector", ""))
+        fields = _field_selector(q.get("fieldSelector", ""))
+
+        def match(o: Obj) -> bool:
+            return labels(o["metadata"].get("labels") or {}) and fields(o)
+
+        if q.get("watch") in ("true", "1"):
+            self._watch(res, ns, q, match)
+            return
+        items, rv = store.list(res, ns, match)
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = int(q.get("limit") or 0)
+        if limit:
+            start = int(q.get("continue") or 0)
+            page = items[start:start + limit]
+            if start + limit < len(items):
+                meta["continue"] = str(start + limit)
+                meta["remainingItemCount"] = len(items) - start - limit
+            items = page
+        self._send(200, {"kind": res.kind + "List", "apiVersion": res.api_version,
+                         "metadata": meta, "items": items})
+
+    def _watch(self, res: Resource, ns: str | None, q: dict[str, str],
+               match: Callable[[Obj], bool]) -> None:
+        rv_raw = q.get("resourceVersion", "")
+        since = int(rv_raw) if rv_raw not in ("", "0") else None
+        timeout = float(q.get("timeoutSeconds") or 1800)
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(obj: Obj) -> None:
+            data = json.dumps(obj).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        last = since
+        try:
+            for e in self.server.store.watch(res, ns, since, timeout, match,
+                                             self.server.stopping.is_set):
+                chunk({"type": e.type, "object": e.obj})
+                last = e.rv
+            if bookmarks and last is not None:
+                chunk({"type": "BOOKMARK", "object": {
+                    "kind": res.kind, "apiVersion": res.api_version,
+                    "metadata": {"resourceVersion": str(self.server.store.resource_version)}}})
+        except ApiError as e:
+            chunk({"type": "ERROR", "object": e.status()})
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+    def _post(self) -> None:
+        res, ns, name, _, _ = self._route()
+        if name:
+            raise ApiError(405, "MethodNotAllowed", "POST goes to the collection")
+        body = self._body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body must be an object")
+        self._send(201, self.server.store.create(res, ns or "", body))
+
+    def _put(self) -> None:
+        res, ns, name, sub, _ = self._route()
+        if not name:
+            raise ApiError(405, "MethodNotAllowed", "PUT needs a name")
+        body = self._body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body must be an object")
+        self._send(200, self.server.store.replace(res, ns or "", name, body, subresource=sub))
+
+    def _patch(self) -> None:
+        res, ns, name, sub, _ = self._route()
+        if not name:
+            raise ApiError(405, "MethodNotAllowed", "PATCH needs a name")
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        body = self._body()
+        store = self.server.store
+        with store.lock:  # the real server retries internally; here nobody can interleave
+            cur = store.get(res, ns or "", name)
+            new, want = self._apply_patch(ctype, cur, body)
+            if want is None:
+                new.setdefault("metadata", {})["resourceVersion"] = \
+                    cur["metadata"]["resourceVersion"]
+            out = store.replace(res, ns or "", name, new, subresource=sub,
+                                precondition=None if want is None else str(want))
+        self._send(200, out)
+
+    @staticmethod
+    def _apply_patch(ctype: str, cur: Obj, body: Any) -> tuple[Obj, str | None]:
+        if ctype == "application/json-patch+json":
+            return json_patch(cur, body), None
+        if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+            fn = merge_patch if ctype.startswith("application/merge") else strategic_merge_patch
+            # A resourceVersion in the patch is a precondition on the stored object.
+            want = (body.get("metadata") or {}).get("resourceVersion")
+            return fn(cur, body), want
+        if ctype == "application/apply-patch+yaml":
+            raise ApiError(415, "UnsupportedMediaType",
+                           "server-side apply is not supported by the emulator")
+        raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {ctype!r}")
+
+    def _delete(self) -> None:
+        res, ns, name, _, _ = self._route()
+        if not name:
+            raise ApiError(405, "MethodNotAllowed", "collection delete is not supported")
+        obj = self.server.store.delete(res, ns or "", name)
+        self._send(200, obj)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], store: Store) -> None:
+        super().__init__(addr, _Handler)
+        self.store = store
+        self.stopping = threading.Event()
+        self.requests: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+
+    def count(self, verb: str, path: str) -> None:
+        with self._count_lock:
+            self.requests[verb] = self.requests.get(verb, 0) + 1
+
+
+class KubeApiServer:
+    """The emulator on a free loopback port; `url` is what a kubeconfig or client points at."""
+
+    def __init__(self, store: Store | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.store = store or Store()
+        self._server = _Server((host, port), self.store)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kube-api",
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> dict[str, int]:
+        return dict(self._server.requests)
+
+    def start(self) -> KubeApiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stopping.set()
+        with self.store.lock:
+            self.store.lock.notify_all()
+        self._server.shutdown()
+        self._server.server_close()

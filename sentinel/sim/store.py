@@ -1,0 +1,326 @@
+"""The emulator's object store: resourceVersions, watch history, selectors, conflicts.
+
+It keeps the semantics sentinel relies on: one global, increasing resourceVersion; a patch or
+update carrying a stale `metadata.resourceVersion` fails with 409; a watch from a version older
+than the history window fails with 410 Gone; `status` is only written through `/status`.
+Two controllers of a real control plane are emulated because their effects are visible to
+sentinel: the cordon taint (`node.kubernetes.io/unschedulable`) and the NoExecute taint manager
+(pods that do not tolerate a NoExecute taint are evicted, i.e. deleted, immediately; their
+`tolerationSeconds` are not honoured).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["RESOURCES", "ApiError", "Resource", "Store", "WatchEvent"]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    has_status: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+RESOURCES: dict[tuple[str, str, str], Resource] = {
+    (r.group, r.version, r.plural): r for r in [
+        Resource("", "v1", "nodes", "Node", False, True),
+        Resource("", "v1", "pods", "Pod", True, True),
+        Resource("", "v1", "events", "Event", True),
+        Resource("", "v1", "configmaps", "ConfigMap", True),
+        Resource("events.k8s.io", "v1", "events", "Event", True),
+        Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+        Resource("apps", "v1", "deployments", "Deployment", True, True),
+        Resource("apps", "v1", "daemonsets", "DaemonSet", True, True),
+        Resource("apps", "v1", "replicasets", "ReplicaSet", True, True),
+        Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+    ]
+}
+
+Key = tuple[str, str, str, str]  # group, plural, namespace, name
+
+
+class ApiError(Exception):
+    """Becomes a `Status` object with this code and reason, as the real server sends."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def status(self) -> Obj:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "code": self.code}
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    type: str
+    res: Resource
+    obj: Obj
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+VALID_EFFECTS = {"NoSchedule", "PreferNoSchedule", "NoExecute"}
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+def _without_rv(obj: Obj) -> Obj:
+    return {**obj, "metadata": {k: v for k, v in obj.get("metadata", {}).items()
+                                if k != "resourceVersion"}}
+
+
+def tolerates(tolerations: list[Obj], taint: Obj) -> bool:
+    for t in tolerations or []:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        op = t.get("operator", "Equal")
+        if op == "Exists":
+            if not t.get("key") or t.get("key") == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+class Store:
+    def __init__(self, history: int = 10_000) -> None:
+        self._lock = threading.Condition()
+        self._objects: dict[Key, Obj] = {}
+        self._rv = 0
+        self._history: deque[WatchEvent] = deque(maxlen=history)
+        self.evictions: list[tuple[str, str, str]] = []
+        """(namespace, pod, node) of every pod the taint manager evicted."""
+        self.writes: list[tuple[str, str, str, str]] = []
+        """(verb, plural, namespace, name) of every successful write, for tests."""
+
+    @property
+    def lock(self) -> threading.Condition:
+        """Re-entrant; held by every write. The HTTP layer holds it across read-patch-write."""
+        return self._lock
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def resource_version(self) -> int:
+        with self._lock:
+            return self._rv
+
+    def get(self, res: Resource, ns: str, name: str) -> Obj:
+        with self._lock:
+            obj = self._objects.get((res.group, res.plural, ns, name))
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
+            return copy.deepcopy(obj)
+
+    def list(self, res: Resource, ns: str | None,
+             match: Callable[[Obj], bool] = lambda o: True) -> tuple[list[Obj], int]:
+        with self._lock:
+            items = [copy.deepcopy(o) for (g, p, n, _), o in sorted(self._objects.items())
+                     if g == res.group and p == res.plural and (ns is None or n == ns)
+                     and match(o)]
+            return items, self._rv
+
+    def watch(self, res: Resource, ns: str | None, since: int | None, timeout: float,
+              match: Callable[[Obj], bool], stop: Callable[[], bool]) -> Iterator[WatchEvent]:
+        """Events after `since` (None: the current objects as ADDED first)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if since is None:
+                items, since = self.list(res, ns, match)
+                initial = [WatchEvent(since, "ADDED", res, o) for o in items]
+            else:
+                initial = []
+                oldest = self._history[0].rv if self._history else self._rv + 1
+                if since < oldest - 1 and since < self._rv:
+                    raise ApiError(410, "Expired",
+                                   f"too old resource version: {since} ({oldest - 1})")
+        yield from initial
+        last = since
+        while not stop():
+            with self._lock:
+                batch = [e for e in self._history if e.rv > last]
+                if not batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._lock.wait(min(left, 0.5))
+                    continue
+            for e in batch:
+                last = e.rv
+                if e.res == res and (ns is None or e.obj["metadata"].get("namespace") == ns) \
+                        and match(e.obj):
+                    yield WatchEvent(e.rv, e.type, e.res, copy.deepcopy(e.obj))
+            if time.monotonic() >= deadline:
+                return
+
+    # -- writing -------------------------------------------------------------------------
+    def _commit(self, res: Resource, key: Key, obj: Obj | None, kind: str, verb: str) -> Obj:
+        self._rv += 1
+        if obj is None:
+            old = self._objects.pop(key)
+            old["metadata"]["resourceVersion"] = str(self._rv)
+            self._history.append(WatchEvent(self._rv, "DELETED", res, copy.deepcopy(old)))
+            self.writes.append((verb, res.plural, key[2], key[3]))
+            self._lock.notify_all()
+            return old
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[key] = obj
+        self._history.append(WatchEvent(self._rv, kind, res, copy.deepcopy(obj)))
+        self.writes.append((verb, res.plural, key[2], key[3]))
+        self._lock.notify_all()
+        return copy.deepcopy(obj)
+
+    def create(self, res: Resource, ns: str, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            else:
+                raise ApiError(422, "Invalid", f"{res.kind}: metadata.name: Required value")
+        if res.namespaced:
+            if meta.get("namespace") not in (None, "", ns):
+                raise ApiError(400, "BadRequest", "the namespace of the object does not match "
+                               "the namespace on the request")
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        obj["kind"], obj["apiVersion"] = res.kind, res.api_version
+        with self._lock:
+            key = (res.group, res.plural, ns if res.namespaced else "", meta["name"])
+            if key in self._objects:
+                raise ApiError(409, "AlreadyExists",
+                               f'{res.plural} "{meta["name"]}" already exists')
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = _now()
+            self._validate(res, obj)
+            out = self._commit(res, key, obj, "ADDED", "create")
+            self._controllers(res, obj)
+            return out
+
+    def replace(self, res: Resource, ns: str, name: str, new: Obj, *, subresource: str = "",
+                precondition: str | None = None) -> Obj:
+        """PUT semantics, also the last step of every PATCH."""
+        with self._lock:
+            key = (res.group, res.plural, ns if res.namespaced else "", name)
+            cur = self._objects.get(key)
+            if cur is None:
+                raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
+            want_rv = precondition if precondition is not None else \
+                (new.get("metadata") or {}).get("resourceVersion")
+            if want_rv not in (None, "") and str(want_rv) != cur["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict",
+                               f'Operation cannot be fulfilled on {res.plural} "{name}": the '
+                               "object has been modified; please apply your changes to the "
+                               "latest version and try again")
+            new = copy.deepcopy(new)
+            meta = new.setdefault("metadata", {})
+            if meta.get("name", name) != name:
+                raise ApiError(400, "BadRequest", "metadata.name cannot be changed")
+            for k in ("uid", "creationTimestamp", "namespace"):
+                if k in cur["metadata"]:
+                    meta[k] = cur["metadata"][k]
+            meta["name"] = name
+            new["kind"], new["apiVersion"] = res.kind, res.api_version
+            if res.has_status:
+                # The main resource ignores status; /status ignores everything else.
+                if subresource == "status":
+                    keep = copy.deepcopy(cur)
+                    keep["status"] = new.get("status", {})
+                    new = keep
+                else:
+                    new["status"] = copy.deepcopy(cur.get("status", {}))
+            self._validate(res, new)
+            if _without_rv(new) == _without_rv(cur):
+                return copy.deepcopy(cur)  # a no-op write does not bump the version
+            out = self._commit(res, key, new, "MODIFIED", "update")
+            self._controllers(res, new)
+            return out
+
+    def delete(self, res: Resource, ns: str, name: str) -> Obj:
+        with self._lock:
+            key = (res.group, res.plural, ns if res.namespaced else "", name)
+            if key not in self._objects:
+                raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
+            return self._commit(res, key, None, "DELETED", "delete")
+
+    def mutate(self, res: Resource, ns: str, name: str, fn: Callable[[Obj], None], *,
+               subresource: str = "") -> Obj:
+        """Read-modify-write under the lock: how the simulator itself changes objects."""
+        with self._lock:
+            obj = self.get(res, ns, name)
+            fn(obj)
+            obj["metadata"].pop("resourceVersion", None)
+            return self.replace(res, ns, name, obj, subresource=subresource)
+
+    # -- semantics -------------------------------------------------------------------------
+    def _validate(self, res: Resource, obj: Obj) -> None:
+        if res.kind != "Node":
+            return
+        seen = set()
+        spec = obj.get("spec") or {}
+        if "taints" in spec and not spec["taints"]:
+            del spec["taints"]  # omitempty, as the real API serialises it
+        for i, t in enumerate(spec.get("taints") or []):
+            if not isinstance(t, dict) or not t.get("key"):
+                raise ApiError(422, "Invalid", f"spec.taints[{i}].key: Required value")
+            if t.get("effect") not in VALID_EFFECTS:
+                raise ApiError(422, "Invalid", f"spec.taints[{i}].effect: Unsupported value: "
+                               f"{t.get('effect')!r}")
+            if (t["key"], t["effect"]) in seen:
+                raise ApiError(422, "Invalid", f"spec.taints[{i}]: Duplicate value: taints "
+                               f"must be unique by key and effect pair ({t['key']}, "
+                               f"{t['effect']})")
+            seen.add((t["key"], t["effect"]))
+
+    def _controllers(self, res: Resource, obj: Obj) -> None:
+        """Called with the lock held after a write."""
+        if res.kind != "Node":
+            return
+        name = obj["metadata"]["name"]
+        spec = obj.get("spec") or {}
+        taints = list(spec.get("taints") or [])
+        has = any(t.get("key") == UNSCHEDULABLE_TAINT for t in taints)
+        if bool(spec.get("unschedulable")) != has:
+            cur = self.get(res, "", name)
+            if spec.get("unschedulable"):
+                taints.append({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule",
+                               "timeAdded": _now()})
+            else:
+                taints = [t for t in taints if t.get("key") != UNSCHEDULABLE_TAINT]
+            cur.setdefault("spec", {})["taints"] = taints
+            cur["metadata"].pop("resourceVersion", None)
+            self.replace(res, "", name, cur)
+            return
+        no_execute = [t for t in taints if t.get("effect") == "NoExecute"]
+        if not no_execute:
+            return
+        pods = RESOURCES[("", "v1", "pods")]
+        for key, pod in list(self._objects.items()):
+            if key[1] != "pods" or (pod.get("spec") or {}).get("nodeName") != name:
+                continue
+            tol = (pod.get("spec") or {}).get("tolerations") or []
+            if not all(tolerates(tol, t) for t in no_execute):
+                self.evictions.append((key[2], key[3], name))
+                self._commit(pods, key, None, "DELETED", "evict")

@@ -1,0 +1,175 @@
+"""Shared fixtures: one simulated fleet (real Prometheus per site) for the session, reset
+between tests, and a harness that runs sentinel's real cycle against it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sentinel.app import Runtime, build_runtime
+from sentinel.config import parse_config
+from sentinel.rules import load_rules
+from sentinel.service import CycleReport
+from sentinel.sim.fleet import NODES, PODS, Fleet, FleetSpec
+
+DOMAIN = "sentinel.edge.io"
+SCRAPE = 1.0
+
+FAST_RULES = """
+rules:
+  - name: node-down
+    level: node
+    component: node-exporter
+    expr: up{job="node-exporter"} == 0
+    for: 2s
+  - name: edgecore-down
+    level: component
+    component: edgecore
+    expr: up{job="edgecore"} == 0
+    for: 2s
+  - name: kube-proxy-down
+    level: component
+    component: kube-proxy
+    expr: up{job="kube-proxy"} == 0
+    for: 2s
+"""
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    with Fleet(FleetSpec(sites=3, nodes_per_site=5, scrape_interval=SCRAPE)) as f:
+        f.wait_scraped()
+        yield f
+
+
+def reset(fleet: Fleet) -> None:
+    """Heal everything and strip every trace of earlier tests from the nodes."""
+    fleet.heal()
+    for n in fleet.nodes():
+        def clean(o: dict[str, Any]) -> None:
+            o["spec"].pop("unschedulable", None)
+            o["spec"]["taints"] = [t for t in o["spec"].get("taints", [])
+                                   if not t["key"].startswith(DOMAIN)
+                                   and t["key"] != "node.kubernetes.io/unschedulable"
+                                   and not t["key"].startswith("test.")]
+            ann = o["metadata"].get("annotations", {})
+            ann.pop(f"{DOMAIN}/isolation", None)
+            ann.pop("node.beta.openyurt.io/autonomy", None)
+        fleet.store.mutate(NODES, "", n, clean)
+    items, _ = fleet.store.list(PODS, None)
+    for p in items:
+        if p["metadata"]["name"].startswith("camera-"):
+            fleet.store.delete(PODS, p["metadata"]["namespace"], p["metadata"]["name"])
+    for n in fleet.nodes():  # recreate evicted pods so every test starts with a full fleet
+        for k in range(fleet.spec.pods_per_node):
+            name = f"app-{n}-{k}"
+            try:
+                fleet.store.get(PODS, "default", name)
+            except Exception:
+                fleet.store.create(PODS, "default", {
+                    "metadata": {"name": name, "labels": {"app": "demo"}},
+                    "spec": {"nodeName": n, "containers": [{"name": "app", "image": "demo:1"}]}})
+    fleet.wait_scraped()
+
+
+@pytest.fixture
+def clean_fleet(fleet: Fleet) -> Iterator[Fleet]:
+    reset(fleet)
+    yield fleet
+    reset(fleet)
+
+
+class Harness:
+    """Sentinel's real runtime (adapters and all) driven cycle by cycle from the test."""
+
+    def __init__(self, fleet: Fleet, tmp: Path, **overrides: Any) -> None:
+        self.fleet, self.tmp = fleet, tmp
+        rules = tmp / "rules.yaml"
+        if not rules.exists():
+            rules.write_text(FAST_RULES)
+        cfg: dict[str, Any] = {
+            "mode": "enforce", "interval": 0.5, "query_timeout": 1.5,
+            "sites": [{"name": s, "prometheus": u} for s, u in fleet.prometheus_urls().items()],
+            "rules": [str(rules)], "cluster": {"url": fleet.api.url, "watch_timeout": 30},
+            "durations": {"release_after": 3, "flap_window": 0, "cloud_link_for": 2,
+                          "max_data_age": 30},
+            "budgets": {"site_max_fraction": 1.0, "fleet_max_fraction": 1.0,
+                        "max_new_per_minute": 100},
+            "journal": str(tmp / "journal.db"), "taint_domain": DOMAIN,
+        }
+        for k, v in overrides.items():
+            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+                cfg[k] = {**cfg[k], **v}
+            else:
+                cfg[k] = v
+        self.cfg = parse_config(yaml.safe_dump(cfg), str(tmp / "sentinel.yaml"), {})
+        self.rules = load_rules([Path(r) for r in self.cfg.rules])
+        self.loop = asyncio.new_event_loop()
+        self.rt: Runtime = build_runtime(self.cfg, self.rules)
+        self.rt.cluster.start()
+        assert self.rt.cluster.wait_synced(10), "node list never synced"
+        self.reports: list[CycleReport] = []
+
+    @property
+    def sentinel(self) -> Any:
+        return self.rt.sentinel
+
+    def cycle(self) -> CycleReport:
+        rep = self.loop.run_until_complete(self.rt.sentinel.run_cycle())
+        self.reports.append(rep)
+        return rep
+
+    def until(self, pred: Callable[[CycleReport], bool], timeout: float, what: str,
+              pause: float = 0.3) -> CycleReport:
+        """Run cycles until `pred` holds; fail with `what` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rep = self.cycle()
+            if pred(rep):
+                return rep
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout}s: {what}")
+            time.sleep(pause)  # pacing between cycles, as the scheduler would; not a sync
+
+    def run_for(self, seconds: float, pause: float = 0.3) -> list[CycleReport]:
+        deadline = time.monotonic() + seconds
+        out = []
+        while time.monotonic() < deadline:
+            out.append(self.cycle())
+            time.sleep(pause)
+        return out
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.rt.aclose())
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(clean_fleet: Fleet, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(**overrides: Any) -> Harness:
+        h = Harness(clean_fleet, tmp_path, **overrides)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def our_taints(fleet: Fleet, node: str) -> dict[str, str]:
+    return {t["key"].removeprefix(DOMAIN + "/"): t["effect"]
+            for t in fleet.node(node)["spec"].get("taints", []) if t["key"].startswith(DOMAIN)}
+
+
+def site_actions(fleet: Fleet, site: str) -> list[tuple[str, str, str, str]]:
+    nodes = set(fleet.nodes(site))
+    return [w for w in fleet.store.writes
+            if w[1] == "nodes" and w[3] in nodes and w[0] in ("update",)]
