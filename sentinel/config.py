@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .yamlsrc import Duration, Source, SourceError, validate
 
@@ -155,14 +155,15 @@ class Config(_Strict):
             raise ValueError("write host:port, e.g. 0.0.0.0:8080")
         return v
 
-    @model_validator(mode="after")
-    def _unique_sites(self) -> Config:
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
         seen: set[str] = set()
-        for s in self.sites:
+        for s in sites:
             if s.name in seen:
                 raise ValueError(f"site {s.name!r} is listed twice")
             seen.add(s.name)
-        return self
+        return sites
 
     def site_selector(self, site: SiteConfig) -> dict[str, str]:
         return site.selector if site.selector is not None else {self.site_label: site.name}

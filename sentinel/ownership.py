@@ -159,17 +159,27 @@ def render_patch(obj: Obj, actions: Sequence[Action], domain: str,
     new = apply_actions(held, actions, now, already_unschedulable=unschedulable)
 
     prefix = domain + "/"
-    old_mine = {t["key"]: t for t in taints if t.get("key", "").startswith(prefix)}
-    foreign = [t for t in taints if not t.get("key", "").startswith(prefix)]
-    mine = []
-    for key, h in sorted(new.keys.items()):
+
+    def ours(key: str, old: Mapping[str, Any] | None) -> dict[str, Any]:
+        h = new.keys[key]
         t: dict[str, Any] = {"key": prefix + key, "value": h.rule, "effect": h.effect}
-        old = old_mine.get(prefix + key)
         if h.effect == "NoExecute":
             same = old is not None and old.get("effect") == "NoExecute"
             t["timeAdded"] = old.get("timeAdded") if same and old else _iso(now)
-        mine.append(t)
-    new_taints = foreign + mine
+        return t
+
+    # Keep every taint where it stands (foreign ones untouched), edit ours in place, append
+    # new ones: an unchanged node then renders to exactly its current list.
+    new_taints: list[Mapping[str, Any]] = []
+    done: set[str] = set()
+    for t in taints:
+        tkey = t.get("key", "")
+        if not tkey.startswith(prefix):
+            new_taints.append(t)
+        elif tkey[len(prefix):] in new.keys and tkey not in done:
+            new_taints.append(ours(tkey[len(prefix):], t))
+            done.add(tkey)
+    new_taints += [ours(k, None) for k in sorted(new.keys) if prefix + k not in done]
 
     if held.cordoned and not new.cordoned:
         new_unsched = False

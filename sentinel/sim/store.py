@@ -217,7 +217,7 @@ class Store:
             self._validate(res, obj)
             out = self._commit(res, key, obj, "ADDED", "create")
             self._controllers(res, obj)
-            return out
+            return copy.deepcopy(self._objects.get(key, out))
 
     def replace(self, res: Resource, ns: str, name: str, new: Obj, *, subresource: str = "",
                 precondition: str | None = None) -> Obj:
@@ -256,7 +256,8 @@ class Store:
                 return copy.deepcopy(cur)  # a no-op write does not bump the version
             out = self._commit(res, key, new, "MODIFIED", "update")
             self._controllers(res, new)
-            return out
+            # The answer shows the object as the controllers left it, as a real read would.
+            return copy.deepcopy(self._objects.get(key, out))
 
     def delete(self, res: Resource, ns: str, name: str) -> Obj:
         with self._lock:

@@ -1,0 +1,116 @@
+"""Bad rules and bad config: a clear error naming file, line and key; every problem at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sentinel.config import load_config, parse_config
+from sentinel.rules import load_rules
+from sentinel.yamlsrc import SourceError
+
+GOOD_SITE = "sites:\n  - name: a\n    prometheus: http://127.0.0.1:9090\n"
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    ("rules:\n  - name: x\n    level: nodes\n    expr: up == 0\n",
+     ["r.yaml:3: rules.0.level: Input should be 'component' or 'node'"]),
+    ("rules:\n  - name: x\n    level: component\n    expr: up == 0\n",
+     ["r.yaml:2: rules.0: Value error, a level: component rule must name its component"]),
+    ("rules:\n  - name: x\n    level: node\n    expr: up == 0\n    for: 5 minutes\n",
+     ["r.yaml:5: rules.0.for: Value error, '5 minutes' is not a duration"]),
+    ("rules:\n  - name: x\n    level: node\n    expr: up == 0\n    fro: 5m\n",
+     ["r.yaml:5: rules.0.fro: unknown key (misspelt?)"]),
+    ("rules:\n  - name: a\n    level: node\n    expr: up\n  - name: a b\n    level: node\n",
+     ["r.yaml:5: rules.1.name: Value error, rule names are", "r.yaml:5: rules.1.expr: Field "
+      "required"]),
+    ("rules:\n  - name: x\n    level: node\n    level: component\n",
+     ["r.yaml:4: key 'level' appears twice (first at line 3)"]),
+    ("rules: [\n", ["r.yaml:2: not valid YAML"]),
+], ids=["bad-level", "missing-component", "bad-duration", "unknown-key", "several-at-once",
+        "duplicate-key", "broken-yaml"])
+def test_bad_rules_name_file_and_line(tmp_path: Path, text: str, expect: list[str]) -> None:
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(SourceError) as e:
+        load_rules([tmp_path / "r.yaml"])
+    got = [p.replace(str(tmp_path) + "/", "") for p in e.value.problems]
+    assert len(got) == len(expect), got
+    for g, want in zip(got, expect, strict=True):
+        assert g.startswith(want), (g, want)
+
+
+def test_duplicate_rule_names_across_files(tmp_path: Path) -> None:
+    rule = "rules:\n  - {name: x, level: node, expr: up == 0}\n"
+    (tmp_path / "a.yaml").write_text(rule)
+    (tmp_path / "b.yaml").write_text("\n" + rule)
+    with pytest.raises(SourceError) as e:
+        load_rules([tmp_path])
+    assert e.value.problems == [f"{tmp_path}/b.yaml:3: rule 'x' is already defined at "
+                                f"{tmp_path}/a.yaml:2"]
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    ("mode: enforced\n" + GOOD_SITE, "c.yaml:1: mode: Input should be 'enforce' or 'dry-run'"),
+    ("sites:\n  - name: a\n    prometheus: 127.0.0.1:9090\n",
+     "c.yaml:3: sites.0.prometheus: Value error, '127.0.0.1:9090' is not an http(s) URL"),
+    (GOOD_SITE + "budgets:\n  site_max_fraction: 1.5\n",
+     "c.yaml:5: budgets.site_max_fraction: Input should be less than or equal to 1"),
+    (GOOD_SITE + "durations:\n  release_after: soon\n",
+     "c.yaml:5: durations.release_after: Value error, 'soon' is not a duration"),
+    (GOOD_SITE + "intervall: 5s\n", "c.yaml:4: intervall: unknown key (misspelt?)"),
+    ("mode: enforce\n", "c.yaml:1: sites: Field required"),
+    (GOOD_SITE + "  - name: a\n    prometheus: http://x:1\n",
+     "c.yaml:1: sites: Value error, site 'a' is listed twice"),
+    (GOOD_SITE + "taint_domain: Sentinel_IO\n",
+     "c.yaml:4: taint_domain: Value error, must be a DNS subdomain"),
+], ids=["bad-mode", "bad-url", "fraction-range", "bad-duration", "misspelt-key",
+        "no-sites", "site-twice", "bad-domain"])
+def test_bad_config_names_file_line_and_key(text: str, expect: str) -> None:
+    with pytest.raises(SourceError) as e:
+        parse_config(text, "c.yaml", {})
+    assert e.value.problems[0].startswith(expect), e.value.problems
+
+
+def test_environment_overrides_and_their_errors() -> None:
+    cfg = parse_config(GOOD_SITE, "c.yaml", {"SENTINEL_MODE": "enforce",
+                                             "SENTINEL_DURATIONS__RELEASE_AFTER": "10m"})
+    assert cfg.mode == "enforce" and cfg.durations.release_after == 600
+    with pytest.raises(SourceError) as e:
+        parse_config(GOOD_SITE, "c.yaml", {"SENTINEL_BUDGETS__MAX_NEW_PER_MINUTE": "lots"})
+    assert "budgets.max_new_per_minute" in e.value.problems[0]
+    assert "SENTINEL_BUDGETS__MAX_NEW_PER_MINUTE" in e.value.problems[-1]
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sentinel", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cli_rules_check_reports_promql_errors_with_line(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: ok\n    level: node\n    expr: up == 0\n"
+                                     "  - name: broken\n    level: node\n    expr: sum(up\n")
+    out = _cli("rules", "check", str(tmp_path / "r.yaml"))
+    assert out.returncode == 2
+    assert f"{tmp_path}/r.yaml:5: rule 'broken': expr:" in out.stderr
+    assert "unclosed left parenthesis" in out.stderr
+
+
+def test_cli_rules_check_accepts_the_shipped_rules() -> None:
+    out = _cli("rules", "check", "rules/isolation.yaml")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok: 4 rules")
+
+
+def test_cli_config_check_fails_with_line(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("mode: enforce\nsites: []\n")
+    out = _cli("config", "check", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2
+    assert f"{tmp_path}/c.yaml:2: sites: List should have at least 1 item" in out.stderr

@@ -1,0 +1,174 @@
+"""Table tests for the pure core: the two-witness table, the site guard, and the policy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sentinel.decide import DecideParams, PolicyState, decide
+from sentinel.detect import DetectParams, detect
+from sentinel.model import (
+    NODE_KEY,
+    ActionKind,
+    Held,
+    HeldKey,
+    NodeInfo,
+    NodeName,
+    Ready,
+    SiteName,
+    SiteSees,
+    SiteState,
+    SiteView,
+    Snapshot,
+    Verdict,
+)
+from sentinel.rules import RuleSet, parse_rules
+
+RULES_TEXT = """
+rules:
+  - {name: node-down, level: node, component: node-exporter, expr: 'up{job="ne"} == 0', for: 30s}
+  - {name: proxy-down, level: component, component: kube-proxy,
+     expr: 'up{job="kp"} == 0', for: 60s}
+"""
+RULES = RuleSet(tuple(parse_rules(RULES_TEXT, "t.yaml")))
+P = DetectParams()
+S = SiteName("s")
+
+
+def node(name: str = "n1", ready: Ready = Ready.TRUE, **kw: object) -> NodeInfo:
+    return NodeInfo(NodeName(name), S, ready, **kw)  # type: ignore[arg-type]
+
+
+def view(reachable: bool = True, present: tuple[str, ...] = ("n1",),
+         firing: dict[str, dict[str, float]] | None = None, age: float = 1.0,
+         errors: dict[str, str] | None = None) -> SiteView:
+    return SiteView(S, reachable, None if reachable else "refused", age if reachable else None,
+                    frozenset(present), firing or {}, errors or {})
+
+
+DOWN = {"node-down": {"n1": 0.0}}
+PROXY = {"proxy-down": {"n1": 0.0}}
+
+
+@pytest.mark.parametrize(("ready", "v", "verdict", "sees", "keys", "hold"), [
+    (Ready.TRUE, view(), None, None, [], False),
+    (Ready.TRUE, view(firing=DOWN), Verdict.COMPONENT_FAULT, SiteSees.DOWN,
+     [("node-exporter", "component")], False),
+    (Ready.TRUE, view(firing=PROXY), Verdict.COMPONENT_FAULT, SiteSees.UP,
+     [("kube-proxy", "component")], False),
+    (Ready.UNKNOWN, view(), Verdict.CLOUD_LINK, SiteSees.UP, [("edgecore", "component")], False),
+    (Ready.FALSE, view(firing={**DOWN, **PROXY}), Verdict.NODE_FAILURE, SiteSees.DOWN,
+     [(NODE_KEY, "node")], False),
+    (Ready.UNKNOWN, view(reachable=False), Verdict.PARTITION, SiteSees.UNKNOWN, [], True),
+    (Ready.UNKNOWN, view(present=()), Verdict.UNKNOWN, SiteSees.UNKNOWN, [], True),
+    (Ready.UNKNOWN, view(age=10_000), Verdict.UNKNOWN, SiteSees.UNKNOWN, [], True),
+    (Ready.UNKNOWN, view(errors={"node-down": "boom"}), Verdict.UNKNOWN, SiteSees.UNKNOWN, [],
+     True),
+], ids=["healthy", "exporter-fault", "component-fault", "cloud-link", "node-failure",
+        "partition", "site-does-not-know-node", "stale-site", "node-rule-failed"])
+def test_two_witness_table(ready: Ready, v: SiteView, verdict: Verdict | None,
+                           sees: SiteSees | None, keys: list[tuple[str, str]],
+                           hold: bool) -> None:
+    d = detect(Snapshot(0.0, {"n1": node(ready=ready)}, {"s": v}), RULES, P)
+    f = d.findings.get("n1")
+    if verdict is None:
+        assert f is None
+        return
+    assert f is not None
+    assert (f.verdict, f.site_sees, f.hold_all) == (verdict, sees, hold)
+    assert [(c.key, c.level.value) for c in f.conditions] == keys
+
+
+@pytest.mark.parametrize(("failing", "total", "guarded"), [
+    (1, 1, False), (2, 5, False), (3, 5, True), (2, 3, True), (5, 10, False), (6, 10, True)])
+def test_site_guard(failing: int, total: int, guarded: bool) -> None:
+    nodes = {f"n{i}": node(f"n{i}", Ready.UNKNOWN if i < failing else Ready.TRUE)
+             for i in range(total)}
+    firing = {"node-down": {f"n{i}": 0.0 for i in range(failing)}}
+    d = detect(Snapshot(0.0, nodes, {"s": view(present=tuple(nodes), firing=firing)}), RULES, P)
+    assert (d.sites["s"].state is SiteState.GUARDED) is guarded
+
+
+DEFAULTS = DecideParams()
+
+
+def run(nodes: dict[str, NodeInfo], v: SiteView, state: PolicyState, now: float,
+        params: DecideParams = DEFAULTS):  # type: ignore[no-untyped-def]
+    snap = Snapshot(now, nodes, {"s": v})
+    return decide(snap, detect(snap, RULES, P), state, params, now)
+
+
+def test_for_is_respected_then_level_2_with_evidence() -> None:
+    nodes = {"n1": node(ready=Ready.UNKNOWN)}
+    v = view(firing=DOWN)
+    plan, st = run(nodes, v, PolicyState(), 100.0)
+    assert plan.actions == () and [n.reason for n in plan.notes] == ["pending"]
+    plan, st = run(nodes, v, st, 129.0)
+    assert plan.actions == ()
+    plan, st = run(nodes, v, st, 130.0)
+    (a,) = plan.actions
+    assert (a.kind, a.key, a.effect) == (ActionKind.ISOLATE, NODE_KEY, "NoExecute")
+    assert a.evidence["cloud_ready"] == "Unknown" and a.evidence["matching_since"] == 100.0
+    assert "both witnesses" in a.reason
+
+
+def test_guard_blocks_level_2_only() -> None:
+    nodes = {f"n{i}": node(f"n{i}", Ready.UNKNOWN) for i in range(3)}
+    v = view(present=tuple(nodes), firing={"node-down": {n: 0.0 for n in nodes}})
+    st = PolicyState(pending={(n, "node-down"): 0.0 for n in nodes})
+    plan, _ = run(nodes, v, st, 100.0)
+    assert plan.actions == ()
+    assert {n.reason for n in plan.notes} == {"site-guard"}
+
+
+def test_release_waits_release_after_and_flap_damping() -> None:
+    held = Held({"kube-proxy": HeldKey("kube-proxy", "NoSchedule", "proxy-down", 0.0)})
+    nodes = {"n1": node(held=held)}
+    params = DecideParams(release_after=60, flap_window=600)
+    plan, st = run(nodes, view(), PolicyState(), 1000.0, params)
+    assert plan.actions == ()
+    plan, _ = run(nodes, view(), st, 1060.0, params)
+    assert [(a.kind, a.key) for a in plan.actions] == [(ActionKind.RELEASE, "kube-proxy")]
+    # released 100 s ago: the next release waits for the window
+    st3 = replace(st, last_release={"n1": 960.0})
+    plan, _ = run(nodes, view(), st3, 1060.0, params)
+    assert plan.actions == () and [n.reason for n in plan.notes] == ["flap-damping"]
+
+
+def test_unknown_state_never_releases() -> None:
+    held = Held({NODE_KEY: HeldKey(NODE_KEY, "NoExecute", "node-down", 0.0)}, cordoned=True)
+    nodes = {"n1": node(ready=Ready.UNKNOWN, held=held)}
+    plan, _ = run(nodes, view(reachable=False), PolicyState(clear_since={("n1", NODE_KEY): 0}),
+                  10_000.0, DecideParams(release_after=1, flap_window=0))
+    assert plan.actions == ()
+
+
+@pytest.mark.parametrize(("params", "expect", "why"), [
+    (DecideParams(site_max_fraction=0.2, fleet_max_fraction=1), 2, "site:s"),
+    (DecideParams(site_max_fraction=1, fleet_max_fraction=0.3), 3, "fleet"),
+    (DecideParams(site_max_fraction=1, fleet_max_fraction=1, max_new_per_minute=4), 4, "rate"),
+], ids=["site", "fleet", "rate"])
+def test_budgets(params: DecideParams, expect: int, why: str) -> None:
+    nodes = {f"n{i}": node(f"n{i}") for i in range(10)}
+    firing = {"proxy-down": {n: 0.0 for n in nodes}}
+    st = PolicyState(pending={(n, "proxy-down"): 0.0 for n in nodes})
+    plan, _ = run(nodes, view(present=tuple(nodes), firing=firing), st, 100.0, params)
+    assert len(plan.actions) == expect
+    assert why in plan.budget_exhausted
+    assert sum(1 for n in plan.notes if n.reason == "budget") == 10 - expect
+
+
+def test_exempt_node_is_never_isolated_and_is_handed_back() -> None:
+    held = Held({"kube-proxy": HeldKey("kube-proxy", "NoSchedule", "proxy-down", 0.0)})
+    nodes = {"n1": node(exempt=True, held=held)}
+    st = PolicyState(pending={("n1", "proxy-down"): 0.0})
+    plan, _ = run(nodes, view(firing=PROXY), st, 100.0)
+    assert [(a.kind, a.key) for a in plan.actions] == [(ActionKind.RELEASE, "kube-proxy")]
+
+
+def test_protected_node_level_2_is_noschedule() -> None:
+    nodes = {"n1": node(ready=Ready.UNKNOWN, protected=True)}
+    plan, _ = run(nodes, view(firing=DOWN), PolicyState(pending={("n1", "node-down"): 0.0}), 99.0)
+    (a,) = plan.actions
+    assert a.effect == "NoSchedule"
