@@ -49,8 +49,9 @@ class DecideParams:
 class PolicyState:
     """What decide must remember between cycles. Everything else is read from the nodes."""
 
-    pending: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    """(node, rule) -> when the rule was first seen matching, for `for`."""
+    pending: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    """(node, rule, key) -> when first seen matching, for `for`. The key is part of it: a
+    level-2 rule downgraded to level 1 (one witness only) starts its own clock."""
     clear_since: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """(node, key) -> since when a held key stopped matching, for `release_after`."""
     last_release: Mapping[str, float] = field(default_factory=dict)
@@ -93,7 +94,7 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
             site_isolated[n.site] += 1
             names.add(n.name)
 
-    pending: dict[tuple[str, str], float] = {}
+    pending: dict[tuple[str, str, str], float] = {}
     clear_since: dict[tuple[str, str], float] = {}
     last_release = {k: v for k, v in state.last_release.items() if now - v < params.flap_window}
     actions: list[Action] = []
@@ -132,7 +133,7 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
         firing: set[str] = set()
         desired: dict[str, tuple[Condition, float]] = {}
         for c in (f.conditions if f else ()):
-            pk = (name, c.rule)
+            pk = (name, c.rule, c.key)
             since = state.pending.get(pk, now)
             pending[pk] = since
             firing.add(c.key)
@@ -157,8 +158,8 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
                 assert f is not None
                 candidates.append(_Candidate(node, c, effect, since, f))
 
-        released = 0
         unknown = f.unknown if f else frozenset()
+        releasable: list[tuple[str, float]] = []
         for key in sorted(held):
             if key in firing:
                 continue
@@ -169,21 +170,24 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
             ck = (name, key)
             since = state.clear_since.get(ck, now)
             clear_since[ck] = since
-            if now - since < params.release_after:
-                continue
-            last = last_release.get(name)
-            if last is not None and now - last < params.flap_window:
-                notes.append(Note(node.name, site, "flap-damping",
-                                  f"released {now - last:.0f}s ago; next release allowed in "
-                                  f"{params.flap_window - (now - last):.0f}s"))
-                continue
+            if now - since >= params.release_after:
+                releasable.append((key, since))
+        last = last_release.get(name)
+        if releasable and last is not None and now - last < params.flap_window:
+            # Set only when a release freed the node entirely: holding keys again since then
+            # means it was re-isolated inside the window, i.e. it flaps. Keep it isolated.
+            notes.append(Note(node.name, site, "flap-damping",
+                              f"released {now - last:.0f}s ago and isolated again: next "
+                              f"release allowed in {params.flap_window - (now - last):.0f}s"))
+            releasable = []
+        frees = bool(releasable) and len(releasable) == len(held)
+        for key, since in releasable:
             release(node, key, f"{key} clear for {now - since:.0f}s "
-                               f"(release_after {params.release_after:.0f}s)", ev)
-            released += 1
-        if released:
+                               f"(release_after {params.release_after:.0f}s)",
+                    {**ev, "frees_node": frees})
+        if frees:
             last_release[name] = now
-            if released == len(held):
-                site_isolated[site] -= 1
+            site_isolated[site] -= 1
 
     recent = [t for t in state.recent_isolations if now - t < 60.0]
     exhausted: set[str] = set()

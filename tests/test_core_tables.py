@@ -116,7 +116,8 @@ def test_for_is_respected_then_level_2_with_evidence() -> None:
 def test_guard_blocks_level_2_only() -> None:
     nodes = {f"n{i}": node(f"n{i}", Ready.UNKNOWN) for i in range(3)}
     v = view(present=tuple(nodes), firing={"node-down": {n: 0.0 for n in nodes}})
-    st = PolicyState(pending={(n, "node-down"): 0.0 for n in nodes})
+    st = PolicyState(pending={(n, "node-down", NODE_KEY): 0.0
+                              for n in nodes})
     plan, _ = run(nodes, v, st, 100.0)
     assert plan.actions == ()
     assert {n.reason for n in plan.notes} == {"site-guard"}
@@ -130,10 +131,29 @@ def test_release_waits_release_after_and_flap_damping() -> None:
     assert plan.actions == ()
     plan, _ = run(nodes, view(), st, 1060.0, params)
     assert [(a.kind, a.key) for a in plan.actions] == [(ActionKind.RELEASE, "kube-proxy")]
-    # released 100 s ago: the next release waits for the window
+    # freed 100 s ago and isolated again since: it flaps, the release waits for the window
     st3 = replace(st, last_release={"n1": 960.0})
     plan, _ = run(nodes, view(), st3, 1060.0, params)
     assert plan.actions == () and [n.reason for n in plan.notes] == ["flap-damping"]
+
+
+def test_partial_releases_do_not_arm_flap_damping() -> None:
+    held = Held({"kube-proxy": HeldKey("kube-proxy", "NoSchedule", "proxy-down", 0.0),
+                 NODE_KEY: HeldKey(NODE_KEY, "NoExecute", "node-down", 0.0)}, cordoned=True)
+    params = DecideParams(release_after=10, flap_window=600)
+    # kube-proxy is still broken, the node key is clear: release the node key only
+    st = PolicyState(pending={("n1", "proxy-down", "kube-proxy"): 0.0},
+                     clear_since={("n1", NODE_KEY): 0.0})
+    plan, st = run({"n1": node(held=held)}, view(firing=PROXY), st, 100.0, params)
+    assert [(a.key, a.evidence["frees_node"]) for a in plan.actions] == [(NODE_KEY, False)]
+    assert "n1" not in st.last_release
+    # later kube-proxy heals: its release is not damped
+    held2 = Held({"kube-proxy": held.keys["kube-proxy"]})
+    plan, _ = run({"n1": node(held=held2)}, view(), st, 120.0, params)
+    plan, st = run({"n1": node(held=held2)}, view(), replace(st, clear_since={
+        ("n1", "kube-proxy"): 105.0}), 120.0, params)
+    assert [(a.key, a.evidence["frees_node"]) for a in plan.actions] == [("kube-proxy", True)]
+    assert st.last_release == {"n1": 120.0}
 
 
 def test_unknown_state_never_releases() -> None:
@@ -152,7 +172,8 @@ def test_unknown_state_never_releases() -> None:
 def test_budgets(params: DecideParams, expect: int, why: str) -> None:
     nodes = {f"n{i}": node(f"n{i}") for i in range(10)}
     firing = {"proxy-down": {n: 0.0 for n in nodes}}
-    st = PolicyState(pending={(n, "proxy-down"): 0.0 for n in nodes})
+    st = PolicyState(pending={(n, "proxy-down", "kube-proxy"): 0.0
+                              for n in nodes})
     plan, _ = run(nodes, view(present=tuple(nodes), firing=firing), st, 100.0, params)
     assert len(plan.actions) == expect
     assert why in plan.budget_exhausted
@@ -162,13 +183,24 @@ def test_budgets(params: DecideParams, expect: int, why: str) -> None:
 def test_exempt_node_is_never_isolated_and_is_handed_back() -> None:
     held = Held({"kube-proxy": HeldKey("kube-proxy", "NoSchedule", "proxy-down", 0.0)})
     nodes = {"n1": node(exempt=True, held=held)}
-    st = PolicyState(pending={("n1", "proxy-down"): 0.0})
+    st = PolicyState(pending={("n1", "proxy-down", "kube-proxy"): 0.0})
     plan, _ = run(nodes, view(firing=PROXY), st, 100.0)
     assert [(a.kind, a.key) for a in plan.actions] == [(ActionKind.RELEASE, "kube-proxy")]
 
 
 def test_protected_node_level_2_is_noschedule() -> None:
     nodes = {"n1": node(ready=Ready.UNKNOWN, protected=True)}
-    plan, _ = run(nodes, view(firing=DOWN), PolicyState(pending={("n1", "node-down"): 0.0}), 99.0)
+    st = PolicyState(pending={("n1", "node-down", NODE_KEY): 0.0})
+    plan, _ = run(nodes, view(firing=DOWN), st, 99.0)
     (a,) = plan.actions
     assert a.effect == "NoSchedule"
+
+
+def test_downgraded_rule_starts_its_own_clock() -> None:
+    """On heal the cloud says Ready before the site's next scrape: the level-2 rule now only
+    has one witness. Its level-2 timer must not make the level-1 downgrade act at once."""
+    nodes = {"n1": node(ready=Ready.TRUE)}
+    st = PolicyState(pending={("n1", "node-down", NODE_KEY): 0.0})
+    plan, st = run(nodes, view(firing=DOWN), st, 100.0)
+    assert plan.actions == ()
+    assert st.pending == {("n1", "node-down", "node-exporter"): 100.0}

@@ -29,21 +29,21 @@ def test_protected_node_gets_noschedule_only(harness: Any, protect: str) -> None
 
 
 def test_flapping_node_isolated_and_released_at_most_once_per_window(harness: Any) -> None:
-    window = 12.0
+    window = 20.0
     h = harness(durations={"flap_window": window, "release_after": 1})
     f: Fleet = h.fleet
     node = "edge-c-01"
-    f.flap(node, period=2.5)
+    f.flap(node, period=5)  # slower than `for` (2 s) + a scrape, so each down phase counts
     reports = h.run_for(window + 2)
     f.stop_flapping(node)
     acts = [a for a in h.rt.journal.actions(node=node)]
     isolates = [a for a in acts if a["kind"] == "isolate" and a["key"] == NODE_KEY]
     releases = [a for a in acts if a["kind"] == "release" and a["key"] == NODE_KEY]
-    assert isolates, "the flapping node was never isolated"
-    assert len(releases) <= 1, f"{len(releases)} releases within one damping window"
+    assert len(isolates) >= 2, "the node did not flap into isolation twice"
     assert len(isolates) <= 2
-    assert any(n.reason == "flap-damping" for r in reports for n in r.plan.notes) or \
-        len(releases) == 0
+    assert len(releases) == 1, f"{len(releases)} releases within one damping window"
+    assert any(n.reason == "flap-damping" for r in reports for n in r.plan.notes)
+    assert our_taints(f, node), "the flapping node is held isolated"
 
 
 def test_budget_stops_at_the_cap_and_says_so(harness: Any) -> None:

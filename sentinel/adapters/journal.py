@@ -92,12 +92,13 @@ class Journal:
 
     def memory(self, now: float, flap_window: float,
                mode: str) -> tuple[Mapping[str, float], tuple[float, ...]]:
-        """What decide must remember across a restart: the last release per node within the
-        flap window, and the isolations of the last minute (for the rate budget)."""
+        """What decide must remember across a restart: the last release that freed each node
+        within the flap window, and the isolations of the last minute (for the rate budget)."""
         with self._lock:
             rel = self._db.execute(
                 "SELECT node, MAX(ts) FROM actions WHERE kind = ? AND outcome = 'applied' "
-                "AND mode = ? AND ts >= ? GROUP BY node",
+                "AND mode = ? AND ts >= ? AND json_extract(evidence, '$.frees_node') = 1 "
+                "GROUP BY node",
                 (ActionKind.RELEASE.value, mode, now - flap_window)).fetchall()
             iso = self._db.execute(
                 "SELECT ts FROM actions WHERE kind = ? AND outcome = 'applied' AND mode = ? "

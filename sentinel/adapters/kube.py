@@ -11,6 +11,8 @@ import json
 import logging
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ from ..ownership import node_info, pod_binds
 __all__ = ["ClusterView", "Reflector", "make_api_client"]
 
 log = logging.getLogger("sentinel.kube")
+PIN_SECONDS = 30.0
 Obj = dict[str, Any]
 
 
@@ -83,7 +86,9 @@ class Reflector:
                     rv = self._watch(rv)
                     if rv is None:
                         break  # expired: list again
-            except Exception as e:
+            except Exception as e:  # any failure means: list again, later
+                if self._stop.is_set():
+                    return  # our own stop() cut the stream
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("%s: list/watch failed, retrying in %.1fs: %s", self.name, backoff,
                             self.last_error)
@@ -135,7 +140,8 @@ class ClusterView:
         self._lock = threading.Lock()
         self._nodes: dict[str, Obj] = {}
         self._bound: dict[str, str] = {}  # pod uid -> node
-        self._pinned: dict[str, str] = {}  # node -> rv we wrote, until the watch shows it
+        self._pinned: dict[str, tuple[str, float]] = {}  # node -> (rv we wrote, when)
+        self._watched: dict[str, deque[str]] = {}  # node -> last versions the watch delivered
         self._cache: dict[str, tuple[str, bool, NodeInfo]] = {}
         self._selectors = [(SiteName(s.name), cfg.site_selector(s)) for s in cfg.sites]
         exempt_sel = cfg.exempt.selector
@@ -170,6 +176,7 @@ class ClusterView:
         with self._lock:
             self._nodes = {o["metadata"]["name"]: o for o in items}
             self._pinned.clear()
+            self._watched.clear()
 
     def _node_event(self, kind: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -178,10 +185,12 @@ class ClusterView:
                 self._nodes.pop(name, None)
                 self._pinned.pop(name, None)
                 return
+            rv = obj["metadata"].get("resourceVersion", "")
+            self._watched.setdefault(name, deque(maxlen=16)).append(rv)
             pinned = self._pinned.get(name)
             if pinned is not None:
-                if obj["metadata"].get("resourceVersion") != pinned:
-                    return  # older than what we wrote; resourceVersions are opaque: wait
+                if rv != pinned[0] and time.monotonic() - pinned[1] < PIN_SECONDS:
+                    return  # older than what we wrote (the watch delivers in order): skip
                 del self._pinned[name]
             self._nodes[name] = obj
 
@@ -204,11 +213,20 @@ class ClusterView:
                 self._bound.pop(uid, None)
 
     def written(self, obj: Obj) -> None:
-        """The actuator's fresh copy of a node it patched: use it until the watch catches up."""
+        """The actuator's fresh copy of a node it patched: use it until the watch catches up,
+        so the next cycle does not plan the same action again from a lagging cache.
+
+        resourceVersions are opaque, so "newer" cannot be compared: if the watch already
+        delivered this version, the cache is as new or newer and is left alone; otherwise
+        older events are skipped until this version shows up (or PIN_SECONDS pass).
+        """
         name = obj["metadata"]["name"]
+        rv = obj["metadata"]["resourceVersion"]
         with self._lock:
+            if rv in self._watched.get(name, ()):
+                return
             self._nodes[name] = obj
-            self._pinned[name] = obj["metadata"]["resourceVersion"]
+            self._pinned[name] = (rv, time.monotonic())
 
     # -- snapshot ------------------------------------------------------------------------
     def site_of(self, labels: Mapping[str, str]) -> SiteName | None:
