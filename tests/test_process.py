@@ -1,0 +1,156 @@
+"""The real processes a user runs: `sentinel serve` (killed with SIGKILL mid-isolation and
+started again), `sentinel sim inject`, and `sentinel demo`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from sentinel.sim.fleet import Fleet
+from sentinel.sim.prometheus import free_port
+
+from .conftest import DOMAIN, FAST_RULES, our_taints
+
+
+def poll(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+
+
+class Serve:
+    def __init__(self, fleet: Fleet, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (tmp / "rules.yaml").write_text(FAST_RULES)
+        self.journal = tmp / "journal.db"
+        cfg = {"mode": "enforce", "interval": "0.5s", "query_timeout": "1.5s",
+               "sites": [{"name": s, "prometheus": u} for s, u in
+                         fleet.prometheus_urls().items()],
+               "rules": ["rules.yaml"], "taint_domain": DOMAIN, "journal": "journal.db",
+               "cluster": {"url": fleet.api.url},
+               "durations": {"release_after": "3s", "cloud_link_for": "2s"},
+               "listen": f"127.0.0.1:{self.port}"}
+        self.config = tmp / "sentinel.yaml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.log = tmp / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sentinel", "serve", "--config", str(self.config),
+                 "--log-format", "json"], stdout=out, stderr=subprocess.STDOUT)
+        poll(lambda: self.get("/readyz").status_code == 200, 30, "sentinel ready")
+
+    def get(self, path: str) -> httpx.Response:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sentinel exited: {self.log.read_text()[-2000:]}")
+        try:
+            return httpx.get(self.url + path, timeout=2)
+        except httpx.HTTPError:
+            return httpx.Response(599)
+
+    def cycles(self) -> float:
+        for line in self.get("/metrics").text.splitlines():
+            if line.startswith('sentinel_cycles_total{outcome="ok"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def serve(clean_fleet: Fleet, tmp_path: Path) -> Iterator[Serve]:
+    s = Serve(clean_fleet, tmp_path)
+    yield s
+    s.kill()
+
+
+def test_serve_health_and_metrics(serve: Serve) -> None:
+    serve.start()
+    assert serve.get("/healthz").json() == {"ok": True}
+    metrics = serve.get("/metrics").text
+    assert 'sentinel_site_reachable{site="site-a"} 1.0' in metrics
+    assert "sentinel_cycle_duration_seconds_count" in metrics
+    assert 'sentinel_mode{mode="enforce"} 1.0' in metrics
+
+
+def test_sigkill_mid_isolation_then_restart(serve: Serve, clean_fleet: Fleet) -> None:
+    f = clean_fleet
+    serve.start()
+    f.crash("edge-c-02")
+    f.component("edge-a-03", "kube-proxy")
+    poll(lambda: our_taints(f, "edge-c-02").get("node") == "NoExecute"
+         and "kube-proxy" in our_taints(f, "edge-a-03"), 20, "both isolated")
+    before = {n: f.node(n)["spec"]["taints"] for n in ("edge-c-02", "edge-a-03")}
+    serve.kill()
+    serve.start()
+    # the restarted sentinel runs several full cycles over the isolated nodes
+    poll(lambda: serve.cycles() >= 5, 20, "five cycles after the restart")
+    for n, taints in before.items():
+        assert f.node(n)["spec"]["taints"] == taints, f"{n} changed after the restart"
+    with sqlite3.connect(serve.journal) as db:
+        rows = db.execute("SELECT node, key, COUNT(*) FROM actions WHERE kind = 'isolate' "
+                          "GROUP BY node, key").fetchall()
+    assert sorted(rows) == [("edge-a-03", "kube-proxy", 1), ("edge-c-02", "node", 1)]
+    status = serve.get("/api/v1/status").json()
+    assert {i["node"] for i in status["isolated"]} == {"edge-a-03", "edge-c-02"}
+    f.heal("edge-a-03")
+    poll(lambda: not our_taints(f, "edge-a-03"), 20, "released by the restarted sentinel")
+    assert '"level": "INFO"' in serve.log.read_text()  # structured logs
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sentinel", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_sim_inject_cli(clean_fleet: Fleet) -> None:
+    url = clean_fleet.serve_control(0)
+    out = _cli("sim", "inject", "component", "edge-b-01", "coredns", "--sim", url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "edge-b-01: coredns down"
+    assert ("edge-b-01", "coredns") in clean_fleet.exporters["site-b"].down
+    out = _cli("sim", "inject", "crash", "edge-z-99", "--sim", url)
+    assert out.returncode == 1 and "no node 'edge-z-99' in the fleet" in out.stderr
+    out = _cli("sim", "inject", "explode", "edge-b-01", "--sim", url)
+    assert out.returncode == 1 and "no fault 'explode'" in out.stderr
+    out = _cli("sim", "inject", "heal", "all", "--sim", url)
+    assert out.returncode == 0 and not clean_fleet.exporters["site-b"].down
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = _cli("sim", "inject", "heal", "all", "--sim", dead)
+    assert out.returncode == 1 and f"no simulator at {dead}" in out.stderr
+
+
+def _prometheus_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "prometheus"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_demo_tour_runs_and_cleans_up() -> None:
+    before = _prometheus_pids()
+    out = subprocess.run([sys.executable, "-m", "sentinel", "demo", "--exit-after-tour"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "tour complete" in out.stdout
+    assert "ENFORCED isolate node on" in out.stdout
+    assert "site-partition-suspected" in out.stdout
+    assert _prometheus_pids() <= before, "the demo left Prometheus processes behind"
