@@ -79,6 +79,7 @@ class Sentinel:
         self.state = PolicyState(last_release=last_release, recent_isolations=recent)
         self.last: CycleReport | None = None
         self._notes: dict[str, str] = {}
+        self._settled = False
         self._lock = asyncio.Lock()
 
     async def run_cycle(self) -> CycleReport:
@@ -94,13 +95,16 @@ class Sentinel:
         started = self.clock()
         sites = await self.collector.collect(self.rules.rules)
         nodes = self.actuator.view(self.node_source.nodes())
+        if not self._settled:
+            self._settle_interrupted(nodes)
         snapshot = Snapshot(started, nodes, sites)
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
-        results = await asyncio.to_thread(self.actuator.apply, plan, started) \
-            if plan.actions else []
+        results: list[ActionResult] = []
+        if plan.actions:
+            self.journal.plan(plan.actions, self.actuator.mode, started)
+            results = await asyncio.to_thread(self.actuator.apply, plan, started)
+            self.journal.settle((r.action.id, r.outcome, r.error) for r in results)
         self.state = _only_what_happened(state, self.state, results, started)
-        self.journal.record_actions(
-            ((r.action, self.actuator.mode, r.outcome, r.error) for r in results), started)
         self._journal_notes(plan, started)
         for stop in sorted(plan.budget_exhausted):
             log.warning("budget %s spent: isolations held this cycle", stop)
@@ -110,6 +114,24 @@ class Sentinel:
         self.metrics.observe(report)
         self.last = report
         return report
+
+    def _settle_interrupted(self, nodes: Mapping[str, NodeInfo]) -> None:
+        """A predecessor killed mid-plan left `planned` rows: the nodes say what happened (an
+        applied isolation carries its decision id in the node's annotation)."""
+        out = []
+        for row in self.journal.unsettled(self.actuator.mode):
+            node = nodes.get(row["node"])
+            held = node.held.keys.get(row["key"]) if node is not None else None
+            if row["kind"] == "isolate":
+                done = held is not None and held.decision == row["id"]
+            else:
+                done = node is not None and held is None
+            out.append((row["id"], "applied" if done else "interrupted",
+                        None if done else "sentinel stopped before this action completed"))
+            log.info("settled action %s (%s %s on %s) left by a previous run: %s", row["id"],
+                     row["kind"], row["key"], row["node"], out[-1][1])
+        self.journal.settle(out)
+        self._settled = True
 
     def _think(self, snapshot: Snapshot, now: float) -> tuple[Detection, tuple[Plan, PolicyState]]:
         detection = detect(snapshot, self.rules, self.detect_params)

@@ -125,3 +125,29 @@ def test_a_slow_site_does_not_stall_the_others(harness: Any) -> None:
     assert "timed out" in (rep.detection.sites["site-c"].error or "")
     assert max(r.duration for r in h.reports) < 3.0
     assert time.monotonic() - t0 < 15
+
+
+def test_actions_interrupted_by_a_crash_are_settled_from_the_nodes(harness: Any) -> None:
+    """Killed after patching a node but before recording how it went: the journal row stays
+    `planned`; the next sentinel reads the node's decision id and settles it."""
+    import sqlite3
+
+    from sentinel.model import Action, ActionKind, Level, NodeName, SiteName
+
+    h1 = harness()
+    f: Fleet = h1.fleet
+    f.component("edge-c-04", "kube-proxy")
+    h1.until(lambda r: bool(our_taints(f, "edge-c-04")), 15, "isolated")
+    (row,) = h1.rt.journal.actions(node="edge-c-04")
+    ghost = Action("feedfacecafe", ActionKind.ISOLATE, NodeName("edge-c-05"), SiteName("site-c"),
+                   "kube-proxy", Level.COMPONENT, "NoSchedule", "kube-proxy-down", "never ran")
+    h1.rt.journal.plan([ghost], "enforce", time.time())
+    with sqlite3.connect(h1.cfg.journal) as db:
+        db.execute("UPDATE actions SET outcome = 'planned' WHERE id = ?", (row["id"],))
+    h1.rt.cluster.stop()
+    h2 = harness()
+    h2.cycle()
+    outcomes = {r["node"]: r["outcome"] for r in h2.rt.journal.actions()
+                if r["node"] in ("edge-c-04", "edge-c-05")}
+    assert outcomes == {"edge-c-04": "applied", "edge-c-05": "interrupted"}
+    assert h2.rt.journal.unsettled("enforce") == []

@@ -15,7 +15,9 @@ from typing import Any
 
 from ..model import Action, ActionKind, Note
 
-__all__ = ["Journal"]
+__all__ = ["PLANNED", "Journal"]
+
+PLANNED = "planned"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS actions (
@@ -26,6 +28,7 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_node_ts ON actions(node, ts);
 CREATE INDEX IF NOT EXISTS actions_ts ON actions(ts);
+CREATE INDEX IF NOT EXISTS actions_id ON actions(id);
 CREATE TABLE IF NOT EXISTS notes (
     ts REAL NOT NULL, node TEXT NOT NULL, site TEXT NOT NULL, reason TEXT NOT NULL,
     text TEXT NOT NULL
@@ -51,18 +54,37 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def record_actions(self, rows: Iterable[tuple[Action, str, str, str | None]],
-                       ts: float) -> None:
-        """rows: (action, mode, outcome, error)."""
-        data = [(a.id, ts, mode, outcome, a.kind.value, a.node, a.site, a.key, a.level.value,
-                 a.effect, a.rule, a.reason, json.dumps(a.evidence, default=str), err)
-                for a, mode, outcome, err in rows]
+    def plan(self, actions: Iterable[Action], mode: str, ts: float) -> None:
+        """Write-ahead: every action is on disk as `planned` before the cluster is touched, so
+        a crash between the change and its record cannot lose it."""
+        data = [(a.id, ts, mode, PLANNED, a.kind.value, a.node, a.site, a.key, a.level.value,
+                 a.effect, a.rule, a.reason, json.dumps(a.evidence, default=str), None)
+                for a in actions]
         if not data:
             return
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
             self._db.execute("COMMIT")
+
+    def settle(self, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
+        """(action id, outcome, error) for actions written by `plan`."""
+        data = [(outcome, err, aid) for aid, outcome, err in outcomes]
+        if not data:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE actions SET outcome = ?, error = ? WHERE id = ? "
+                                 f"AND outcome = '{PLANNED}'", data)
+            self._db.execute("COMMIT")
+
+    def unsettled(self, mode: str) -> list[dict[str, Any]]:
+        """Actions planned by a process that died before it could say how they went."""
+        with self._lock:
+            cur = self._db.execute("SELECT id, kind, node, key FROM actions WHERE outcome = ? "
+                                   "AND mode = ?", (PLANNED, mode))
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def record_notes(self, notes: Iterable[Note], ts: float) -> None:
         data = [(ts, n.node, n.site, n.reason, n.text) for n in notes]

@@ -5,6 +5,7 @@ real Prometheus records as `up == 0`, exactly as for a dead exporter."""
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,6 +48,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, owner: SiteExporters) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.owner = owner
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # Prometheus gave up on a scrape: not the exporter's problem
+        super().handle_error(request, client_address)
 
 
 class SiteExporters:

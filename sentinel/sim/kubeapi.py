@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -285,6 +286,11 @@ class _Server(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.requests: dict[str, int] = {}
         self._count_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that went away (killed, timed out): not the server's problem
+        super().handle_error(request, client_address)
 
     def count(self, verb: str, path: str) -> None:
         with self._count_lock:
