@@ -151,14 +151,17 @@ def sim_inject(fault: str = typer.Argument(..., help="crash | component | link-l
 
 
 @app.command()
-def demo(sites: int = 3, nodes: int = 5, tour: bool = typer.Option(
+def demo(sites: int = 3, nodes: int = 5,
+         scrape_interval: float = typer.Option(5.0, help="Seconds between the sites' scrapes."),
+         tour: bool = typer.Option(
              True, help="Walk through each fault automatically first."),
          exit_after_tour: bool = typer.Option(False, help="Stop after the tour (for CI).")
          ) -> None:
     """The simulated fleet with real Prometheus servers, and sentinel enforcing on it."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(sites, nodes, tour=tour, exit_after_tour=exit_after_tour))
+    raise typer.Exit(run_demo(sites, nodes, scrape_interval=scrape_interval, tour=tour,
+                              exit_after_tour=exit_after_tour))
 
 
 def _wait_for_signal() -> None:

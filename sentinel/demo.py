@@ -28,14 +28,14 @@ DOMAIN = "sentinel.edge.io"
 DEMO_RULES = """\
 # The shipped rules with demo-sized durations (production: see rules/isolation.yaml).
 rules:
-  - {name: node-down, level: node, component: node-exporter,
-     expr: 'up{job="node-exporter"} == 0', for: 6s}
-  - {name: edgecore-down, level: component, component: edgecore,
-     expr: 'up{job="edgecore"} == 0', for: 6s}
-  - {name: kube-proxy-down, level: component, component: kube-proxy,
-     expr: 'up{job="kube-proxy"} == 0', for: 6s}
-  - {name: coredns-down, level: component, component: coredns,
-     expr: 'up{job="coredns"} == 0', for: 6s}
+  - {{name: node-down, level: node, component: node-exporter,
+     expr: 'up{{job="node-exporter"}} == 0', for: {f}s}}
+  - {{name: edgecore-down, level: component, component: edgecore,
+     expr: 'up{{job="edgecore"}} == 0', for: {f}s}}
+  - {{name: kube-proxy-down, level: component, component: kube-proxy,
+     expr: 'up{{job="kube-proxy"}} == 0', for: {f}s}}
+  - {{name: coredns-down, level: component, component: coredns,
+     expr: 'up{{job="coredns"}} == 0', for: {f}s}}
 """
 
 
@@ -44,9 +44,12 @@ def _say(msg: str) -> None:
 
 
 class _Demo:
-    def __init__(self, sites: int, nodes: int) -> None:
+    def __init__(self, sites: int, nodes: int, scrape_interval: float) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
-        self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=1.0))
+        self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval))
+        # Demo-sized durations that stay meaningful against the scrape interval.
+        self.for_s = max(6, round(2 * scrape_interval))
+        self.release_s = 2 * self.for_s
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.control = ""
@@ -60,15 +63,15 @@ class _Demo:
             self.control = self.fleet.serve_control(0)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        (self.dir / "rules.yaml").write_text(DEMO_RULES)
+        (self.dir / "rules.yaml").write_text(DEMO_RULES.format(f=self.for_s))
         cfg = {
             "mode": "enforce", "interval": "2s", "query_timeout": "2s",
             "sites": [{"name": s, "prometheus": u}
                       for s, u in self.fleet.prometheus_urls().items()],
             "rules": ["rules.yaml"], "taint_domain": DOMAIN,
             "cluster": {"url": self.fleet.api.url, "events_namespace": "default"},
-            "durations": {"release_after": "12s", "flap_window": "60s", "cloud_link_for": "6s",
-                          "max_data_age": "30s"},
+            "durations": {"release_after": f"{self.release_s}s", "flap_window": "60s",
+                          "cloud_link_for": f"{self.for_s}s", "max_data_age": "30s"},
             "budgets": {"site_max_fraction": 0.5, "fleet_max_fraction": 0.34,
                         "max_new_per_minute": 10},
             "journal": "journal.db", "listen": f"127.0.0.1:{port}",
@@ -149,7 +152,7 @@ class _Demo:
         step("a broken component: level 1, the node keeps its pods",
              f"component {na} kube-proxy", lambda: "kube-proxy" in self.taints(na),
              f"{na} tainted {DOMAIN}/kube-proxy:NoSchedule")
-        step("it heals: released after release_after (12s here)", f"heal {na}",
+        step(f"it heals: released after release_after ({self.release_s}s here)", f"heal {na}",
              lambda: not self.taints(na), f"{na} released")
         pods = len(f.pods_on([nb]))
         step("a dead node, by both witnesses: level 2", f"crash {nb}",
@@ -162,10 +165,11 @@ class _Demo:
         before = {n: self.taints(n) for n in f.nodes(a)}
         step(f"site {a}'s uplink drops: a partition, nothing is evicted", f"partition {a}",
              lambda: self._status_site(a) == "partitioned", f"site {a} partitioned")
-        time.sleep(15)  # hold the partition for the audience: 2.5 x the longest `for`
+        hold = 3 * self.for_s
+        time.sleep(hold)  # hold the partition for the audience: 3 x the longest `for`
         after = {n: self.taints(n) for n in f.nodes(a)}
         same = before == after
-        _say(f"   {'ok' if same else '!!'}: after 15s of partition, site {a}'s taints are "
+        _say(f"   {'ok' if same else '!!'}: after {hold}s of partition, site {a}'s taints are "
              f"{'unchanged' if same else 'CHANGED'}")
         ok = ok and same
         step("everything heals: every isolation is released", "heal all",
@@ -197,8 +201,9 @@ class _Demo:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_demo(sites: int, nodes: int, *, tour: bool, exit_after_tour: bool) -> int:
-    demo = _Demo(sites, nodes)
+def run_demo(sites: int, nodes: int, *, scrape_interval: float, tour: bool,
+             exit_after_tour: bool) -> int:
+    demo = _Demo(sites, nodes, scrape_interval)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -211,6 +216,7 @@ def run_demo(sites: int, nodes: int, *, tour: bool, exit_after_tour: bool) -> in
         if exit_after_tour:
             return 0 if ok else 1
         _say("\nfree play: inject faults from another terminal; Ctrl-C stops everything")
+        sys.stdout.flush()
         stop.wait()
         return 0
     except KeyboardInterrupt:

@@ -82,6 +82,9 @@ class _StateCollector(Collector):
         verdict = GaugeMetricFamily("sentinel_node_verdict",
                                     "1 for the verdict of each node that is not healthy.",
                                     labels=["site", "node", "verdict"])
+        unassigned = GaugeMetricFamily("sentinel_nodes_without_site",
+                                       "Nodes that match no configured site: sentinel never "
+                                       "acts on them. Check the sites' selectors.")
         budget = GaugeMetricFamily("sentinel_budget_exhausted",
                                    "1 if this budget stopped an isolation in the last cycle.",
                                    labels=["budget", "site"])
@@ -106,12 +109,15 @@ class _StateCollector(Collector):
             for f in rep.detection.findings.values():
                 if f.verdict.value != "healthy":
                     verdict.add_metric([f.site, f.node, f.verdict.value], 1.0)
+            unassigned.add_metric([], float(sum(1 for n in rep.nodes_after.values()
+                                                if n.site is None)))
             spent = rep.plan.budget_exhausted
             for b in ("fleet", "rate"):
                 budget.add_metric([b, ""], 1.0 if b in spent else 0.0)
             for site in rep.detection.sites:
                 budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
-        yield from (reach, age, part, guard, failing, isolated, level, verdict, budget)
+        yield from (reach, age, part, guard, failing, isolated, level, verdict, unassigned,
+                    budget)
 
     def describe(self) -> Sequence[GaugeMetricFamily]:
         return []

@@ -51,3 +51,29 @@ def test_newer_event_already_delivered_wins_over_a_late_answer() -> None:
     v._node_event("MODIFIED", obj("3", "True"))
     v.written(obj("2", "Unknown"))
     assert v.nodes()["n1"].ready is Ready.TRUE
+
+
+def test_reflector_relists_when_its_watch_version_expired() -> None:
+    """A watch resumed from a version older than the server's history gets 410 Gone; the
+    reflector must list again (resync), not fail or miss the changes in between."""
+    from sentinel.sim.kubeapi import KubeApiServer
+    from sentinel.sim.store import Store
+
+    srv = KubeApiServer(Store(history=3)).start()
+    api = client.ApiClient(client.Configuration(host=srv.url))
+    try:
+        core = client.CoreV1Api(api)
+        core.create_node({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone":
+                                                               "a"}}})
+        v = ClusterView(api, CFG)
+        rv = v.nodes_reflector._list()
+        for i in range(6):  # more changes than the history holds, while nobody watches
+            core.patch_node("n1", {"metadata": {"labels": {"i": str(i)}}})
+        core.patch_node("n1", {"spec": {"unschedulable": True}})
+        assert v.nodes_reflector._watch(rv) is None  # expired: the caller lists again
+        v.nodes_reflector._list()
+        assert v.nodes()["n1"].unschedulable is True
+        assert v.nodes_reflector.relists == 2
+    finally:
+        api.close()
+        srv.stop()

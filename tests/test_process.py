@@ -90,6 +90,7 @@ def test_serve_health_and_metrics(serve: Serve) -> None:
     assert 'sentinel_site_reachable{site="site-a"} 1.0' in metrics
     assert "sentinel_cycle_duration_seconds_count" in metrics
     assert 'sentinel_mode{mode="enforce"} 1.0' in metrics
+    assert 'sentinel_nodes_without_site 0.0' in metrics
 
 
 def test_sigkill_mid_isolation_then_restart(serve: Serve, clean_fleet: Fleet) -> None:
@@ -146,7 +147,8 @@ def _prometheus_pids() -> set[int]:
 
 def test_demo_tour_runs_and_cleans_up() -> None:
     before = _prometheus_pids()
-    out = subprocess.run([sys.executable, "-m", "sentinel", "demo", "--exit-after-tour"],
+    out = subprocess.run([sys.executable, "-m", "sentinel", "demo", "--exit-after-tour",
+                          "--scrape-interval", "1"],
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
@@ -154,3 +156,24 @@ def test_demo_tour_runs_and_cleans_up() -> None:
     assert "ENFORCED isolate node on" in out.stdout
     assert "site-partition-suspected" in out.stdout
     assert _prometheus_pids() <= before, "the demo left Prometheus processes behind"
+
+
+def test_demo_stops_every_process_on_ctrl_c() -> None:
+    before = _prometheus_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel", "demo", "--no-tour",
+                             "--scrape-interval", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "free play" in line:
+            break
+    assert any("sentinel API" in s for s in seen), "".join(seen)
+    during = _prometheus_pids() - before
+    assert len(during) == 3, "one Prometheus per site while the demo runs"
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest
+    assert not (_prometheus_pids() & during), "Prometheus processes survived Ctrl-C"
