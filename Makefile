@@ -9,11 +9,13 @@ demo: install
 
 test: install
 	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/mypy sentinel
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 lint: install
 	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/mypy sentinel
 	.venv/bin/lint-imports
 
 bench: install

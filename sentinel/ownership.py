@@ -58,7 +58,8 @@ def held_from_node(obj: Obj, domain: str) -> Held:
             record = loaded if isinstance(loaded, dict) else {}
         except ValueError:
             record = {}
-    recorded = record.get("keys") if isinstance(record.get("keys"), dict) else {}
+    raw_keys = record.get("keys")
+    recorded: dict[str, Any] = raw_keys if isinstance(raw_keys, dict) else {}
     prefix = domain + "/"
     keys: dict[str, HeldKey] = {}
     for t in (obj.get("spec") or {}).get("taints") or []:
@@ -66,7 +67,8 @@ def held_from_node(obj: Obj, domain: str) -> Held:
         if not tkey.startswith(prefix):
             continue
         key = tkey[len(prefix):]
-        rec = recorded.get(key) if isinstance(recorded.get(key), dict) else {}
+        raw = recorded.get(key)
+        rec: dict[str, Any] = raw if isinstance(raw, dict) else {}
         since = rec.get("since")
         keys[key] = HeldKey(key=key, effect=t.get("effect", ""), rule=t.get("value", ""),
                             since=float(since) if isinstance(since, int | float) else None,

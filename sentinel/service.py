@@ -20,7 +20,7 @@ from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import NodeInfo, Plan, Snapshot
+from .model import NodeInfo, Note, Plan, Snapshot
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -139,8 +139,8 @@ class Sentinel:
 
     def _journal_notes(self, plan: Plan, now: float) -> None:
         """A hold reason is journaled when it changes, not every cycle."""
-        current = {}
-        changed = []
+        current: dict[str, str] = {}
+        changed: list[Note] = []
         for n in plan.notes:
             if n.node in current:
                 continue

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from ..model import Action, ActionKind, Held, NodeInfo, Plan
 from ..ownership import apply_actions, render_patch
@@ -82,11 +82,12 @@ class KubeActuator:
     def _patch(self, node: str, actions: list[Action], now: float) -> tuple[str, str | None]:
         for _ in range(self.retries):
             try:
-                obj = json.loads(self.core.read_node(node, _preload_content=False).data)
+                raw: Any = self.core.read_node(node, _preload_content=False)
+                obj = json.loads(raw.data)
                 body = render_patch(obj, actions, self.domain, now)
                 if body is None:
                     return "noop", None
-                resp = self.core.patch_node(node, body, _preload_content=False)
+                resp: Any = self.core.patch_node(node, body, _preload_content=False)
                 self.cluster.written(json.loads(resp.data))
                 return "applied", None
             except ApiException as e:
@@ -143,7 +144,7 @@ class RecordingActuator:
         return out
 
     def apply(self, plan: Plan, now: float) -> list[ActionResult]:
-        results = []
+        results: list[ActionResult] = []
         for node, actions in _by_node(plan.actions).items():
             seen = self._seen.get(node)
             start = (seen.held, seen.unschedulable) if seen is not None else (Held(), False)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from ..config import ClusterConfig, Config
@@ -80,9 +80,9 @@ class Reflector:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                rv = self._list()
+                rv: str | None = self._list()
                 backoff = 0.5
-                while not self._stop.is_set():
+                while rv is not None and not self._stop.is_set():
                     rv = self._watch(rv)
                     if rv is None:
                         break  # expired: list again

@@ -70,8 +70,8 @@ class SiteExporters:
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        port = self._server.server_address[1]
+        return f"127.0.0.1:{port}"
 
     def start(self) -> SiteExporters:
         self._thread.start()

@@ -37,43 +37,59 @@ _PATH = re.compile(
 
 def parse_label_selector(sel: str) -> Callable[[dict[str, str]], bool]:
     """Equality-based selectors (`a=b`, `a==b`, `a!=b`, `a`, `!a`), as the API accepts them."""
-    tests: list[Callable[[dict[str, str]], bool]] = []
+    # (key, op, value): op is "=", "!=", "exists" or "!exists"
+    reqs: list[tuple[str, str, str]] = []
     for part in filter(None, (p.strip() for p in sel.split(","))):
         if " in " in part or " notin " in part or "(" in part:
             raise ApiError(400, "BadRequest", f"set-based selector {part!r} is not supported "
                            "by the emulator")
         if "!=" in part:
             k, v = (x.strip() for x in part.split("!=", 1))
-            tests.append(lambda lb, k=k, v=v: lb.get(k) != v)
+            reqs.append((k, "!=", v))
         elif "=" in part:
             k, v = (x.strip() for x in part.replace("==", "=").split("=", 1))
-            tests.append(lambda lb, k=k, v=v: lb.get(k) == v)
+            reqs.append((k, "=", v))
         elif part.startswith("!"):
-            key = part[1:].strip()
-            tests.append(lambda lb, k=key: k not in lb)
+            reqs.append((part[1:].strip(), "!exists", ""))
         else:
-            tests.append(lambda lb, k=part: k in lb)
-    return lambda labels: all(t(labels) for t in tests)
+            reqs.append((part, "exists", ""))
+
+    def ok(labels: dict[str, str], k: str, op: str, v: str) -> bool:
+        if op == "=":
+            return labels.get(k) == v
+        if op == "!=":
+            return labels.get(k) != v
+        return (k in labels) == (op == "exists")
+
+    return lambda labels: all(ok(labels, k, op, v) for k, op, v in reqs)
 
 
-_FIELDS = {
-    "metadata.name": lambda o: o["metadata"].get("name"),
-    "metadata.namespace": lambda o: o["metadata"].get("namespace"),
-    "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName"),
+_FIELDS: dict[str, tuple[str, str]] = {
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "spec.nodeName": ("spec", "nodeName"),
 }
 
 
 def _field_selector(sel: str) -> Callable[[Obj], bool]:
-    tests = []
+    reqs: list[tuple[tuple[str, str], bool, str]] = []  # (path, negated, value)
     for part in filter(None, (p.strip() for p in sel.split(","))):
         neg = "!=" in part
         k, v = (x.strip() for x in part.replace("==", "=").split("!=" if neg else "=", 1))
-        getter = _FIELDS.get(k)
-        if getter is None:
+        if k not in _FIELDS:
             raise ApiError(400, "BadRequest", f'"{k}" is not a known field selector: only '
                            f'"{", ".join(_FIELDS)}"')
-        tests.append(lambda o, g=getter, v=v, neg=neg: (g(o) != v) if neg else (g(o) == v))
-    return lambda o: all(t(o) for t in tests)
+        reqs.append((_FIELDS[k], neg, v))
+
+    def match(o: Obj) -> bool:
+        for (top, name), neg, v in reqs:
+            got = (o.get(top) or {}).get(name)
+            if (got != v) if neg else (got == v):
+                continue
+            return False
+        return True
+
+    return match
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -308,8 +324,7 @@ class KubeApiServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def requests(self) -> dict[str, int]:
