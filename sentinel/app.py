@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .adapters.actuate import Actuator, KubeActuator, RecordingActuator
+from .adapters.alertstore import AlertStore
 from .adapters.journal import Journal
 from .adapters.kube import ClusterView, make_api_client
 from .adapters.prom import SiteCollector, SiteTarget
@@ -29,6 +30,7 @@ from .metrics import Metrics
 from .model import NODE_KEY
 from .rules import RuleSet
 from .service import Sentinel
+from .webhook import add_alert_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app"]
 
@@ -44,10 +46,12 @@ class Runtime:
     cluster: ClusterView
     journal: Journal
     registry: CollectorRegistry
+    alerts: AlertStore
 
     async def aclose(self) -> None:
         self.cluster.stop()
         await self.sentinel.collector.aclose()
+        self.alerts.close()
         self.journal.close()
 
 
@@ -66,8 +70,10 @@ def build_runtime(cfg: Config, rules: RuleSet,
         [SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout) for s in cfg.sites],
         cfg.presence_query)
     metrics = Metrics(registry, cfg.mode)
-    sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics)
-    return Runtime(cfg, sentinel, cluster, journal, registry)
+    alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after)
+    sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
+                        alerts=alerts)
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts)
 
 
 def _status(rt: Runtime) -> dict[str, Any]:
@@ -145,5 +151,6 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     def status() -> JSONResponse:
         return JSONResponse(_status(rt))
 
+    add_alert_routes(app, rt.cfg, rt.alerts, rt.sentinel.metrics, rt.cluster.known)
     return app
 

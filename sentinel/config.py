@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .yamlsrc import Duration, Source, SourceError, validate
 
 __all__ = [
+    "AlertLabels",
+    "Alerts",
     "Budgets",
     "ClusterConfig",
     "Config",
@@ -115,6 +117,33 @@ class Protect(_Strict):
     """Pod annotation or label; "true" pins the pod to its node (no NoExecute there)."""
 
 
+class AlertLabels(_Strict):
+    """Which alert labels name the node, its site, the broken component and the level."""
+
+    node: str = "node"
+    site: str = "site"
+    component: str = "component"
+    level: str = "sentinel_level"
+
+
+class Alerts(_Strict):
+    token: str | None = None
+    """Bearer token Alertmanager must send (`http_config.authorization`). Prefer token_file."""
+    token_file: str | None = None
+    basic_username: str | None = None
+    """Optional HTTP basic auth instead of the token, for Alertmanagers configured that way."""
+    basic_password_file: str | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    """Larger payloads get 413: Alertmanager sends at most `max_alerts` per group."""
+    labels: AlertLabels = AlertLabels()
+    default_level: Literal["component", "node"] = "component"
+    """Level of an alert without a level label. An alert alone is evidence: level 2 still needs
+    the cloud to agree."""
+    stale_after: Duration = Field(3600.0, gt=0)
+    """A firing alert not re-sent for this long stops counting: its resolve may have been lost.
+    Keep it above the route's repeat_interval."""
+
+
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
@@ -135,6 +164,7 @@ class Config(_Strict):
     budgets: Budgets = Budgets()
     exempt: Exempt = Exempt()
     protect: Protect = Protect()
+    alerts: Alerts = Alerts()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."

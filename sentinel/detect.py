@@ -6,11 +6,13 @@ snapshot carries everything, so the same snapshot always gives the same findings
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .model import (
     NODE_KEY,
+    AlertEvidence,
     Condition,
     Finding,
     Level,
@@ -27,7 +29,7 @@ from .model import (
 )
 from .rules import Rule, RuleSet
 
-__all__ = ["CLOUD_LINK_RULE", "DetectParams", "Detection", "detect"]
+__all__ = ["CLOUD_LINK_RULE", "DetectParams", "Detection", "alert_rule", "detect"]
 
 #: The built-in check behind the "cloud link or edgecore broken" row of the table.
 CLOUD_LINK_RULE = "cloud-link"
@@ -63,6 +65,24 @@ def _site_hits(view: SiteView, by_name: Mapping[str, Rule]) -> dict[str, list[tu
         for node, value in per_node.items():
             hits.setdefault(node, []).append((rule, value))
     return hits
+
+
+_NOT_KEY = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _label_safe(text: str) -> str:
+    """A Kubernetes label value (what a taint value must be): 63 chars of [A-Za-z0-9_.-]."""
+    return _NOT_KEY.sub("-", text)[:63].strip("-_.") or "alert"
+
+
+def alert_rule(ev: AlertEvidence) -> Rule:
+    """An alert as a rule that matched: Prometheus' `for` and Alertmanager's grouping already
+    waited, so it counts at once; a node-level alert is the site's witness of a dead node."""
+    name = _label_safe(f"alert.{ev.alertname}")
+    component = ev.key if ev.level is Level.COMPONENT else _label_safe(ev.alertname)
+    return Rule(name=name, level=ev.level, expr=f"alert {ev.alertname}: {ev.summary}",
+                for_seconds=0.0, component=component, severity="", description=ev.summary,
+                origin=ev.source or "alertmanager")
 
 
 def _cond(rule: Rule, value: float, *, key: str | None = None,
@@ -108,6 +128,9 @@ def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detectio
                                               SiteSees.UNKNOWN, view.reachable, hold_all=True)
             continue
         h = hits[site].get(node.name)
+        alerts = snapshot.alerts.get(node.name) if snapshot.alerts else None
+        if alerts:
+            h = [*(h or []), *((alert_rule(ev), 0.0) for ev in alerts)]
         if ready and h is None and not node.held:
             continue  # the common case at 100,000 nodes: nothing to say
         f = _classify(node, SiteName(site), h or [], snapshot.sites[site], node_unknown[site],

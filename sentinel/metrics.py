@@ -31,6 +31,10 @@ class Metrics:
                               registry=registry)
         self.actions = Counter("sentinel_actions_total", "Actions taken, by kind and rule.",
                                ["kind", "rule", "level", "mode", "outcome"], registry=registry)
+        self.alerts = Counter("sentinel_alerts_received_total",
+                              "Alerts received on the webhook, by outcome (new, resolved, "
+                              "duplicate, unmapped, unknown_node, rejected).", ["outcome"],
+                              registry=registry)
         self.last_success = Gauge("sentinel_last_cycle_success_timestamp_seconds",
                                   "When the last cycle completed.", registry=registry)
         mode_g = Gauge("sentinel_mode", "1 for the mode sentinel runs in.", ["mode"],
@@ -85,6 +89,8 @@ class _StateCollector(Collector):
         unassigned = GaugeMetricFamily("sentinel_nodes_without_site",
                                        "Nodes that match no configured site: sentinel never "
                                        "acts on them. Check the sites' selectors.")
+        active = GaugeMetricFamily("sentinel_alerts_active",
+                                   "Firing alerts that name a node, as evidence this cycle.")
         budget = GaugeMetricFamily("sentinel_budget_exhausted",
                                    "1 if this budget stopped an isolation in the last cycle.",
                                    labels=["budget", "site"])
@@ -111,13 +117,14 @@ class _StateCollector(Collector):
                     verdict.add_metric([f.site, f.node, f.verdict.value], 1.0)
             unassigned.add_metric([], float(sum(1 for n in rep.nodes_after.values()
                                                 if n.site is None)))
+            active.add_metric([], float(sum(len(v) for v in rep.snapshot.alerts.values())))
             spent = rep.plan.budget_exhausted
             for b in ("fleet", "rate"):
                 budget.add_metric([b, ""], 1.0 if b in spent else 0.0)
             for site in rep.detection.sites:
                 budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
         yield from (reach, age, part, guard, failing, isolated, level, verdict, unassigned,
-                    budget)
+                    active, budget)
 
     def describe(self) -> Sequence[GaugeMetricFamily]:
         return []

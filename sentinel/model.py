@@ -15,6 +15,7 @@ __all__ = [
     "NODE_KEY",
     "Action",
     "ActionKind",
+    "AlertEvidence",
     "Condition",
     "Finding",
     "Held",
@@ -142,12 +143,30 @@ class SiteView:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertEvidence:
+    """A firing Alertmanager alert that names a node: evidence like a rule's match."""
+
+    fingerprint: str
+    alertname: str
+    node: NodeName
+    key: str
+    """The component it names, or `node` for a level-2 alert."""
+    level: Level
+    starts_at: str
+    summary: str
+    source: str
+    """Where it came from (generatorURL, else the Alertmanager's externalURL)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one cycle knows. `taken_at` is when collection started (epoch seconds)."""
 
     taken_at: float
     nodes: Mapping[str, NodeInfo]
     sites: Mapping[str, SiteView]
+    alerts: Mapping[str, tuple[AlertEvidence, ...]] = field(default_factory=dict)
+    """Node -> the firing alerts that name it."""
 
 
 @dataclass(frozen=True, slots=True)

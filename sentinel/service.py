@@ -16,11 +16,12 @@ from typing import Protocol
 from .adapters.actuate import ActionResult, Actuator
 from .adapters.journal import Journal
 from .adapters.prom import SiteCollector
+from .alerts import by_node
 from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import NodeInfo, Note, Plan, Snapshot
+from .model import AlertEvidence, NodeInfo, Note, Plan, Snapshot
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -30,6 +31,10 @@ log = logging.getLogger("sentinel.cycle")
 
 class NodeSource(Protocol):
     def nodes(self) -> dict[str, NodeInfo]: ...
+
+
+class AlertSource(Protocol):
+    def active(self) -> list[AlertEvidence]: ...
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,13 @@ def decide_params(cfg: Config) -> DecideParams:
 class Sentinel:
     def __init__(self, cfg: Config, rules: RuleSet, collector: SiteCollector, nodes: NodeSource,
                  actuator: Actuator, journal: Journal, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, alerts: AlertSource | None = None
+                 ) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
         self.clock = clock
+        self.alerts = alerts
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
         now = clock()
         last_release, recent = journal.memory(now, cfg.durations.flap_window, actuator.mode)
@@ -97,7 +104,8 @@ class Sentinel:
         nodes = self.actuator.view(self.node_source.nodes())
         if not self._settled:
             self._settle_interrupted(nodes)
-        snapshot = Snapshot(started, nodes, sites)
+        evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
+        snapshot = Snapshot(started, nodes, sites, evidence)
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
         results: list[ActionResult] = []
         if plan.actions:

@@ -228,6 +228,10 @@ class ClusterView:
             self._nodes[name] = obj
             self._pinned[name] = (rv, time.monotonic())
 
+    def known(self, name: str) -> bool:
+        with self._lock:
+            return name in self._nodes
+
     # -- snapshot ------------------------------------------------------------------------
     def site_of(self, labels: Mapping[str, str]) -> SiteName | None:
         for site, sel in self._selectors:

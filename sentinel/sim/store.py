@@ -12,6 +12,7 @@ sentinel: the cordon taint (`node.kubernetes.io/unschedulable`) and the NoExecut
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
 import uuid
@@ -83,6 +84,7 @@ def _now() -> str:
 
 
 VALID_EFFECTS = {"NoSchedule", "PreferNoSchedule", "NoExecute"}
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 
 
@@ -289,6 +291,11 @@ class Store:
             if t.get("effect") not in VALID_EFFECTS:
                 raise ApiError(422, "Invalid", f"spec.taints[{i}].effect: Unsupported value: "
                                f"{t.get('effect')!r}")
+            if not _LABEL_VALUE.match(str(t.get("value", ""))):
+                raise ApiError(422, "Invalid", f"spec.taints[{i}].value: Invalid value: "
+                               f"{t.get('value')!r}: a valid label must be an empty string or "
+                               "consist of alphanumeric characters, '-', '_' or '.' (at most "
+                               "63)")
             if (t["key"], t["effect"]) in seen:
                 raise ApiError(422, "Invalid", f"spec.taints[{i}]: Duplicate value: taints "
                                f"must be unique by key and effect pair ({t['key']}, "
