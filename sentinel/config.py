@@ -155,7 +155,8 @@ class Config(_Strict):
     rules: list[str] = ["rules"]
     """Rule files or directories of `*.yaml`, relative to the config file."""
     presence_query: str = "max by (node) (up)"
-    """Which nodes a site's Prometheus knows. A node it does not know is unknown, never down."""
+    """Which nodes a site's Prometheus sees serving (value > 0: some target scraped fine). A
+    node it does not see serving, and no node rule condemns, is unknown: never acted on."""
     taint_domain: str = "sentinel.edge.io"
     """Prefix of every taint and annotation key sentinel owns; it touches no other."""
     cluster: ClusterConfig = ClusterConfig()

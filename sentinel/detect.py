@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .model import (
     NODE_KEY,
@@ -177,10 +177,13 @@ def _classify(node: NodeInfo, site: SiteName, h: list[tuple[Rule, float]], view:
 
     if node.ready is Ready.TRUE:
         if sees is SiteSees.DOWN:
-            # The cloud sees it serve, the site cannot scrape it: an exporter or component
-            # fault. One witness is never enough for level 2, so downgrade to level 1.
-            conds = [_cond(r, v, key=r.downgrade_key, level=Level.COMPONENT) for r, v in node_hits]
-            conds += [_cond(r, v) for r, v in comp_hits]
+            # The cloud sees it serve, the site cannot scrape it: an exporter fault, or a node
+            # coming back whose site has not scraped it yet. One witness is never enough for
+            # level 2: downgrade to level 1, after the same grace as the opposite disagreement
+            # (cloud_link_for). Component matches follow from the node being unscrapable.
+            conds = [replace(_cond(r, v, key=r.downgrade_key, level=Level.COMPONENT),
+                             for_seconds=max(r.for_seconds, cloud_link.for_seconds))
+                     for r, v in node_hits]
             return finding(Verdict.COMPONENT_FAULT, conds)
         if comp_hits:
             return finding(Verdict.COMPONENT_FAULT, [_cond(r, v) for r, v in comp_hits])

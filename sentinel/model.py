@@ -136,7 +136,7 @@ class SiteView:
     error: str | None = None
     data_age: float | None = None
     present: frozenset[str] = frozenset()
-    """Nodes the site's Prometheus has any `up` series for."""
+    """Nodes the site's Prometheus sees serving: at least one target up."""
     firing: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Rule name -> node -> sample value, for every rule whose query matched."""
     rule_errors: Mapping[str, str] = field(default_factory=dict)

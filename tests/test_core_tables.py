@@ -55,6 +55,8 @@ PROXY = {"proxy-down": {"n1": 0.0}}
     (Ready.TRUE, view(), None, None, [], False),
     (Ready.TRUE, view(firing=DOWN), Verdict.COMPONENT_FAULT, SiteSees.DOWN,
      [("node-exporter", "component")], False),
+    (Ready.TRUE, view(firing={**DOWN, **PROXY}), Verdict.COMPONENT_FAULT, SiteSees.DOWN,
+     [("node-exporter", "component")], False),
     (Ready.TRUE, view(firing=PROXY), Verdict.COMPONENT_FAULT, SiteSees.UP,
      [("kube-proxy", "component")], False),
     (Ready.UNKNOWN, view(), Verdict.CLOUD_LINK, SiteSees.UP, [("edgecore", "component")], False),
@@ -65,8 +67,9 @@ PROXY = {"proxy-down": {"n1": 0.0}}
     (Ready.UNKNOWN, view(age=10_000), Verdict.UNKNOWN, SiteSees.UNKNOWN, [], True),
     (Ready.UNKNOWN, view(errors={"node-down": "boom"}), Verdict.UNKNOWN, SiteSees.UNKNOWN, [],
      True),
-], ids=["healthy", "exporter-fault", "component-fault", "cloud-link", "node-failure",
-        "partition", "site-does-not-know-node", "stale-site", "node-rule-failed"])
+], ids=["healthy", "exporter-fault", "exporter-fault-subsumes-components", "component-fault",
+        "cloud-link", "node-failure", "partition", "site-does-not-know-node", "stale-site",
+        "node-rule-failed"])
 def test_two_witness_table(ready: Ready, v: SiteView, verdict: Verdict | None,
                            sees: SiteSees | None, keys: list[tuple[str, str]],
                            hold: bool) -> None:
@@ -204,3 +207,8 @@ def test_downgraded_rule_starts_its_own_clock() -> None:
     plan, st = run(nodes, view(firing=DOWN), st, 100.0)
     assert plan.actions == ()
     assert st.pending == {("n1", "node-down", "node-exporter"): 100.0}
+    # and the witnesses must disagree for cloud_link_for (60 s), longer than the rule's 30 s
+    plan, st = run(nodes, view(firing=DOWN), st, 159.0)
+    assert plan.actions == ()
+    plan, _ = run(nodes, view(firing=DOWN), st, 160.0)
+    assert [(a.key, a.effect) for a in plan.actions] == [("node-exporter", "NoSchedule")]

@@ -8,72 +8,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.prometheus import free_port
 
-from .conftest import DOMAIN, FAST_RULES, our_taints
-
-
-def poll(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
-
-
-class Serve:
-    def __init__(self, fleet: Fleet, tmp: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        (tmp / "rules.yaml").write_text(FAST_RULES)
-        self.journal = tmp / "journal.db"
-        cfg = {"mode": "enforce", "interval": "0.5s", "query_timeout": "1.5s",
-               "sites": [{"name": s, "prometheus": u} for s, u in
-                         fleet.prometheus_urls().items()],
-               "rules": ["rules.yaml"], "taint_domain": DOMAIN, "journal": "journal.db",
-               "cluster": {"url": fleet.api.url},
-               "durations": {"release_after": "3s", "cloud_link_for": "2s"},
-               "listen": f"127.0.0.1:{self.port}"}
-        self.config = tmp / "sentinel.yaml"
-        self.config.write_text(yaml.safe_dump(cfg))
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sentinel", "serve", "--config", str(self.config),
-                 "--log-format", "json"], stdout=out, stderr=subprocess.STDOUT)
-        poll(lambda: self.get("/readyz").status_code == 200, 30, "sentinel ready")
-
-    def get(self, path: str) -> httpx.Response:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sentinel exited: {self.log.read_text()[-2000:]}")
-        try:
-            return httpx.get(self.url + path, timeout=2)
-        except httpx.HTTPError:
-            return httpx.Response(599)
-
-    def cycles(self) -> float:
-        for line in self.get("/metrics").text.splitlines():
-            if line.startswith('sentinel_cycles_total{outcome="ok"}'):
-                return float(line.split()[-1])
-        return 0.0
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+from .conftest import Serve, our_taints, poll
 
 
 @pytest.fixture

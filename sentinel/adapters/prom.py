@@ -95,7 +95,10 @@ class SiteCollector:
                 self._query(site, self.presence_query, site.timeout), site.timeout)
         except (PromError, TimeoutError) as e:
             return SiteView(name, reachable=False, error=str(e) or "timed out")
-        present = frozenset(m["node"] for m, _ in presence if "node" in m)
+        # Seen serving at the site: at least one of the node's targets scraped fine. A node
+        # whose targets are all down is not "serving"; without a node rule matching it, it is
+        # unknown — never taken for healthy.
+        present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
         exprs = [AGE_QUERY, *(r.expr for r in rules)]
         results = await asyncio.gather(
             *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),

@@ -1,0 +1,87 @@
+"""A real server binary (Prometheus, Alertmanager) run for the simulator, on a free loopback
+port, with its state in a temporary directory that goes when it stops."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServerProcess", "binary", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"the `{name}` binary is not installed: run ./scripts/install.sh "
+                           "(it installs Debian's prometheus, prometheus-alertmanager and "
+                           "docker-registry packages)")
+    return path
+
+
+class ServerProcess:
+    def __init__(self, name: str, workdir: Path | None = None) -> None:
+        self.name = name
+        self.port = free_port()
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix=f"sentinel-{name}-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: object | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "server.log"
+
+    def _spawn(self, argv: list[str]) -> None:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s")
+
+    def reload(self) -> None:
+        r = httpx.post(f"{self.url}/-/reload", timeout=10)
+        if r.status_code != 200:
+            raise RuntimeError(f"{self.name} refused its new configuration: {r.text}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        log = self._log
+        if log is not None:
+            log.close()  # type: ignore[attr-defined]
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
