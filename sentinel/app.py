@@ -6,6 +6,7 @@ completed a cycle; `/metrics` the sentinel_* series; `/api/v1/status` a summary 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -102,8 +103,13 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
 
     async def tick() -> None:
         if not rt.cluster.synced:
+            # Wait (bounded) rather than skip: a skipped tick would delay readiness by a whole
+            # interval. Nothing is decided without the node list.
             log.info("waiting for the node list before the first cycle")
-            return
+            if not await asyncio.to_thread(rt.cluster.wait_synced, min(interval, 30.0)):
+                log.warning("node list still not synced (%s); no cycle yet",
+                            rt.cluster.nodes_reflector.last_error or "no answer")
+                return
         with contextlib.suppress(Exception):  # logged and counted in run_cycle; keep going
             await rt.sentinel.run_cycle()
 

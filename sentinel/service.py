@@ -21,7 +21,7 @@ from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import AlertEvidence, NodeInfo, Note, Plan, Snapshot
+from .model import AlertEvidence, NodeInfo, Note, Plan, SiteView, Snapshot
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -101,11 +101,10 @@ class Sentinel:
     async def _cycle(self) -> CycleReport:
         started = self.clock()
         sites = await self.collector.collect(self.rules.rules)
-        nodes = self.actuator.view(self.node_source.nodes())
-        if not self._settled:
-            self._settle_interrupted(nodes)
-        evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
-        snapshot = Snapshot(started, nodes, sites, evidence)
+        # Everything proportional to the fleet runs off the event loop, which keeps serving
+        # the webhook and the probes meanwhile.
+        snapshot = await asyncio.to_thread(self._snapshot, started, sites)
+        nodes = snapshot.nodes
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
         results: list[ActionResult] = []
         if plan.actions:
@@ -116,12 +115,20 @@ class Sentinel:
         self._journal_notes(plan, started)
         for stop in sorted(plan.budget_exhausted):
             log.warning("budget %s spent: isolations held this cycle", stop)
-        after = self.actuator.view(self.node_source.nodes()) if results else nodes
+        after = await asyncio.to_thread(lambda: self.actuator.view(self.node_source.nodes())) \
+            if results else nodes
         report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
                              plan, tuple(results), after)
         self.metrics.observe(report)
         self.last = report
         return report
+
+    def _snapshot(self, started: float, sites: Mapping[str, SiteView]) -> Snapshot:
+        nodes = self.actuator.view(self.node_source.nodes())
+        if not self._settled:
+            self._settle_interrupted(nodes)
+        evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
+        return Snapshot(started, nodes, sites, evidence)
 
     def _settle_interrupted(self, nodes: Mapping[str, NodeInfo]) -> None:
         """A predecessor killed mid-plan left `planned` rows: the nodes say what happened (an
