@@ -98,6 +98,34 @@ def _status(rt: Runtime) -> dict[str, Any]:
     return out
 
 
+def _explain(rt: Runtime, name: str) -> dict[str, Any] | None:
+    """One node's story as of the last cycle: both witnesses, what matched, what is held and
+    why anything was not done, the alerts that name it, and its journal."""
+    rep = rt.sentinel.last
+    node = rep.nodes_after.get(name) if rep is not None else None
+    if rep is None or node is None:
+        if not rt.cluster.known(name):
+            return None
+        return {"node": name, "note": "no cycle has seen this node yet"}
+    finding = rep.detection.findings.get(name)
+    site = rep.detection.sites.get(node.site or "")
+    return {
+        "node": name, "site": node.site, "as_of": rep.started_at, "mode": rep.mode,
+        "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
+        "site_state": site.state.value if site else None,
+        "evidence": finding.evidence() if finding else {"verdict": "healthy"},
+        "held": {k: {"rule": h.rule, "effect": h.effect, "since": h.since,
+                     "decision": h.decision} for k, h in node.held.keys.items()},
+        "cordoned_by_sentinel": node.held.cordoned,
+        "not_done": [{"reason": n.reason, "why": n.text} for n in rep.plan.notes
+                     if n.node == name],
+        "alerts": [{"alertname": a.alertname, "fingerprint": a.fingerprint, "key": a.key,
+                    "level": a.level.value, "since": a.starts_at, "summary": a.summary,
+                    "source": a.source} for a in rep.snapshot.alerts.get(name, ())],
+        "actions": rt.journal.actions(node=name, limit=50),
+    }
+
+
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
     interval = rt.cfg.interval
 
@@ -156,6 +184,13 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     @app.get("/api/v1/status")
     def status() -> JSONResponse:
         return JSONResponse(_status(rt))
+
+    @app.get("/api/v1/nodes/{name}/explain")
+    def explain(name: str) -> JSONResponse:
+        out = _explain(rt, name)
+        if out is None:
+            return JSONResponse({"error": f"no node {name!r} in the cluster"}, 404)
+        return JSONResponse(out)
 
     add_alert_routes(app, rt.cfg, rt.alerts, rt.sentinel.metrics, rt.cluster.known)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from .process import ServerProcess, binary, free_port
@@ -60,3 +62,19 @@ class PrometheusProcess(ServerProcess):
             self.config.pop("alerting", None)
         self._write()
         self.reload()
+        if alertmanager:
+            self._wait_for_alertmanager(alertmanager)
+
+    def _wait_for_alertmanager(self, address: str, timeout: float = 30.0) -> None:
+        """Prometheus' discovery updates its notifier some seconds after a reload; an alert
+        that fires before then is dropped until the resend delay (1 m). Wait until it knows."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = httpx.get(f"{self.url}/api/v1/alertmanagers", timeout=2).json()["data"]
+                if any(address in am["url"] for am in data["activeAlertmanagers"]):
+                    return
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"prometheus for site {self.site} never picked up {address}")
