@@ -114,3 +114,9 @@ def test_cli_config_check_fails_with_line(tmp_path: Path) -> None:
     out = _cli("config", "check", str(tmp_path / "c.yaml"))
     assert out.returncode == 2
     assert f"{tmp_path}/c.yaml:2: sites: List should have at least 1 item" in out.stderr
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    out = _cli("config", "check", "sentinel.example.yaml")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok: mode dry-run, 2 sites, 4 rules")
