@@ -106,13 +106,8 @@ class Sentinel:
         snapshot = await asyncio.to_thread(self._snapshot, started, sites)
         nodes = snapshot.nodes
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
-        results: list[ActionResult] = []
-        if plan.actions:
-            self.journal.plan(plan.actions, self.actuator.mode, started)
-            results = await asyncio.to_thread(self.actuator.apply, plan, started)
-            self.journal.settle((r.action.id, r.outcome, r.error) for r in results)
+        results = await asyncio.to_thread(self._act, plan, started)
         self.state = _only_what_happened(state, self.state, results, started)
-        self._journal_notes(plan, started)
         for stop in sorted(plan.budget_exhausted):
             log.warning("budget %s spent: isolations held this cycle", stop)
         after = await asyncio.to_thread(lambda: self.actuator.view(self.node_source.nodes())) \
@@ -122,6 +117,16 @@ class Sentinel:
         self.metrics.observe(report)
         self.last = report
         return report
+
+    def _act(self, plan: Plan, now: float) -> list[ActionResult]:
+        """Journal (write-ahead), apply, settle; every fsync off the event loop."""
+        results: list[ActionResult] = []
+        if plan.actions:
+            self.journal.plan(plan.actions, self.actuator.mode, now)
+            results = self.actuator.apply(plan, now)
+            self.journal.settle((r.action.id, r.outcome, r.error) for r in results)
+        self._journal_notes(plan, now)
+        return results
 
     def _snapshot(self, started: float, sites: Mapping[str, SiteView]) -> Snapshot:
         nodes = self.actuator.view(self.node_source.nodes())
