@@ -82,6 +82,8 @@ def add_alert_routes(app: FastAPI, cfg: Config, store: AlertStore, metrics: Metr
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             return reject(400, f"body is not JSON: {e}")
+        except RecursionError:
+            return reject(400, "body is not JSON we accept: nested too deeply")
         try:
             payload = WebhookPayload.model_validate(data)
         except ValidationError as e:

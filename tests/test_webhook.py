@@ -210,6 +210,9 @@ def test_not_json_and_too_large(client: Any) -> None:
     c, _ = client
     r = c.post("/api/v1/alerts", content=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
+    deep = b"[" * 30_000 + b"]" * 30_000  # within the size limit, deeper than the parser goes
+    r = c.post("/api/v1/alerts", content=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
     big = payload(*[alert(f"big{i}") for i in range(400)])
     r = c.post("/api/v1/alerts", json=big)
     assert r.status_code == 413 and "65536" in r.json()["error"]
