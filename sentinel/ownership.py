@@ -33,6 +33,7 @@ __all__ = [
     "held_from_node",
     "node_info",
     "render_patch",
+    "unschedulable_after",
 ]
 
 Obj = Mapping[str, Any]
@@ -129,6 +130,14 @@ def apply_actions(held: Held, actions: Iterable[Action], now: float,
     return Held(keys=keys, cordoned=cordoned)
 
 
+def unschedulable_after(before: Held, after: Held, unschedulable: bool) -> bool:
+    """The node's `spec.unschedulable` once `after` is in force: sentinel uncordons only what it
+    cordoned, and leaves anyone else's cordon as it is."""
+    if before.cordoned and not after.cordoned:
+        return False
+    return True if after.cordoned else unschedulable
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -183,12 +192,7 @@ def render_patch(obj: Obj, actions: Sequence[Action], domain: str,
             done.add(tkey)
     new_taints += [ours(k, None) for k in sorted(new.keys) if prefix + k not in done]
 
-    if held.cordoned and not new.cordoned:
-        new_unsched = False
-    elif new.cordoned:
-        new_unsched = True
-    else:
-        new_unsched = unschedulable
+    new_unsched = unschedulable_after(held, new, unschedulable)
 
     def strip(ts: Iterable[Mapping[str, Any]]) -> list[tuple[Any, Any, Any]]:
         return [(t.get("key"), t.get("value"), t.get("effect")) for t in ts]

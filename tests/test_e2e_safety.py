@@ -151,3 +151,4 @@ def test_actions_interrupted_by_a_crash_are_settled_from_the_nodes(harness: Any)
                 if r["node"] in ("edge-c-04", "edge-c-05")}
     assert outcomes == {"edge-c-04": "applied", "edge-c-05": "interrupted"}
     assert h2.rt.journal.unsettled("enforce") == []
+

@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..model import Action, ActionKind, Held, NodeInfo, Plan
-from ..ownership import apply_actions, render_patch
+from ..ownership import apply_actions, render_patch, unschedulable_after
 from .kube import ClusterView
 
 __all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator"]
@@ -150,11 +150,7 @@ class RecordingActuator:
             start = (seen.held, seen.unschedulable) if seen is not None else (Held(), False)
             held, unsched = self._overlay.get(node, start)
             new = apply_actions(held, actions, now, already_unschedulable=unsched)
-            if held.cordoned and not new.cordoned:
-                unsched = False
-            elif new.cordoned:
-                unsched = True
-            self._overlay[node] = (new, unsched)
+            self._overlay[node] = (new, unschedulable_after(held, new, unsched))
             results.extend(ActionResult(a, "applied") for a in actions)
             log.info("DRY-RUN (nothing changed) %s",
                      "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))

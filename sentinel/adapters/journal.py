@@ -97,6 +97,7 @@ class Journal:
 
     def actions(self, *, node: str | None = None, since: float | None = None,
                 limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest `limit` actions matching, oldest first."""
         q = "SELECT * FROM actions WHERE 1=1"
         args: list[Any] = []
         if node:
@@ -105,12 +106,12 @@ class Journal:
         if since is not None:
             q += " AND ts >= ?"
             args.append(since)
-        q += " ORDER BY ts, rowid LIMIT ?"
+        q += " ORDER BY ts DESC, rowid DESC LIMIT ?"
         args.append(limit)
         with self._lock:
             cur = self._db.execute(q, args)
             cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return [dict(zip(cols, r, strict=True)) for r in reversed(cur.fetchall())]
 
     def memory(self, now: float, flap_window: float,
                mode: str) -> tuple[Mapping[str, float], tuple[float, ...]]:

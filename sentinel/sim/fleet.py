@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
+
 from .exporters import JOBS, SiteExporters
 from .kubeapi import KubeApiServer
 from .prometheus import PrometheusProcess
@@ -309,8 +311,6 @@ class Fleet:
 
     def wait_scraped(self, timeout: float = 30.0) -> None:
         """Until every site's Prometheus has a healthy scrape of every node."""
-        import httpx
-
         deadline = time.monotonic() + timeout
         for site, prom in self.proms.items():
             want = set(self.nodes(site))
