@@ -39,6 +39,17 @@ rules:
 """
 
 
+def _command() -> str:
+    """How to call `sentinel` from the user's shell: the venv's script is not on PATH."""
+    script = Path(sys.executable).parent / "sentinel"
+    if shutil.which("sentinel") == str(script) or not script.exists():
+        return "sentinel" if shutil.which("sentinel") else f"{sys.executable} -m sentinel"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _say(msg: str) -> None:
     print(f"\033[1m{msg}\033[0m" if sys.stdout.isatty() else msg, flush=True)
 
@@ -102,6 +113,7 @@ class _Demo:
 
     def _banner(self) -> None:
         sim = "" if self.control.endswith(":18099") else f" --sim {self.control}"
+        cli = _command()
         _say("\nsentinel demo is running")
         print(f"  sentinel API       {self.url}  (/metrics /healthz /readyz /api/v1/status)")
         print(f"  Kubernetes API     {self.fleet.api.url}  (emulator)")
@@ -114,7 +126,7 @@ class _Demo:
         for cmd in (f"crash {a}", f"component {b} kube-proxy", f"link-loss {a}",
                     f"partition {self.fleet.sites[-1]}", f"flap {b} 5", f"autonomy {a}",
                     "heal all"):
-            print(f"    sentinel sim inject {cmd}{sim}")
+            print(f"    {cli} sim inject {cmd}{sim}")
         print(flush=True)
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> bool:
@@ -140,7 +152,7 @@ class _Demo:
         def step(title: str, cmd: str, check: Callable[[], bool], what: str,
                  timeout: float = 40) -> None:
             nonlocal ok
-            _say(f"\n== {title}\n   $ sentinel sim inject {cmd}")
+            _say(f"\n== {title}\n   $ {_command()} sim inject {cmd}")
             kind, target, *arg = cmd.split()
             print("   " + f.inject(kind, target, arg[0] if arg else None), flush=True)
             t0 = time.monotonic()
