@@ -91,8 +91,7 @@ def _status(rt: Runtime) -> dict[str, Any]:
                      "error": s.error} for s in rep.detection.sites.values()]
     out["isolated"] = [
         {"node": n.name, "site": n.site, "level": 2 if NODE_KEY in n.held.keys else 1,
-         "keys": {k: {"rule": h.rule, "effect": h.effect, "since": h.since,
-                      "decision": h.decision} for k, h in n.held.keys.items()},
+         "keys": {k: h.record() for k, h in n.held.keys.items()},
          "cordoned_by_sentinel": n.held.cordoned}
         for n in sorted(rep.nodes_after.values(), key=lambda n: n.name) if n.held]
     return out
@@ -114,8 +113,7 @@ def _explain(rt: Runtime, name: str) -> dict[str, Any] | None:
         "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
         "site_state": site.state.value if site else None,
         "evidence": finding.evidence() if finding else {"verdict": "healthy"},
-        "held": {k: {"rule": h.rule, "effect": h.effect, "since": h.since,
-                     "decision": h.decision} for k, h in node.held.keys.items()},
+        "held": {k: h.record() for k, h in node.held.keys.items()},
         "cordoned_by_sentinel": node.held.cordoned,
         "not_done": [{"reason": n.reason, "why": n.text} for n in rep.plan.notes
                      if n.node == name],

@@ -98,6 +98,11 @@ class HeldKey:
     since: float | None = None
     decision: str = ""
 
+    def record(self) -> dict[str, object]:
+        """As the node annotation, the status API and explain all show it."""
+        return {"rule": self.rule, "effect": self.effect, "since": self.since,
+                "decision": self.decision}
+
 
 @dataclass(frozen=True, slots=True)
 class Held:

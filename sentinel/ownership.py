@@ -146,8 +146,7 @@ def _record(held: Held) -> str | None:
     if not held.keys and not held.cordoned:
         return None
     return json.dumps({
-        "keys": {k: {"rule": h.rule, "effect": h.effect, "since": h.since,
-                     "decision": h.decision} for k, h in sorted(held.keys.items())},
+        "keys": {k: h.record() for k, h in sorted(held.keys.items())},
         "cordoned": held.cordoned,
     }, sort_keys=True)
 

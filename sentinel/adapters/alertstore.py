@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..alerts import MappedAlert
 from ..model import AlertEvidence, Level, NodeName
+from .journal import open_sqlite
 
 __all__ = ["Accepted", "AlertStore", "StoreError"]
 
@@ -66,13 +66,7 @@ class AlertStore:
         self.path = str(path)
         self.stale_after = stale_after
         self.clock = clock
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
         self._lock = threading.Lock()
         self._active: dict[str, tuple[AlertEvidence, float]] = {}
         self._load()

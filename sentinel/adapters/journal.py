@@ -15,7 +15,7 @@ from typing import Any
 
 from ..model import Action, ActionKind, Note
 
-__all__ = ["PLANNED", "Journal"]
+__all__ = ["PLANNED", "Journal", "open_sqlite"]
 
 PLANNED = "planned"
 
@@ -37,17 +37,25 @@ CREATE INDEX IF NOT EXISTS notes_node_ts ON notes(node, ts);
 """
 
 
+def open_sqlite(path: str, schema: str) -> sqlite3.Connection:
+    """The journal file as every writer opens it: WAL, each commit on disk (synchronous=FULL),
+    autocommit unless a transaction is begun, and waiting for the other writer's lock rather
+    than failing (the journal and the alert store share the file)."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class Journal:
     """Thread-safe; one connection, serialised writes, committed before returning."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -31,6 +31,10 @@ PIN_SECONDS = 30.0
 Obj = dict[str, Any]
 
 
+def _matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
 def make_api_client(cluster: ClusterConfig) -> client.ApiClient:
     """One ApiClient for the process: a URL (emulator, kubectl proxy), a kubeconfig, or the
     in-cluster service account, in that order."""
@@ -146,8 +150,8 @@ class ClusterView:
         self._selectors = [(SiteName(s.name), cfg.site_selector(s)) for s in cfg.sites]
         exempt_sel = cfg.exempt.selector
         exempt_names = set(cfg.exempt.nodes)
-        self._exempt = lambda name, labels: name in exempt_names or (bool(exempt_sel) and all(
-            labels.get(k) == v for k, v in exempt_sel.items()))
+        self._exempt = lambda name, labels: name in exempt_names or (
+            bool(exempt_sel) and _matches(labels, exempt_sel))
         t = cfg.cluster.watch_timeout
         self.nodes_reflector = Reflector("nodes", self.core.list_node, self._nodes_listed,
                                          self._node_event, t)
@@ -235,7 +239,7 @@ class ClusterView:
     # -- snapshot ------------------------------------------------------------------------
     def site_of(self, labels: Mapping[str, str]) -> SiteName | None:
         for site, sel in self._selectors:
-            if all(labels.get(k) == v for k, v in sel.items()):
+            if _matches(labels, sel):
                 return site
         return None
 
