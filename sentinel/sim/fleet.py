@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,6 +28,7 @@ import httpx
 
 from .exporters import JOBS, SiteExporters
 from .kubeapi import KubeApiServer
+from .process import wait_until
 from .prometheus import PrometheusProcess
 from .store import RESOURCES, Store
 from .uplink import Uplink
@@ -313,17 +315,12 @@ class Fleet:
         """Until every site's Prometheus has a healthy scrape of every node."""
         deadline = time.monotonic() + timeout
         for site, prom in self.proms.items():
-            want = set(self.nodes(site))
-            while True:
-                try:
-                    r = httpx.get(f"{prom.url}/api/v1/query",
-                                  params={"query": "min by (node) (up)"}, timeout=2).json()
-                    up = {s["metric"]["node"] for s in r["data"]["result"]
-                          if s["value"][1] == "1"}
-                    if want <= up:
-                        break
-                except (httpx.HTTPError, KeyError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"site {site}: not every node scraped healthy in time")
-                time.sleep(0.2)
+            wait_until(partial(_all_up, prom.url, set(self.nodes(site))),
+                       max(0.0, deadline - time.monotonic()),
+                       f"site {site}: not every node scraped healthy in time")
+
+
+def _all_up(prometheus: str, nodes: set[str]) -> bool:
+    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "min by (node) (up)"},
+                  timeout=2).json()
+    return nodes <= {s["metric"]["node"] for s in r["data"]["result"] if s["value"][1] == "1"}

@@ -8,11 +8,28 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "binary", "free_port"]
+__all__ = ["ServerProcess", "binary", "free_port", "wait_until"]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, failure: str,
+               interval: float = 0.2) -> None:
+    """Poll `check` until it holds; a server that does not answer yet (HTTP error, an answer
+    without the expected fields) counts as "not yet". TimeoutError(failure) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(failure)
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -55,17 +72,12 @@ class ServerProcess:
                                      start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s")
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+
+        wait_until(ready, timeout, f"{self.name} not ready after {timeout}s", interval=0.1)
 
     def reload(self) -> None:
         r = httpx.post(f"{self.url}/-/reload", timeout=10)

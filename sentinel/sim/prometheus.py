@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .process import ServerProcess, binary, free_port
+from .process import ServerProcess, binary, free_port, wait_until
 
 __all__ = ["PrometheusProcess", "free_port"]
 
@@ -68,13 +67,8 @@ class PrometheusProcess(ServerProcess):
     def _wait_for_alertmanager(self, address: str, timeout: float = 30.0) -> None:
         """Prometheus' discovery updates its notifier some seconds after a reload; an alert
         that fires before then is dropped until the resend delay (1 m). Wait until it knows."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = httpx.get(f"{self.url}/api/v1/alertmanagers", timeout=2).json()["data"]
-                if any(address in am["url"] for am in data["activeAlertmanagers"]):
-                    return
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus for site {self.site} never picked up {address}")
+        def known() -> bool:
+            data = httpx.get(f"{self.url}/api/v1/alertmanagers", timeout=2).json()["data"]
+            return any(address in am["url"] for am in data["activeAlertmanagers"])
+
+        wait_until(known, timeout, f"prometheus for site {self.site} never picked up {address}")
