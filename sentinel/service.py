@@ -21,7 +21,7 @@ from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import AlertEvidence, NodeInfo, Note, Plan, SiteView, Snapshot
+from .model import ActionKind, AlertEvidence, NodeInfo, Note, Plan, SiteView, Snapshot
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -182,7 +182,7 @@ def _only_what_happened(new: PolicyState, old: PolicyState, results: list[Action
     last_release = dict(new.last_release)
     recent = list(new.recent_isolations)
     for a in failed:
-        if a.kind.value == "release":
+        if a.kind is ActionKind.RELEASE:
             if a.node in old.last_release:
                 last_release[a.node] = old.last_release[a.node]
             else:
