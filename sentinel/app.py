@@ -1,7 +1,8 @@
 """The running service: builds the adapters from the config, schedules cycles, serves HTTP.
 
 `/healthz` says the process is alive and cycling; `/readyz` that it has synced the nodes and
-completed a cycle; `/metrics` the sentinel_* series; `/api/v1/status` a summary for people.
+completed a cycle; `/metrics` the sentinel_* series; `/api/v1/...` the on-call API (api.py)
+and the alert webhook (webhook.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI, Response
@@ -25,10 +25,11 @@ from .adapters.actuate import Actuator, KubeActuator, RecordingActuator
 from .adapters.alertstore import AlertStore
 from .adapters.journal import Journal
 from .adapters.kube import ClusterView, make_api_client
+from .adapters.overrides import OverrideStore
 from .adapters.prom import SiteCollector, SiteTarget
+from .api import add_api_routes
 from .config import Config
 from .metrics import Metrics
-from .model import NODE_KEY
 from .rules import RuleSet
 from .service import Sentinel
 from .webhook import add_alert_routes
@@ -48,10 +49,12 @@ class Runtime:
     journal: Journal
     registry: CollectorRegistry
     alerts: AlertStore
+    overrides: OverrideStore
 
     async def aclose(self) -> None:
         self.cluster.stop()
         await self.sentinel.collector.aclose()
+        self.overrides.close()
         self.alerts.close()
         self.journal.close()
 
@@ -72,56 +75,10 @@ def build_runtime(cfg: Config, rules: RuleSet,
         cfg.presence_query)
     metrics = Metrics(registry, cfg.mode)
     alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after)
+    overrides = OverrideStore(cfg.resolve(cfg.journal))
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
-                        alerts=alerts)
-    return Runtime(cfg, sentinel, cluster, journal, registry, alerts)
-
-
-def _status(rt: Runtime) -> dict[str, Any]:
-    rep = rt.sentinel.last
-    out: dict[str, Any] = {"mode": rt.cfg.mode, "synced": rt.cluster.synced, "last_cycle": None,
-                           "sites": [], "isolated": []}
-    if rep is None:
-        return out
-    out["last_cycle"] = {"at": rep.started_at, "duration_seconds": rep.duration,
-                         "actions": len(rep.results),
-                         "budget_exhausted": sorted(rep.plan.budget_exhausted)}
-    out["sites"] = [{"site": s.site, "state": s.state.value, "reachable": s.reachable,
-                     "data_age_seconds": s.data_age, "nodes": s.nodes, "failing": s.failing,
-                     "error": s.error} for s in rep.detection.sites.values()]
-    out["isolated"] = [
-        {"node": n.name, "site": n.site, "level": 2 if NODE_KEY in n.held.keys else 1,
-         "keys": {k: h.record() for k, h in n.held.keys.items()},
-         "cordoned_by_sentinel": n.held.cordoned}
-        for n in sorted(rep.nodes_after.values(), key=lambda n: n.name) if n.held]
-    return out
-
-
-def _explain(rt: Runtime, name: str) -> dict[str, Any] | None:
-    """One node's story as of the last cycle: both witnesses, what matched, what is held and
-    why anything was not done, the alerts that name it, and its journal."""
-    rep = rt.sentinel.last
-    node = rep.nodes_after.get(name) if rep is not None else None
-    if rep is None or node is None:
-        if not rt.cluster.known(name):
-            return None
-        return {"node": name, "note": "no cycle has seen this node yet"}
-    finding = rep.detection.findings.get(name)
-    site = rep.detection.sites.get(node.site or "")
-    return {
-        "node": name, "site": node.site, "as_of": rep.started_at, "mode": rep.mode,
-        "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
-        "site_state": site.state.value if site else None,
-        "evidence": finding.evidence() if finding else {"verdict": "healthy"},
-        "held": {k: h.record() for k, h in node.held.keys.items()},
-        "cordoned_by_sentinel": node.held.cordoned,
-        "not_done": [{"reason": n.reason, "why": n.text} for n in rep.plan.notes
-                     if n.node == name],
-        "alerts": [{"alertname": a.alertname, "fingerprint": a.fingerprint, "key": a.key,
-                    "level": a.level.value, "since": a.starts_at, "summary": a.summary,
-                    "source": a.source} for a in rep.snapshot.alerts.get(name, ())],
-        "actions": rt.journal.actions(node=name, limit=50),
-    }
+                        alerts=alerts, overrides=overrides)
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides)
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -139,10 +96,11 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         with contextlib.suppress(Exception):  # logged and counted in run_cycle; keep going
             await rt.sentinel.run_cycle()
 
+    scheduler = AsyncIOScheduler()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
-        scheduler = AsyncIOScheduler()
         if schedule:
             scheduler.add_job(tick, "interval", seconds=interval, max_instances=1,
                               coalesce=True, next_run_time=datetime.now().astimezone(),
@@ -179,17 +137,12 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     def metrics() -> Response:
         return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/v1/status")
-    def status() -> JSONResponse:
-        return JSONResponse(_status(rt))
+    def wake() -> None:
+        """After a person's change: run the next cycle now rather than in `interval`."""
+        if schedule and scheduler.running:
+            scheduler.modify_job("cycle", next_run_time=datetime.now().astimezone())
 
-    @app.get("/api/v1/nodes/{name}/explain")
-    def explain(name: str) -> JSONResponse:
-        out = _explain(rt, name)
-        if out is None:
-            return JSONResponse({"error": f"no node {name!r} in the cluster"}, 404)
-        return JSONResponse(out)
-
+    add_api_routes(app, rt, wake)
     add_alert_routes(app, rt.cfg, rt.alerts, rt.sentinel.metrics, rt.cluster.known)
     return app
 

@@ -1,4 +1,5 @@
-"""The `sentinel` command: serve, check rules and config, run the simulator, run the demo."""
+"""The `sentinel` command: serve, check rules and config, run the simulator, run the demo;
+the on-call commands are in oncall.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import typer
 
 from .config import Config, load_config
+from .oncall import register
 from .rules import RuleSet, load_rules
 from .yamlsrc import SourceError
 
@@ -26,6 +28,7 @@ sim_app = typer.Typer(help="The simulated fleet (for the demo and tests).", no_a
 app.add_typer(rules_app, name="rules")
 app.add_typer(config_app, name="config")
 app.add_typer(sim_app, name="sim")
+register(app)
 
 DEFAULT_SIM = "http://127.0.0.1:18099"
 

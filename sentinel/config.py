@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .yamlsrc import Duration, Source, SourceError, validate
 
 __all__ = [
     "AlertLabels",
     "Alerts",
+    "Api",
+    "ApiToken",
     "Budgets",
     "ClusterConfig",
     "Config",
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SENTINEL_"
+#: Variables of the CLI and the simulator, not configuration overrides.
+CLIENT_ENV = frozenset({"SENTINEL_CONFIG", "SENTINEL_URL", "SENTINEL_TOKEN",
+                        "SENTINEL_TOKEN_FILE", "SENTINEL_OUTPUT", "SENTINEL_SIM",
+                        "SENTINEL_USER"})
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SITE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
@@ -144,6 +150,32 @@ class Alerts(_Strict):
     Keep it above the route's repeat_interval."""
 
 
+class ApiToken(_Strict):
+    name: str
+    """Who holds it: recorded as the author of every override made with it."""
+    token: str | None = None
+    token_file: str | None = None
+    """Preferred over `token`: a mounted Secret."""
+    write: bool = False
+    """May create and lift overrides, pause and resume. Read-only otherwise."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiToken:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token and token_file")
+        return self
+
+
+class Api(_Strict):
+    tokens: list[ApiToken] = []
+    """Bearer tokens for the HTTP API and the CLI. Writes always need a `write` token; with
+    none configured, nobody can write."""
+    open_reads: bool = True
+    """Reads (status, nodes, explain, history) without a token. Set false to require one."""
+    max_override_ttl: Duration = Field(7 * 86400.0, gt=0)
+    """No override outlives this (s): a forgotten pause must end by itself."""
+
+
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
@@ -166,6 +198,7 @@ class Config(_Strict):
     exempt: Exempt = Exempt()
     protect: Protect = Protect()
     alerts: Alerts = Alerts()
+    api: Api = Api()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."
@@ -216,8 +249,7 @@ def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     """Apply SENTINEL_A__B=value onto data['a']['b']; values are parsed as YAML scalars."""
     applied = []
     for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name in ("SENTINEL_CONFIG", "SENTINEL_URL",
-                                                       "SENTINEL_TOKEN"):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         try:

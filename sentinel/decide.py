@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .detect import Detection
 from .model import (
+    MANUAL,
     NODE_KEY,
     Action,
     ActionKind,
@@ -24,12 +25,16 @@ from .model import (
     Level,
     NodeInfo,
     Note,
+    Override,
+    OverrideKind,
     Plan,
     SiteName,
     Snapshot,
 )
+from .overrides import Overrides
+from .timefmt import utc
 
-__all__ = ["DecideParams", "PolicyState", "decide"]
+__all__ = ["DecideParams", "PolicyState", "budget_cap", "decide"]
 
 NO_SCHEDULE = "NoSchedule"
 NO_EXECUTE = "NoExecute"
@@ -68,10 +73,11 @@ class _Candidate:
     cond: Condition
     effect: str
     since: float
-    finding: Finding
+    finding: Finding | None
+    override: Override | None = None
 
 
-def _cap(fraction: float, size: int) -> int:
+def budget_cap(fraction: float, size: int) -> int:
     return max(1, math.floor(fraction * size))
 
 
@@ -108,6 +114,8 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
                               ActionKind.RELEASE, node.name, SiteName(node.site or ""), key,
                               level, h.effect, h.rule, reason, ev))
 
+    ovs = Overrides.at(snapshot.overrides, now)
+    names.update(n for n in ovs.on_node if n in nodes)
     for name in sorted(names):
         node = nodes.get(name)
         if node is None or node.site is None:
@@ -115,23 +123,44 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
         site = SiteName(node.site)
         f = detection.findings.get(name)
         held = node.held.keys
-        ev = f.evidence() if f else {"verdict": "healthy"}
+        ev: dict[str, object] = f.evidence() if f else {"verdict": "healthy"}
+        ov = ovs.on_node.get(name)
+        if ov is not None:
+            ev = {**ev, "override": ov.record()}
 
-        if node.exempt or name in params.exempt_nodes:
+        if node.exempt or name in params.exempt_nodes or (
+                ov is not None and ov.kind is not OverrideKind.ISOLATE):
+            if ov is not None and ov.kind is not OverrideKind.ISOLATE:
+                why = _override_text(ov)
+                notes.append(Note(node.name, site, "override", f"{why}: no isolation whatever "
+                                  "the rules say"))
+            else:
+                why = "node is exempt: sentinel hands it back"
+                if f and f.conditions:
+                    notes.append(Note(node.name, site, "exempt",
+                                      "node is exempt; no isolation whatever the rules say"))
             for key in sorted(held):
-                release(node, key, "node is exempt: sentinel hands it back", ev)
+                release(node, key, why, ev)
             if held:
                 site_isolated[site] -= 1
-            if f and f.conditions:
-                notes.append(Note(node.name, site, "exempt",
-                                  "node is exempt; no isolation whatever the rules say"))
-            continue
-        if f is not None and f.hold_all:
-            notes.append(Note(node.name, site, f.verdict.value, _hold_text(f)))
             continue
 
         firing: set[str] = set()
         desired: dict[str, tuple[Condition, float]] = {}
+        manual = ov if ov is not None and ov.kind is OverrideKind.ISOLATE else None
+        if manual is not None:
+            level = Level.NODE if manual.key == NODE_KEY else Level.COMPONENT
+            cond = Condition(manual.key, level, manual.rule, 0.0, None, _override_text(manual))
+            firing.add(manual.key)
+            h = held.get(manual.key)
+            effect = NO_EXECUTE if level is Level.NODE and not node.protected else NO_SCHEDULE
+            if h is None or h.effect != effect:
+                candidates.append(_Candidate(node, cond, effect, manual.created, f, manual))
+        if f is not None and f.hold_all:
+            notes.append(Note(node.name, site, f.verdict.value, _hold_text(f)))
+            continue
+        paused = ovs.pause_for(site)
+
         for c in (f.conditions if f else ()):
             pk = (name, c.rule, c.key)
             since = state.pending.get(pk, now)
@@ -150,6 +179,12 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
                               f"{st.failing} of {st.nodes} nodes of site {site} fail together: "
                               "a site event, no level-2 action there"))
         for key, (c, since) in desired.items():
+            if manual is not None and key == manual.key:
+                continue  # the person's isolation of this key beats the rule's
+            if paused is not None:
+                notes.append(Note(node.name, site, "paused",
+                                  f"would isolate ({_fmt(c)}) but {_override_text(paused)}"))
+                continue
             effect = NO_SCHEDULE
             if c.level is Level.NODE and not node.protected:
                 effect = NO_EXECUTE
@@ -160,8 +195,12 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
 
         unknown = f.unknown if f else frozenset()
         releasable: list[tuple[str, float]] = []
+        ended: list[str] = []
         for key in sorted(held):
             if key in firing:
+                continue
+            if held[key].rule.startswith(MANUAL):
+                ended.append(key)  # the person's isolation expired or was lifted
                 continue
             if key in unknown:
                 notes.append(Note(node.name, site, "unknown",
@@ -172,7 +211,17 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
             clear_since[ck] = since
             if now - since >= params.release_after:
                 releasable.append((key, since))
+        for key in ended:
+            release(node, key, f"manual isolation {held[key].rule.removeprefix(MANUAL)} "
+                               "expired or was lifted", {**ev, "frees_node": False})
+        if ended and len(ended) == len(held):
+            site_isolated[site] -= 1
         last = last_release.get(name)
+        if releasable and paused is not None:
+            notes.append(Note(node.name, site, "paused",
+                              f"would release {', '.join(k for k, _ in releasable)} but "
+                              f"{_override_text(paused)}"))
+            releasable = []
         if releasable and last is not None and now - last < params.flap_window:
             # Set only when a release freed the node entirely: holding keys again since then
             # means it was re-isolated inside the window, i.e. it flaps. Keep it isolated.
@@ -180,7 +229,7 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
                               f"released {now - last:.0f}s ago and isolated again: next "
                               f"release allowed in {params.flap_window - (now - last):.0f}s"))
             releasable = []
-        frees = bool(releasable) and len(releasable) == len(held)
+        frees = bool(releasable) and len(releasable) + len(ended) == len(held)
         for key, since in releasable:
             release(node, key, f"{key} clear for {now - since:.0f}s "
                                f"(release_after {params.release_after:.0f}s)",
@@ -192,7 +241,7 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
     recent = [t for t in state.recent_isolations if now - t < 60.0]
     exhausted: set[str] = set()
     fleet_isolated = sum(site_isolated.values())
-    fleet_cap = _cap(params.fleet_max_fraction, fleet_size)
+    fleet_cap = budget_cap(params.fleet_max_fraction, fleet_size)
     newly: set[str] = set()
     candidates.sort(key=lambda c: (c.cond.level is not Level.NODE, c.since, c.node.name))
     for cand in candidates:
@@ -200,12 +249,15 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
         site = SiteName(node.site or "")
         new_node = not node.held and node.name not in newly
         stop: str | None = None
-        if len(recent) >= params.max_new_per_minute:
+        forced = cand.override is not None and cand.override.force
+        if forced:
+            pass
+        elif len(recent) >= params.max_new_per_minute:
             stop = "rate"
             why = f"{len(recent)} isolations in the last minute (max {params.max_new_per_minute})"
         elif new_node:
             site_size = detection.sites[site].nodes if site in detection.sites else 1
-            site_cap = _cap(params.site_max_fraction, site_size)
+            site_cap = budget_cap(params.site_max_fraction, site_size)
             if site_isolated[site] + 1 > site_cap:
                 stop = f"site:{site}"
                 why = f"{site_isolated[site]} of {site_size} nodes of site {site} isolated " \
@@ -224,8 +276,10 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
             fleet_isolated += 1
             newly.add(node.name)
         recent.append(now)
-        ev = dict(cand.finding.evidence())
+        ev = dict(cand.finding.evidence()) if cand.finding else {"verdict": "healthy"}
         ev["matching_since"] = cand.since
+        if cand.override is not None:
+            ev["override"] = cand.override.record()
         actions.append(Action(
             decision_id(now, node.name, c.key, ActionKind.ISOLATE), ActionKind.ISOLATE,
             node.name, site, c.key, c.level, cand.effect, c.rule, _isolate_text(cand, now), ev))
@@ -234,8 +288,19 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
     return plan, PolicyState(pending, clear_since, last_release, tuple(recent))
 
 
+def _override_text(o: Override) -> str:
+    scope = f"site {o.site}" if o.site else "the whole fleet"
+    what = {OverrideKind.ISOLATE: f"isolated by hand ({o.key})",
+            OverrideKind.RELEASE: "released by hand", OverrideKind.EXEMPT: "exempted by hand",
+            OverrideKind.PAUSE: f"actions are paused on {scope}"}[o.kind]
+    force = " with --force (no budget)" if o.force else ""
+    return f"{what}{force} by {o.by} until {utc(o.expires)} (override {o.id}): {o.reason}"
+
+
 def _isolate_text(cand: _Candidate, now: float) -> str:
     f, c = cand.finding, cand.cond
+    if cand.override is not None or f is None:
+        return c.query
     held_for = f"for {now - cand.since:.0f}s"
     if c.level is Level.NODE:
         how = "cordon + NoExecute" if cand.effect == NO_EXECUTE else \

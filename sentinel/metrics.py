@@ -94,7 +94,23 @@ class _StateCollector(Collector):
         budget = GaugeMetricFamily("sentinel_budget_exhausted",
                                    "1 if this budget stopped an isolation in the last cycle.",
                                    labels=["budget", "site"])
+        overrides = GaugeMetricFamily("sentinel_overrides_active",
+                                      "Overrides in force (a person's isolate, release, exempt "
+                                      "or pause), by kind.", labels=["kind"])
+        paused = GaugeMetricFamily("sentinel_site_paused",
+                                   "1 while a person paused sentinel's actions on the site (or "
+                                   "the whole fleet).", labels=["site"])
         if rep is not None:
+            by_kind = dict.fromkeys(("isolate", "release", "exempt", "pause"), 0)
+            for o in rep.snapshot.overrides:
+                by_kind[o.kind.value] += 1
+            for kind, c in by_kind.items():
+                overrides.add_metric([kind], float(c))
+            fleet_paused = any(o.kind.value == "pause" and o.site is None
+                               for o in rep.snapshot.overrides)
+            paused_sites = {o.site for o in rep.snapshot.overrides if o.kind.value == "pause"}
+            for site in rep.detection.sites:
+                paused.add_metric([site], 1.0 if fleet_paused or site in paused_sites else 0.0)
             counts: dict[tuple[str, str], int] = {}
             for st in rep.detection.sites.values():
                 reach.add_metric([st.site], 1.0 if st.reachable else 0.0)
@@ -124,7 +140,7 @@ class _StateCollector(Collector):
             for site in rep.detection.sites:
                 budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
         yield from (reach, age, part, guard, failing, isolated, level, verdict, unassigned,
-                    active, budget)
+                    active, budget, overrides, paused)
 
     def describe(self) -> Sequence[GaugeMetricFamily]:
         return []

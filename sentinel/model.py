@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import NewType
 
 __all__ = [
+    "MANUAL",
     "NODE_KEY",
     "Action",
     "ActionKind",
@@ -24,6 +25,8 @@ __all__ = [
     "NodeInfo",
     "NodeName",
     "Note",
+    "Override",
+    "OverrideKind",
     "Plan",
     "Ready",
     "SiteName",
@@ -86,6 +89,51 @@ class SiteState(StrEnum):
 class ActionKind(StrEnum):
     ISOLATE = "isolate"
     RELEASE = "release"
+
+
+class OverrideKind(StrEnum):
+    """What a person told sentinel to do, beating every rule until it expires."""
+
+    ISOLATE = "isolate"
+    RELEASE = "release"
+    EXEMPT = "exempt"
+    PAUSE = "pause"
+
+
+#: Prefix of the rule name (and taint value) of a manual isolation.
+MANUAL = "manual-"
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A person's decision with a reason and an expiry. `node` for isolate, release and
+    exempt; `site` (or neither, for the whole fleet) for pause."""
+
+    id: str
+    kind: OverrideKind
+    reason: str
+    by: str
+    created: float
+    expires: float
+    node: str | None = None
+    site: str | None = None
+    key: str = ""
+    """For isolate: the component to taint, or `node` for a level-2 isolation."""
+    force: bool = False
+    """For isolate: spend no budget (the reason says why)."""
+
+    @property
+    def rule(self) -> str:
+        """The rule name a manual isolation carries: a valid taint value."""
+        return f"{MANUAL}{self.id}"
+
+    def active(self, now: float) -> bool:
+        return self.created <= now < self.expires
+
+    def record(self) -> dict[str, object]:
+        return {"id": self.id, "kind": self.kind.value, "node": self.node, "site": self.site,
+                "key": self.key, "force": self.force, "reason": self.reason, "by": self.by,
+                "created": self.created, "expires": self.expires}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +220,8 @@ class Snapshot:
     sites: Mapping[str, SiteView]
     alerts: Mapping[str, tuple[AlertEvidence, ...]] = field(default_factory=dict)
     """Node -> the firing alerts that name it."""
+    overrides: tuple[Override, ...] = ()
+    """The people's decisions not yet expired or deleted when the cycle started."""
 
 
 @dataclass(frozen=True, slots=True)

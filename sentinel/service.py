@@ -21,7 +21,7 @@ from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import ActionKind, AlertEvidence, NodeInfo, Note, Plan, SiteView, Snapshot
+from .model import ActionKind, AlertEvidence, NodeInfo, Note, Override, Plan, SiteView, Snapshot
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -37,6 +37,10 @@ class AlertSource(Protocol):
     def active(self) -> list[AlertEvidence]: ...
 
 
+class OverrideSource(Protocol):
+    def active(self, now: float) -> tuple[Override, ...]: ...
+
+
 @dataclass(frozen=True)
 class CycleReport:
     started_at: float
@@ -47,6 +51,9 @@ class CycleReport:
     plan: Plan
     results: tuple[ActionResult, ...]
     nodes_after: Mapping[str, NodeInfo]
+    state: PolicyState
+    """Decide's memory after this cycle: when each pending match began, each clear key's
+    release clock."""
 
     @property
     def duration(self) -> float:
@@ -73,13 +80,13 @@ def decide_params(cfg: Config) -> DecideParams:
 class Sentinel:
     def __init__(self, cfg: Config, rules: RuleSet, collector: SiteCollector, nodes: NodeSource,
                  actuator: Actuator, journal: Journal, metrics: Metrics,
-                 clock: Callable[[], float] = time.time, alerts: AlertSource | None = None
-                 ) -> None:
+                 clock: Callable[[], float] = time.time, alerts: AlertSource | None = None,
+                 overrides: OverrideSource | None = None) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
         self.clock = clock
-        self.alerts = alerts
+        self.alerts, self.overrides = alerts, overrides
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
         now = clock()
         last_release, recent = journal.memory(now, cfg.durations.flap_window, actuator.mode)
@@ -113,7 +120,7 @@ class Sentinel:
         after = await asyncio.to_thread(lambda: self.actuator.view(self.node_source.nodes())) \
             if results else nodes
         report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
-                             plan, tuple(results), after)
+                             plan, tuple(results), after, self.state)
         self.metrics.observe(report)
         self.last = report
         return report
@@ -133,7 +140,8 @@ class Sentinel:
         if not self._settled:
             self._settle_interrupted(nodes)
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
-        return Snapshot(started, nodes, sites, evidence)
+        overrides = self.overrides.active(started) if self.overrides is not None else ()
+        return Snapshot(started, nodes, sites, evidence, overrides)
 
     def _settle_interrupted(self, nodes: Mapping[str, NodeInfo]) -> None:
         """A predecessor killed mid-plan left `planned` rows: the nodes say what happened (an

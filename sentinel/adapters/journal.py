@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS notes (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notes_node_ts ON notes(node, ts);
+CREATE INDEX IF NOT EXISTS notes_ts ON notes(ts);
 """
 
 
@@ -103,14 +104,24 @@ class Journal:
             self._db.executemany("INSERT INTO notes VALUES (?,?,?,?,?)", data)
             self._db.execute("COMMIT")
 
-    def actions(self, *, node: str | None = None, since: float | None = None,
-                limit: int = 1000) -> list[dict[str, Any]]:
+    def actions(self, *, node: str | None = None, site: str | None = None,
+                since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest `limit` actions matching, oldest first."""
-        q = "SELECT * FROM actions WHERE 1=1"
+        return self._newest("actions", node, site, since, limit)
+
+    def notes(self, *, node: str | None = None, site: str | None = None,
+              since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest `limit` changes of a hold reason matching, oldest first."""
+        return self._newest("notes", node, site, since, limit)
+
+    def _newest(self, table: str, node: str | None, site: str | None, since: float | None,
+                limit: int) -> list[dict[str, Any]]:
+        q = f"SELECT * FROM {table} WHERE 1=1"
         args: list[Any] = []
-        if node:
-            q += " AND node = ?"
-            args.append(node)
+        for col, value in (("node", node), ("site", site)):
+            if value:
+                q += f" AND {col} = ?"
+                args.append(value)
         if since is not None:
             q += " AND ts >= ?"
             args.append(since)
