@@ -179,7 +179,7 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         rep = rt.sentinel.last
         if rep is None:
             return JSONResponse(out)
-        ovs = Overrides.at(rep.snapshot.overrides, now)
+        ovs = Overrides.at(rt.overrides.active(now), now)  # include those set since the cycle
         out["last_cycle"] = {"at": rep.started_at, "duration_seconds": rep.duration,
                              "actions": len(rep.results),
                              "budget_exhausted": sorted(rep.plan.budget_exhausted)}
@@ -213,7 +213,8 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
     def sites(request: Request) -> JSONResponse:
         who(request, write=False)
         rep = last()
-        return JSONResponse(site_rows(rep, Overrides.at(rep.snapshot.overrides, time.time())))
+        now = time.time()
+        return JSONResponse(site_rows(rep, Overrides.at(rt.overrides.active(now), now)))
 
     @app.get("/api/v1/nodes", tags=["read"])
     def nodes(request: Request, site: str | None = None,

@@ -125,7 +125,8 @@ def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
                   f"{'synced' if d['synced'] else 'not synced'})")
         return
     con.print(f"[bold]sentinel {mode}[/] - last cycle {ago(last['at'], now)} "
-              f"({last['duration_seconds']:.2f} s, {last['actions']} actions)")
+              f"({last['duration_seconds']:.2f} s, {last['actions']} action"
+              f"{'' if last['actions'] == 1 else 's'})")
     for p in d.get("pauses", []):
         scope = f"site {p['site']}" if p["site"] else "THE WHOLE FLEET"
         con.print(f"[bold red]PAUSED[/] {scope} by {p['by']} until {ago(p['expires'], now)}: "

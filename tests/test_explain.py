@@ -138,7 +138,8 @@ def test_manual_isolation_beats_the_rules_and_is_explained() -> None:
 def test_release_override_frees_the_node_and_is_explained() -> None:
     held = Held({NODE_KEY: HeldKey(NODE_KEY, "NoExecute", "node-down", T0 - 500, "d1")})
     ov = _ov(OverrideKind.RELEASE, node="n1")
-    out = run({"n1": node(ready=Ready.FALSE, held=held)}, view(firing=DOWN), overrides=(ov,), steps=1)
+    out = run({"n1": node(ready=Ready.FALSE, held=held)}, view(firing=DOWN), overrides=(ov,),
+              steps=1)
     assert [(p["kind"], p["key"]) for p in out["planned"]] == [("release", NODE_KEY)]
     assert "Not done (override): released by hand by alice" in text(out)
 
@@ -148,7 +149,7 @@ def test_pause_is_explained_and_holds_every_rule_action() -> None:
     nodes = {"n1": node(ready=Ready.FALSE), "n2": node("n2", held=held)}
     pause = _ov(OverrideKind.PAUSE, site="s")
     v = view(present=("n2",), firing=DOWN)
-    params = DecideParams(release_after=1, site_max_fraction=1.0)
+    params = DecideParams(release_after=1, site_max_fraction=1.0, fleet_max_fraction=1.0)
     out = run(nodes, v, overrides=(pause,), params=params, steps=3)
     assert out["planned"] == []
     assert "Actions are PAUSED on site s by alice via oncall" in text(out)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..model import Override, OverrideKind
 from ..overrides import OverrideRequest
+from ..timefmt import span
 from .journal import open_sqlite
 
 __all__ = ["OverrideStore"]
@@ -114,4 +115,4 @@ def _describe(o: Override) -> str:
     target = o.node or (f"site {o.site}" if o.site else "the whole fleet")
     key = f" {o.key}" if o.key else ""
     force = " --force" if o.force else ""
-    return f"{o.kind.value}{key}{force} {target} for {o.expires - o.created:.0f}s: {o.reason}"
+    return f"{o.kind.value}{key}{force} {target} for {span(o.expires - o.created)}: {o.reason}"
