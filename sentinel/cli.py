@@ -79,8 +79,13 @@ def serve(config: Path = typer.Option(..., "--config", "-c", envvar="SENTINEL_CO
     cfg, rules = _load(config)
     _logging(log_format)
     rt = build_runtime(cfg, rules)
-    uvicorn.run(create_app(rt), host=cfg.listen_host, port=cfg.listen_port,
-                log_level="warning", lifespan="on")
+    try:
+        app = create_app(rt)
+    except OSError as e:  # a token file named in the config
+        typer.echo(f"error: {config}: cannot read {e.filename}: {e.strerror}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(app, host=cfg.listen_host, port=cfg.listen_port, log_level="warning",
+                lifespan="on")
 
 
 @rules_app.command("check")

@@ -120,3 +120,24 @@ def test_the_shipped_example_config_is_valid() -> None:
     out = _cli("config", "check", "sentinel.example.yaml")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok: mode dry-run, 2 sites, 4 rules")
+
+
+def test_serve_names_an_unreadable_token_file(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        f"sites: [{{name: a, prometheus: 'http://127.0.0.1:1'}}]\n"
+        f"rules: [{Path('rules').resolve()}]\ncluster: {{url: 'http://127.0.0.1:1'}}\n"
+        "journal: j.db\napi: {tokens: [{name: oncall, token_file: nope.token, write: true}]}\n")
+    out = _cli("serve", "--config", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (f"error: {tmp_path}/c.yaml: cannot read "
+                                  f"{tmp_path}/nope.token: No such file or directory")
+
+
+def test_api_token_needs_exactly_one_secret(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "sites: [{name: a, prometheus: 'http://127.0.0.1:1'}]\nrules: []\n"
+        "api:\n  tokens:\n    - {name: oncall, write: true}\n")
+    out = _cli("config", "check", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2
+    assert f"{tmp_path}/c.yaml:5: api.tokens.0: Value error, give exactly one of token and " \
+           "token_file" in out.stderr
