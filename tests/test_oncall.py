@@ -6,8 +6,10 @@ Reads need a token here (`api.open_reads: false`), so the token path is on every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -237,6 +239,21 @@ def test_entry_point_env_and_completion(srv: Serve, f: Fleet) -> None:
                           f"http://127.0.0.1:{free_port()}"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert out.returncode == 3 and out.stderr.startswith("error: cannot reach sentinel")
+    # on a terminal, and only there, the tables have colour
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([exe, "sites", "-o", "table"], stdout=follower,
+                            stderr=subprocess.PIPE, env={**env, "TERM": "xterm-256color"})
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
+        while chunk := os.read(leader, 4096):
+            seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    assert b"\x1b[" in seen and b"site-a" in seen
+    api = srv.get("/openapi.json").json()
+    assert {"/api/v1/overrides", "/api/v1/nodes/{name}/explain", "/api/v1/pause"} <= \
+        set(api["paths"])
     comp = subprocess.run([exe], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "_SENTINEL_COMPLETE": "complete_bash",
                                            "COMP_WORDS": "sentinel ov", "COMP_CWORD": "1"})
