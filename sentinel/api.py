@@ -286,6 +286,13 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         entries.sort(key=lambda e: e["ts"])
         return JSONResponse(entries[-limit:])
 
+    @app.get("/api/v1/registries", tags=["read"])
+    def registries(request: Request) -> JSONResponse:
+        """Each site's registries: health, the active one and since when, and why."""
+        who(request, write=False)
+        guard = rt.registries
+        return JSONResponse(guard.status_values() if guard is not None else [])
+
     @app.get("/api/v1/overrides", tags=["read"])
     def overrides(request: Request) -> JSONResponse:
         who(request, write=False)

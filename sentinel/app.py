@@ -29,7 +29,9 @@ from .adapters.overrides import OverrideStore
 from .adapters.prom import SiteCollector, SiteTarget
 from .api import add_api_routes
 from .config import Config
+from .failover import RegistryGuard
 from .metrics import Metrics
+from .model import SiteState
 from .rules import RuleSet
 from .service import Sentinel
 from .webhook import add_alert_routes
@@ -50,10 +52,13 @@ class Runtime:
     registry: CollectorRegistry
     alerts: AlertStore
     overrides: OverrideStore
+    registries: RegistryGuard | None = None
 
     async def aclose(self) -> None:
         self.cluster.stop()
         await self.sentinel.collector.aclose()
+        if self.registries is not None:
+            await self.registries.aclose()
         self.overrides.close()
         self.alerts.close()
         self.journal.close()
@@ -78,7 +83,15 @@ def build_runtime(cfg: Config, rules: RuleSet,
     overrides = OverrideStore(cfg.resolve(cfg.journal))
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
                         alerts=alerts, overrides=overrides)
-    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides)
+    guard = None
+    if any(s.registry is not None for s in cfg.sites):
+        def partitioned(site: str) -> bool:
+            rep = sentinel.last
+            st = rep.detection.sites.get(site) if rep is not None else None
+            return st is not None and st.state is SiteState.PARTITIONED
+
+        guard = RegistryGuard(cfg, api, journal, metrics, partitioned, actuator.mode)
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard)
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -98,6 +111,13 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
 
     scheduler = AsyncIOScheduler()
 
+    async def probe() -> None:
+        assert rt.registries is not None
+        try:
+            await rt.registries.run_round()
+        except Exception:
+            log.exception("registry probe round failed; the next one retries")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
@@ -105,6 +125,10 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             scheduler.add_job(tick, "interval", seconds=interval, max_instances=1,
                               coalesce=True, next_run_time=datetime.now().astimezone(),
                               id="cycle")
+            if rt.registries is not None:
+                scheduler.add_job(probe, "interval", seconds=rt.cfg.registries.probe_interval,
+                                  max_instances=1, coalesce=True, id="registries",
+                                  next_run_time=datetime.now().astimezone())
             scheduler.start()
         log.info("sentinel up: mode=%s, %d sites, %d rules, interval %.1fs", rt.cfg.mode,
                  len(rt.cfg.sites), len(rt.sentinel.rules.rules), interval)

@@ -27,7 +27,10 @@ __all__ = [
     "Config",
     "Durations",
     "Exempt",
+    "Registries",
+    "RegistryEndpoint",
     "SiteConfig",
+    "SiteRegistry",
     "load_config",
     "parse_config",
 ]
@@ -45,6 +48,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RegistryEndpoint(_Strict):
+    url: str
+    """http(s)://host[:port] of a registry speaking the distribution API (`GET /v2/`)."""
+    ca_file: str | None = None
+    """CA bundle for the probe and for containerd (`ca` in hosts.toml, a path on the node)."""
+    skip_verify: bool = False
+    username: str | None = None
+    password_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", v.rstrip("/")):
+            raise ValueError(f"{v!r} is not an http(s) URL of a registry (no path)")
+        return v.rstrip("/")
+
+
+class SiteRegistry(_Strict):
+    primary: RegistryEndpoint
+    standby: RegistryEndpoint | None = None
+    """Default: `registries.standby`, the center's."""
+    strategy: Literal["mirror-config", "image-override"] = "mirror-config"
+    """mirror-config: a ConfigMap with containerd's hosts.toml, written to the nodes by the
+    DaemonSet in deploy/; image-override: rewrite the images of the site's opted-in
+    Deployments (as KubeEdge's EdgeApplication overrider does), restored on fail-back."""
+
+
+class Registries(_Strict):
+    standby: RegistryEndpoint | None = None
+    """The center's standby registry, for every site that names none."""
+    probe_interval: Duration = Field(5.0, gt=0)
+    probe_timeout: Duration = Field(2.0, gt=0)
+    failures_to_failover: int = Field(2, ge=1)
+    """Consecutive failed probes of the primary before failing over: 2 x 5 s keeps the switch
+    well under containerd's own 30 s dial timeout on every pull."""
+    healthy_for_failback: Duration = Field(120.0, ge=0)
+    """The primary must answer every probe this long before the site fails back."""
+    max_failbacks: int = Field(3, ge=1)
+    """At most this many fail-backs per `failback_window`: a flapping primary is left alone."""
+    failback_window: Duration = Field(3600.0, gt=0)
+    canary: str | None = None
+    """Optional `repository:tag` whose manifest must answer `HEAD` too: content is served."""
+    namespace: str = "kube-system"
+    """Where the mirror-config ConfigMaps live (`sentinel-registry-<site>`)."""
+    workload_label: str = "sentinel.edge.io/registry-failover"
+    """Deployments with this label "true" are rewritten by the image-override strategy."""
+
+
 class SiteConfig(_Strict):
     name: str
     prometheus: str
@@ -53,6 +104,8 @@ class SiteConfig(_Strict):
     """Node labels that place a node in this site. Default: `{<site_label>: <name>}`."""
     timeout: Duration | None = None
     """Per-query timeout for this site; default `query_timeout`. A slow site never stalls others."""
+    registry: SiteRegistry | None = None
+    """The site's image registry, probed and failed over to the standby (`registries`)."""
 
     @field_validator("name")
     @classmethod
@@ -199,6 +252,7 @@ class Config(_Strict):
     protect: Protect = Protect()
     alerts: Alerts = Alerts()
     api: Api = Api()
+    registries: Registries = Registries()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."
@@ -228,6 +282,15 @@ class Config(_Strict):
                 raise ValueError(f"site {s.name!r} is listed twice")
             seen.add(s.name)
         return sites
+
+    @model_validator(mode="after")
+    def _standby_for_every_registry(self) -> Config:
+        for s in self.sites:
+            if s.registry is not None and s.registry.standby is None and \
+                    self.registries.standby is None:
+                raise ValueError(f"site {s.name!r} has a registry but no standby: set "
+                                 "registries.standby or the site's registry.standby")
+        return self
 
     def site_selector(self, site: SiteConfig) -> dict[str, str]:
         return site.selector if site.selector is not None else {self.site_label: site.name}

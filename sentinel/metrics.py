@@ -5,7 +5,7 @@ so cardinality follows trouble rather than fleet size)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -43,6 +43,25 @@ class Metrics:
             mode_g.labels(m).set(1 if m == mode else 0)
         self.state = _StateCollector()
         registry.register(self.state)
+        self.registry_switches = Counter(
+            "sentinel_registry_switches_total", "Registry switches of a site, by the role "
+            "switched to (standby: failover, primary: failback) and outcome.",
+            ["site", "to", "outcome"], registry=registry)
+        self.registry_probe = Histogram(
+            "sentinel_registry_probe_duration_seconds", "Time of one registry probe "
+            "(GET /v2/, and the canary manifest if configured), failed or not.",
+            ["site", "registry"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=registry)
+        self.registry_state = _RegistryCollector()
+        registry.register(self.registry_state)
+
+    def registries(self, sites: list[dict[str, Any]]) -> None:
+        """One probe round's outcome (failover.RegistryGuard.status_values)."""
+        for s in sites:
+            for role in ("primary", "standby"):
+                if s[role]["seconds"] is not None:
+                    self.registry_probe.labels(s["site"], role).observe(s[role]["seconds"])
+        self.registry_state.sites = sites
 
     def observe(self, report: CycleReport) -> None:
         self.cycle_seconds.observe(report.duration)
@@ -56,6 +75,31 @@ class Metrics:
 
     def failed(self) -> None:
         self.cycles.labels("error").inc()
+
+
+class _RegistryCollector(Collector):
+    def __init__(self) -> None:
+        self.sites: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("sentinel_registry_active", "1 for the registry the site's "
+                                   "nodes pull from (primary or standby).",
+                                   labels=["site", "registry"])
+        up = GaugeMetricFamily("sentinel_registry_up", "1 if the last probe of the registry "
+                               "succeeded.", labels=["site", "registry"])
+        none = GaugeMetricFamily("sentinel_registry_no_healthy_endpoint", "1 while both the "
+                                 "site's registry and its standby fail: no switch can help, "
+                                 "a person must.", labels=["site"])
+        for s in self.sites:
+            for role in ("primary", "standby"):
+                active.add_metric([s["site"], role], 1.0 if s["active"] == role else 0.0)
+                if s[role]["up"] is not None:
+                    up.add_metric([s["site"], role], 1.0 if s[role]["up"] else 0.0)
+            none.add_metric([s["site"]], 1.0 if s["no_healthy_endpoint"] else 0.0)
+        yield from (active, up, none)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []
 
 
 class _StateCollector(Collector):

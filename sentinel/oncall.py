@@ -202,6 +202,23 @@ def _render_history(rows: list[dict[str, Any]], con: Console, now: float) -> Non
     con.print(_table(None, ("when", "node", "site", "what", "details"), out))
 
 
+def _render_registries(rows: list[dict[str, Any]], con: Console, now: float) -> None:
+    if not rows:
+        con.print("no site has a registry configured (sites[].registry)")
+        return
+
+    def health(e: dict[str, Any]) -> str:
+        if e["up"] is None:
+            return "not probed yet"
+        return f"up ({e['seconds'] * 1000:.0f} ms)" if e["up"] else f"DOWN: {e['error']}"
+
+    con.print(_table(None, ("site", "strategy", "active", "since", "primary", "standby",
+                            "why"), (
+        (r["site"], r["strategy"], r["active"].upper() if r["active"] == "standby"
+         else r["active"], _when(r["since"], now), f"{r['primary']['url']} {health(r['primary'])}",
+         f"{r['standby']['url']} {health(r['standby'])}", r["note"]) for r in rows)))
+
+
 def _render_override(d: dict[str, Any], con: Console, now: float) -> None:
     o = d["override"]
     target = o["node"] or (f"site {o['site']}" if o["site"] else "the whole fleet")
@@ -266,6 +283,13 @@ def register(app: typer.Typer) -> None:
         _run(server, token, token_file, output,
              lambda c: c.get("/api/v1/history", node=node, site=site, since=since,
                              limit=limit), _render_history)
+
+    @app.command(rich_help_panel="On call")
+    def registries(server: Server = DEFAULT_URL, token: Token = None,
+                   token_file: TokenFile = None, output: OutputOpt = Output.table) -> None:
+        """Each site's image registries: health, the active one, since when and why."""
+        _run(server, token, token_file, output, lambda c: c.get("/api/v1/registries"),
+             _render_registries)
 
     def _override(kind: str, node: str, reason: str, ttl: str, server: str,
                   token: str | None, token_file: Path | None, output: Output,

@@ -23,7 +23,7 @@ from ..model import Action, ActionKind, Held, NodeInfo, Plan
 from ..ownership import apply_actions, render_patch, unschedulable_after
 from .kube import ClusterView
 
-__all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator"]
+__all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator", "record_event"]
 
 log = logging.getLogger("sentinel.act")
 
@@ -93,30 +93,38 @@ class KubeActuator:
             except ApiException as e:
                 if e.status == 409:
                     continue  # someone wrote the node since we read it: read again
-                return "failed", f"HTTP {e.status}: {_reason(e)}"
+                return "failed", f"HTTP {e.status}: {api_reason(e)}"
             except Exception as e:
                 return "failed", f"{type(e).__name__}: {e}"
         return "failed", f"gave up after {self.retries} conflicts"
 
     def _event(self, a: Action, now: float) -> None:
-        ts = datetime.fromtimestamp(now, UTC)
-        ev = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{a.node}.sentinel-{a.id}",
-                                         namespace=self.events_namespace),
-            involved_object=client.V1ObjectReference(kind="Node", name=a.node, api_version="v1"),
-            reason="SentinelIsolated" if a.kind is ActionKind.ISOLATE else "SentinelReleased",
-            message=f"[{a.id}] {a.reason}"[:1024],
-            type="Warning" if a.kind is ActionKind.ISOLATE else "Normal",
-            source=client.V1EventSource(component="sentinel"),
-            first_timestamp=ts, last_timestamp=ts, count=1,
-        )
-        try:
-            self.core.create_namespaced_event(self.events_namespace, ev)
-        except ApiException as e:
-            log.warning("could not record the Event for %s on %s: %s", a.id, a.node, _reason(e))
+        isolate = a.kind is ActionKind.ISOLATE
+        record_event(self.core, self.events_namespace, f"{a.node}.sentinel-{a.id}",
+                     client.V1ObjectReference(kind="Node", name=a.node, api_version="v1"),
+                     "SentinelIsolated" if isolate else "SentinelReleased",
+                     f"[{a.id}] {a.reason}", "Warning" if isolate else "Normal", now)
 
 
-def _reason(e: ApiException) -> str:
+def record_event(core: client.CoreV1Api, namespace: str, name: str,
+                 about: client.V1ObjectReference, reason: str, message: str, kind: str,
+                 now: float) -> None:
+    """A core/v1 Event, as `kubectl describe` shows it; failing to write one is logged, never
+    fatal: the journal has the record."""
+    ts = datetime.fromtimestamp(now, UTC)
+    ev = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace), involved_object=about,
+        reason=reason, message=message[:1024], type=kind,
+        source=client.V1EventSource(component="sentinel"),
+        first_timestamp=ts, last_timestamp=ts, count=1)
+    try:
+        core.create_namespaced_event(namespace, ev)
+    except ApiException as e:
+        log.warning("could not record the Event %s about %s %s: %s", name, about.kind,
+                    about.name, api_reason(e))
+
+
+def api_reason(e: ApiException) -> str:
     try:
         body: Any = json.loads(e.body or "{}")
         return str(body.get("message") or e.reason)

@@ -76,6 +76,16 @@ class Journal:
             self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
             self._db.execute("COMMIT")
 
+    def plan_switch(self, aid: str, ts: float, mode: str, site: str, kind: str, host: str,
+                    to: str, reason: str, evidence: Mapping[str, object]) -> None:
+        """A registry switch, write-ahead like a node action (`node` empty, `level`
+        `registry`, `effect` the role switched to), so history and explain list it."""
+        with self._lock:
+            self._db.execute("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (aid, ts, mode, PLANNED, kind, "", site, host, "registry", to,
+                              "registry-failover", reason, json.dumps(evidence, default=str),
+                              None))
+
     def settle(self, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """(action id, outcome, error) for actions written by `plan`."""
         data = [(outcome, err, aid) for aid, outcome, err in outcomes]
