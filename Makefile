@@ -20,3 +20,5 @@ lint: install
 
 bench: install
 	.venv/bin/python bench/detect_decide.py
+	.venv/bin/python bench/alerts.py
+	.venv/bin/python bench/registry.py

@@ -205,6 +205,7 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
                          if st.state.value == "guarded"]
         out["pauses"] = [p.record() for p in ovs.pauses.values()]
         out["overrides"] = [o.record() for o in ovs.on_node.values()]
+        out["registries"] = rt.registries.status_values() if rt.registries else []
         out["held_back"] = [{"node": n.node, "site": n.site, "reason": n.reason, "why": n.text}
                             for n in rep.plan.notes]
         return JSONResponse(out)

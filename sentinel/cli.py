@@ -78,10 +78,9 @@ def serve(config: Path = typer.Option(..., "--config", "-c", envvar="SENTINEL_CO
 
     cfg, rules = _load(config)
     _logging(log_format)
-    rt = build_runtime(cfg, rules)
     try:
-        app = create_app(rt)
-    except OSError as e:  # a token file named in the config
+        app = create_app(build_runtime(cfg, rules))
+    except OSError as e:  # a token, password or CA file named in the config
         typer.echo(f"error: {config}: cannot read {e.filename}: {e.strerror}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(app, host=cfg.listen_host, port=cfg.listen_port, log_level="warning",

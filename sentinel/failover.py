@@ -57,7 +57,8 @@ class RegistryGuard:
                 standby = s.registry.standby or r.standby
                 assert standby is not None  # the config validator saw to it
                 self.sites[s.name] = _Site(s, s.registry.primary, standby)
-        self.prober = RegistryProber(cfg)
+        self.prober = RegistryProber(cfg, [e for s in self.sites.values()
+                                           for e in (s.primary, s.standby)])
         self.mirror = MirrorConfig(api, r.namespace, cfg.taint_domain)
         self.images = ImageOverride(api, r.workload_label, cfg.taint_domain)
         self.core = client.CoreV1Api(api)
@@ -96,7 +97,7 @@ class RegistryGuard:
         """Where a previous sentinel left the site: read from the ConfigMap or the workloads."""
         try:
             role = self._current(s)
-        except Exception as e:
+        except Exception as e:  # the API or the workloads unreadable: the next round retries
             log.warning("site %s: cannot read the active registry yet: %s", s.cfg.name, e)
             return
         if role is not None:
@@ -135,7 +136,7 @@ class RegistryGuard:
                                             s.standby, sw.to)
                 reason += f"; workloads: {', '.join(changed) or 'none opted in'}"
                 about = client.V1ObjectReference(kind="Node", name=site, api_version="v1")
-        except Exception as e:
+        except Exception as e:  # journaled as failed; the next round retries
             self.journal.settle([(aid, "failed", str(e))])
             self.metrics.registry_switches.labels(site, sw.to.value, "failed").inc()
             log.error("site %s: %s failed: %s", site, kind, e)

@@ -20,7 +20,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .client import DEFAULT_URL, Client, ClientError
 from .timefmt import ago, span
@@ -87,8 +89,9 @@ def _table(title: str | None, cols: Iterable[str], rows: Iterable[Iterable[objec
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for c in cols:
         t.add_column(c)
-    for r in rows:
-        t.add_row(*("-" if v is None else str(v) for v in r))
+    for r in rows:  # cells are data, never markup: a reason may hold "[...]"
+        t.add_row(*(v if isinstance(v, Text) else Text("-" if v is None else str(v))
+                    for v in r))
     return t
 
 
@@ -103,7 +106,7 @@ def _site_table(sites: list[dict[str, Any]], now: float) -> Table:
         style = _STATE_STYLE.get(state, "")
         age = s["data_age_seconds"]
         pause = s.get("paused")
-        rows.append((s["site"], f"[{style}]{state}[/]" if style else state,
+        rows.append((s["site"], Text(state, style=style),
                      "-" if age is None else span(age), s["nodes"], s["failing"],
                      s["isolated_level1"], s["isolated_level2"],
                      f"until {ago(pause['expires'], now)}" if pause else "",
@@ -129,8 +132,8 @@ def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
               f"{'' if last['actions'] == 1 else 's'})")
     for p in d.get("pauses", []):
         scope = f"site {p['site']}" if p["site"] else "THE WHOLE FLEET"
-        con.print(f"[bold red]PAUSED[/] {scope} by {p['by']} until {ago(p['expires'], now)}: "
-                  f"{p['reason']}", markup=True)
+        con.print(f"[bold red]PAUSED[/] {scope} by {escape(p['by'])} until "
+                  f"{ago(p['expires'], now)}: {escape(p['reason'])}")
     con.print(_site_table(d["sites"], now))
     b = d["budgets"]
     spent = f" - SPENT: {', '.join(b['exhausted'])}" if b["exhausted"] else ""
@@ -140,6 +143,10 @@ def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
     if d["guards"]:
         con.print(f"[bold yellow]Site guard active[/] on {', '.join(d['guards'])}: no level-2 "
                   "action there")
+    for r in d.get("registries", []):
+        if r["active"] == "standby" or r["no_healthy_endpoint"]:
+            con.print(f"[bold yellow]Registry[/] site {r['site']}: {r['active'].upper()} "
+                      f"active since {_when(r['since'], now)} ({escape(r['note'])})")
     if d["isolated"]:
         con.print(_table("Isolated", ("node", "site", "level", "keys", "since"), (
             (i["node"], i["site"], i["level"], ", ".join(

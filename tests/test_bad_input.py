@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sentinel.config import load_config, parse_config
 from sentinel.rules import load_rules
@@ -141,3 +142,31 @@ def test_api_token_needs_exactly_one_secret(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert f"{tmp_path}/c.yaml:5: api.tokens.0: Value error, give exactly one of token and " \
            "token_file" in out.stderr
+
+
+def test_serve_names_an_unreadable_registry_ca(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "sites": [{"name": "a", "prometheus": "http://127.0.0.1:1", "registry": {
+            "primary": {"url": "https://reg.a:5000", "ca_file": "a-ca.pem"}}}],
+        "registries": {"standby": {"url": "http://standby:5000"}},
+        "rules": [str(Path("rules").resolve())], "cluster": {"url": "http://127.0.0.1:1"},
+        "journal": "j.db"}))
+    out = _cli("serve", "--config", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (f"error: {tmp_path}/c.yaml: cannot read "
+                                  f"{tmp_path}/a-ca.pem: No such file or directory")
+
+
+def test_a_registry_needs_a_standby(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "sites:\n  - name: a\n    prometheus: 'http://127.0.0.1:1'\n"
+        "    registry: {primary: {url: 'http://reg.a:5000/v2'}}\n")
+    out = _cli("config", "check", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2
+    assert "is not an http(s) URL of a registry (no path)" in out.stderr
+    (tmp_path / "c.yaml").write_text(
+        "sites:\n  - name: a\n    prometheus: 'http://127.0.0.1:1'\n"
+        "    registry: {primary: {url: 'http://reg.a:5000'}}\n")
+    out = _cli("config", "check", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2
+    assert "site 'a' has a registry but no standby" in out.stderr

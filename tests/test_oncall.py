@@ -7,6 +7,7 @@ Reads need a token here (`api.open_reads: false`), so the token path is on every
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pty
@@ -278,3 +279,17 @@ def test_override_survives_restart_and_expires_on_time(srv: Serve, f: Fleet) -> 
     assert [e["event"] for e in hist if e["type"] == "override"] == ["created", "expired"]
     rel = [e for e in hist if e["type"] == "action" and e["kind"] == "release"]
     assert rel and "expired or was lifted" in rel[0]["reason"]
+
+
+def test_tables_print_data_literally() -> None:
+    """A reason or an error holding "[...]" is data, not rich markup."""
+    from rich.console import Console
+
+    from sentinel.oncall import _render_history
+
+    con = Console(file=io.StringIO(), width=300, no_color=True)
+    _render_history([{"type": "action", "ts": 0.0, "mode": "enforce", "outcome": "failed",
+                      "kind": "isolate", "key": "node", "reason": "x [bold]y[/]",
+                      "error": "HTTP 409: [conflict]", "node": "n", "site": "s"}], con, 10.0)
+    out = con.file.getvalue()  # type: ignore[attr-defined]
+    assert "x [bold]y[/] [error: HTTP 409: [conflict]]" in out

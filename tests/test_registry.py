@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
-from sentinel.config import Config, parse_config
+from sentinel.adapters.registry import MirrorConfig
+from sentinel.config import Config, Registries, parse_config
 from sentinel.failover import RegistryGuard
 from sentinel.metrics import Metrics
 from sentinel.registry import (
@@ -271,6 +273,24 @@ def test_standby_down_means_no_switch_and_an_alert_metric(guard: Any,
     assert [(site, sw.to) for site, sw in g.round()] == [("site-a", Role.STANDBY)]
 
 
+def test_canary_manifest_proves_content_is_served(guard: Any, regs: dict[str, RegistryProcess],
+                                                   fleet: Fleet) -> None:
+    for r in regs.values():
+        r.push("sentinel/canary", "v1")
+    g = guard(canary="sentinel/canary:v1")
+    for _ in range(3):
+        assert g.round() == [], "all serve the canary: nothing to do"
+    g2 = guard(canary="sentinel/canary:v2")  # a tag nobody has: no healthy endpoint
+    for _ in range(3):
+        assert g2.round() == []
+    status = {s["site"]: s for s in g2.guard.status_values()}
+    assert status["site-a"]["primary"]["error"] == "HEAD canary sentinel/canary:v2: HTTP 404"
+    assert status["site-a"]["no_healthy_endpoint"] is True
+    regs["standby"].push("sentinel/canary", "v2")
+    assert [(site, sw.to) for site, sw in g2.round()] == \
+        [("site-a", Role.STANDBY), ("site-b", Role.STANDBY)]
+
+
 def test_partitioned_site_does_not_fail_over(guard: Any, regs: dict[str, RegistryProcess]) -> None:
     g = guard(partitioned=True)
     regs["site-a"].down()
@@ -344,6 +364,7 @@ def test_serve_and_cli(fleet: Fleet, regs: dict[str, RegistryProcess], tmp_path:
         poll(lambda: js(srv, "registries", token=None)[0]["active"] == "standby", 10, "failover")
         assert next(iter(hosts_toml(fleet)["host"])) == regs["standby"].url
         assert "STANDBY" in ok(srv, "registries", token=None)
+        assert "Registry site site-a: STANDBY active since" in ok(srv, "status", token=None)
         assert 'sentinel_registry_active{registry="standby",site="site-a"} 1.0' in \
             srv.get("/metrics").text
         regs["site-a"].up()
@@ -354,3 +375,24 @@ def test_serve_and_cli(fleet: Fleet, regs: dict[str, RegistryProcess], tmp_path:
     finally:
         srv.kill()
         fleet.store.delete(CONFIGMAPS, "default", "sentinel-registry-site-a")
+
+
+def test_the_daemonset_reads_what_mirror_config_writes() -> None:
+    docs = list(yaml.safe_load_all(Path("deploy/registry-hosts/daemonset.yaml").read_text()))
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    script = c["args"][0]
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, "shell syntax"
+    assert 'cm="sentinel-registry-$site"' in script and "tr 'A-Z' 'a-z'" in script
+    assert MirrorConfig.name("Site-A") == "sentinel-registry-site-a"
+    assert "{.data.host}" in script and "{.data.hosts\\.toml}" in script
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["NAMESPACE"] == Registries().namespace
+    assert env["SITE_LABEL"] == Config.model_fields["site_label"].default
+    assert pod["volumes"][0]["hostPath"]["path"] == "/etc/containerd/certs.d"
+    assert c["volumeMounts"][0]["mountPath"] == "/host/etc/containerd/certs.d"
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "verbs": ["get", "list", "watch"]}]
+    assert {"operator": "Exists"} in pod["tolerations"], "must run on isolated nodes too"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,26 +35,28 @@ _MANIFEST_TYPES = ", ".join((
 class RegistryProber:
     """One async client per endpoint (each may have its own CA and credentials)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, endpoints: list[RegistryEndpoint]) -> None:
+        """Reads every CA and password file now: a missing one is a configuration error at
+        startup, never a failed probe that would fail a healthy registry over."""
         self.timeout = cfg.registries.probe_timeout
         self.canary = cfg.registries.canary
         self._clients: dict[str, httpx.AsyncClient] = {}
-
-    def _client(self, ep: RegistryEndpoint) -> httpx.AsyncClient:
-        c = self._clients.get(ep.url)
-        if c is None:
-            verify: bool | str = not ep.skip_verify
+        for ep in endpoints:
+            if ep.url in self._clients:
+                continue
+            verify: bool | ssl.SSLContext = not ep.skip_verify
             if ep.ca_file and not ep.skip_verify:
-                verify = str(self.cfg.resolve(ep.ca_file))
+                ca = Path(cfg.resolve(ep.ca_file)).read_text()  # names the file if missing
+                verify = ssl.create_default_context(cadata=ca)
             auth = None
             if ep.username and ep.password_file:
-                pw = Path(self.cfg.resolve(ep.password_file)).read_text().strip()
+                pw = Path(cfg.resolve(ep.password_file)).read_text().strip()
                 auth = httpx.BasicAuth(ep.username, pw)
-            c = httpx.AsyncClient(base_url=ep.url, timeout=self.timeout, verify=verify,
-                                  auth=auth)
-            self._clients[ep.url] = c
-        return c
+            self._clients[ep.url] = httpx.AsyncClient(base_url=ep.url, timeout=self.timeout,
+                                                      verify=verify, auth=auth)
+
+    def _client(self, ep: RegistryEndpoint) -> httpx.AsyncClient:
+        return self._clients[ep.url]
 
     async def probe(self, ep: RegistryEndpoint) -> Probe:
         """200 or 401 on /v2/ is a live registry; anything else, or no answer in time, not."""

@@ -6,6 +6,8 @@ its storage intact."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -56,6 +58,29 @@ class RegistryProcess(ServerProcess):
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
             self._log = None
+
+    def push(self, repository: str, tag: str) -> str:
+        """Push a minimal image (an empty config blob and a manifest without layers) through
+        the distribution API, as `docker push` would; returns the manifest's digest."""
+        config = b"{}"
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            r = c.post(f"/v2/{repository}/blobs/uploads/")
+            r.raise_for_status()
+            upload = r.headers["location"]
+            sep = "&" if "?" in upload else "?"
+            c.put(f"{upload}{sep}digest={digest}", content=config,
+                  headers={"content-type": "application/octet-stream"}).raise_for_status()
+            manifest = json.dumps({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "size": len(config), "digest": digest},
+                "layers": []}).encode()
+            r = c.put(f"/v2/{repository}/manifests/{tag}", content=manifest, headers={
+                "content-type": "application/vnd.docker.distribution.manifest.v2+json"})
+            r.raise_for_status()
+            return str(r.headers["docker-content-digest"])
 
     @property
     def running(self) -> bool:
