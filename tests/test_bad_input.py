@@ -123,15 +123,25 @@ def test_the_shipped_example_config_is_valid() -> None:
     assert out.stdout.startswith("ok: mode dry-run, 2 sites, 4 rules")
 
 
-def test_serve_names_an_unreadable_token_file(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(
-        f"sites: [{{name: a, prometheus: 'http://127.0.0.1:1'}}]\n"
-        f"rules: [{Path('rules').resolve()}]\ncluster: {{url: 'http://127.0.0.1:1'}}\n"
-        "journal: j.db\napi: {tokens: [{name: oncall, token_file: nope.token, write: true}]}\n")
+SITE = {"name": "a", "prometheus": "http://127.0.0.1:1"}
+
+
+@pytest.mark.parametrize(("extra", "missing"), [
+    ({"api": {"tokens": [{"name": "oncall", "token_file": "nope.token", "write": True}]}},
+     "nope.token"),
+    ({"sites": [{**SITE, "registry": {"primary": {"url": "https://reg.a:5000",
+                                                  "ca_file": "a-ca.pem"}}}],
+      "registries": {"standby": {"url": "http://standby:5000"}}}, "a-ca.pem"),
+], ids=["api-token", "registry-ca"])
+def test_serve_names_an_unreadable_file(tmp_path: Path, extra: dict[str, object],
+                                        missing: str) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "sites": [SITE], "rules": [str(Path("rules").resolve())],
+        "cluster": {"url": "http://127.0.0.1:1"}, "journal": "j.db", **extra}))
     out = _cli("serve", "--config", str(tmp_path / "c.yaml"))
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == (f"error: {tmp_path}/c.yaml: cannot read "
-                                  f"{tmp_path}/nope.token: No such file or directory")
+                                  f"{tmp_path}/{missing}: No such file or directory")
 
 
 def test_api_token_needs_exactly_one_secret(tmp_path: Path) -> None:
@@ -142,19 +152,6 @@ def test_api_token_needs_exactly_one_secret(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert f"{tmp_path}/c.yaml:5: api.tokens.0: Value error, give exactly one of token and " \
            "token_file" in out.stderr
-
-
-def test_serve_names_an_unreadable_registry_ca(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        "sites": [{"name": "a", "prometheus": "http://127.0.0.1:1", "registry": {
-            "primary": {"url": "https://reg.a:5000", "ca_file": "a-ca.pem"}}}],
-        "registries": {"standby": {"url": "http://standby:5000"}},
-        "rules": [str(Path("rules").resolve())], "cluster": {"url": "http://127.0.0.1:1"},
-        "journal": "j.db"}))
-    out = _cli("serve", "--config", str(tmp_path / "c.yaml"))
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.strip() == (f"error: {tmp_path}/c.yaml: cannot read "
-                                  f"{tmp_path}/a-ca.pem: No such file or directory")
 
 
 def test_a_registry_needs_a_standby(tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ class ServerProcess:
         if r.status_code != 200:
             raise RuntimeError(f"{self.name} refused its new configuration: {r.text}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Stop the process (SIGTERM, SIGKILL after 10 s); keep its directory and port."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -95,5 +96,9 @@ class ServerProcess:
         log = self._log
         if log is not None:
             log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+    def stop(self) -> None:
+        self.terminate()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)

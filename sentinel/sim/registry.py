@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -48,16 +47,7 @@ class RegistryProcess(ServerProcess):
 
     def down(self) -> None:
         """Stop the process, keep its port and storage."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
+        self.terminate()
 
     def push(self, repository: str, tag: str) -> str:
         """Push a minimal image (an empty config blob and a manifest without layers) through
