@@ -289,10 +289,9 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
 
 
 def _override_text(o: Override) -> str:
-    scope = f"site {o.site}" if o.site else "the whole fleet"
     what = {OverrideKind.ISOLATE: f"isolated by hand ({o.key})",
             OverrideKind.RELEASE: "released by hand", OverrideKind.EXEMPT: "exempted by hand",
-            OverrideKind.PAUSE: f"actions are paused on {scope}"}[o.kind]
+            OverrideKind.PAUSE: f"actions are paused on {o.target}"}[o.kind]
     force = " with --force (no budget)" if o.force else ""
     return f"{what}{force} by {o.by} until {utc(o.expires)} (override {o.id}): {o.reason}"
 

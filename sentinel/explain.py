@@ -172,8 +172,7 @@ def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, pl
         story.append(f"Override {ov.id} ({ov.kind.value}) by {ov.by}, set {ago(ov.created, now)}, "
                      f"expires {ago(ov.expires, now)}: {ov.reason}.")
     if pause is not None:
-        scope = f"site {pause.site}" if pause.site else "the whole fleet"
-        story.append(f"Actions are PAUSED on {scope} by {pause.by} until "
+        story.append(f"Actions are PAUSED on {pause.target} by {pause.by} until "
                      f"{ago(pause.expires, now)} (override {pause.id}): {pause.reason}.")
     release = {k: _release_sentence(k, h, firing, ov, state, params, name, now)
                for k, h in sorted(node.held.keys.items())}

@@ -130,10 +130,16 @@ class Override:
     def active(self, now: float) -> bool:
         return self.created <= now < self.expires
 
+    @property
+    def target(self) -> str:
+        """What it covers, as every message names it."""
+        return self.node or (f"site {self.site}" if self.site else "the whole fleet")
+
     def record(self) -> dict[str, object]:
         return {"id": self.id, "kind": self.kind.value, "node": self.node, "site": self.site,
-                "key": self.key, "force": self.force, "reason": self.reason, "by": self.by,
-                "created": self.created, "expires": self.expires}
+                "target": self.target, "key": self.key, "force": self.force,
+                "reason": self.reason, "by": self.by, "created": self.created,
+                "expires": self.expires}
 
 
 @dataclass(frozen=True, slots=True)

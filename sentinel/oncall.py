@@ -131,7 +131,7 @@ def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
               f"({last['duration_seconds']:.2f} s, {last['actions']} action"
               f"{'' if last['actions'] == 1 else 's'})")
     for p in d.get("pauses", []):
-        scope = f"site {p['site']}" if p["site"] else "THE WHOLE FLEET"
+        scope = p["target"] if p["site"] else p["target"].upper()
         con.print(f"[bold red]PAUSED[/] {scope} by {escape(p['by'])} until "
                   f"{ago(p['expires'], now)}: {escape(p['reason'])}")
     con.print(_site_table(d["sites"], now))
@@ -171,7 +171,7 @@ def _override_table(items: list[dict[str, Any]], now: float) -> Table:
     return _table("Overrides in force", ("id", "kind", "target", "key", "by", "expires",
                                          "reason"), (
         (o["id"], o["kind"] + (" --force" if o["force"] else ""),
-         o["node"] or (f"site {o['site']}" if o["site"] else "fleet"), o["key"] or "",
+         o["target"], o["key"] or "",
          o["by"], ago(o["expires"], now), o["reason"]) for o in items))
 
 
@@ -228,16 +228,14 @@ def _render_registries(rows: list[dict[str, Any]], con: Console, now: float) -> 
 
 def _render_override(d: dict[str, Any], con: Console, now: float) -> None:
     o = d["override"]
-    target = o["node"] or (f"site {o['site']}" if o["site"] else "the whole fleet")
-    con.print(f"override {o['id']}: {o['kind']} {target} until {ago(o['expires'], now)} "
+    con.print(f"override {o['id']}: {o['kind']} {o['target']} until {ago(o['expires'], now)} "
               f"by {o['by']}; applies {d['applies']}", markup=False)
 
 
 def _render_lifted(d: dict[str, Any], con: Console, now: float) -> None:
     lifted = d["lifted"] if isinstance(d["lifted"], list) else [d["lifted"]]
     for o in lifted:
-        target = o["node"] or (f"site {o['site']}" if o["site"] else "the whole fleet")
-        con.print(f"lifted override {o['id']} ({o['kind']} {target}) by {d['by']}",
+        con.print(f"lifted override {o['id']} ({o['kind']} {o['target']}) by {d['by']}",
                   markup=False)
 
 

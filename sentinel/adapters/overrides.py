@@ -112,7 +112,6 @@ class OverrideStore:
 
 
 def _describe(o: Override) -> str:
-    target = o.node or (f"site {o.site}" if o.site else "the whole fleet")
     key = f" {o.key}" if o.key else ""
     force = " --force" if o.force else ""
-    return f"{o.kind.value}{key}{force} {target} for {span(o.expires - o.created)}: {o.reason}"
+    return f"{o.kind.value}{key}{force} {o.target} for {span(o.expires - o.created)}: {o.reason}"
