@@ -21,10 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .adapters.secrets import read_secret
 from .config import Config
 from .decide import budget_cap
 from .explain import explain_node, isolation_level
-from .model import OverrideKind, Verdict
+from .model import Finding, NodeInfo, OverrideKind, Verdict
 from .overrides import OverrideRequest, Overrides, check_request
 from .timefmt import span
 from .yamlsrc import parse_duration
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiError", "add_api_routes"]
 
-NODE_STATES = ("healthy", "failing", "isolated", "held", "exempt", "unknown")
 _USER = re.compile(r"^[\w.@+-]{1,64}$")
 
 
@@ -54,7 +54,7 @@ class _Token:
 def _tokens(cfg: Config) -> list[_Token]:
     out = []
     for t in cfg.api.tokens:
-        secret = cfg.resolve(t.token_file).read_text().strip() if t.token_file else t.token
+        secret = read_secret(cfg, t.token, t.token_file)
         if secret:
             out.append(_Token(t.name, secret, t.write))
     return out
@@ -84,7 +84,7 @@ class ResumeIn(_Body):
     site: str | None = None
 
 
-def _node_state(node: Any, finding: Any, noted: bool) -> str:
+def _node_state(node: NodeInfo, finding: Finding | None, noted: bool) -> str:
     if node.held:
         return "isolated"
     if node.exempt:
@@ -355,6 +355,7 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         if not found:
             scope = f"site {body.site}" if body.site else "the whole fleet"
             raise ApiError(404, f"{scope} is not paused")
-        lifted = [rt.overrides.delete(o.id, by, now) for o in found]
+        lifted = await asyncio.to_thread(
+            lambda: [rt.overrides.delete(o.id, by, now) for o in found])
         wake()
         return JSONResponse({"lifted": [o.record() for o in lifted if o], "by": by})

@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .model import NODE_KEY, SiteState
+from .overrides import Overrides
 
 if TYPE_CHECKING:
     from .service import CycleReport
@@ -150,11 +151,9 @@ class _StateCollector(Collector):
                 by_kind[o.kind.value] += 1
             for kind, c in by_kind.items():
                 overrides.add_metric([kind], float(c))
-            fleet_paused = any(o.kind.value == "pause" and o.site is None
-                               for o in rep.snapshot.overrides)
-            paused_sites = {o.site for o in rep.snapshot.overrides if o.kind.value == "pause"}
+            ovs = Overrides.at(rep.snapshot.overrides, rep.started_at)
             for site in rep.detection.sites:
-                paused.add_metric([site], 1.0 if fleet_paused or site in paused_sites else 0.0)
+                paused.add_metric([site], 0.0 if ovs.pause_for(site) is None else 1.0)
             counts: dict[tuple[str, str], int] = {}
             for st in rep.detection.sites.values():
                 reach.add_metric([st.site], 1.0 if st.reachable else 0.0)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from .adapters.alertstore import AlertStore, StoreError
+from .adapters.secrets import read_secret
 from .alerts import WebhookPayload, map_alert
 from .config import Config
 from .metrics import Metrics
@@ -28,17 +29,11 @@ __all__ = ["add_alert_routes"]
 log = logging.getLogger("sentinel.webhook")
 
 
-def _read_secret(cfg: Config, inline: str | None, path: str | None) -> str | None:
-    if path:
-        return cfg.resolve(path).read_text().strip()
-    return inline
-
-
 def add_alert_routes(app: FastAPI, cfg: Config, store: AlertStore, metrics: Metrics,
                      known: Callable[[str], bool]) -> None:
     ac = cfg.alerts
-    token = _read_secret(cfg, ac.token, ac.token_file)
-    basic_pw = _read_secret(cfg, None, ac.basic_password_file)
+    token = read_secret(cfg, ac.token, ac.token_file)
+    basic_pw = read_secret(cfg, None, ac.basic_password_file)
     basic = (ac.basic_username, basic_pw) if ac.basic_username and basic_pw else None
     if not token and not basic:
         log.warning("the alert webhook has no token configured (alerts.token_file): it will "

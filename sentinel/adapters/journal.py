@@ -69,22 +69,23 @@ class Journal:
         data = [(a.id, ts, mode, PLANNED, a.kind.value, a.node, a.site, a.key, a.level.value,
                  a.effect, a.rule, a.reason, json.dumps(a.evidence, default=str), None)
                 for a in actions]
-        if not data:
-            return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
-            self._db.execute("COMMIT")
+        self._insert_planned(data)
 
     def plan_switch(self, aid: str, ts: float, mode: str, site: str, kind: str, host: str,
                     to: str, reason: str, evidence: Mapping[str, object]) -> None:
         """A registry switch, write-ahead like a node action (`node` empty, `level`
         `registry`, `effect` the role switched to), so history and explain list it."""
+        self._insert_planned([(aid, ts, mode, PLANNED, kind, "", site, host, "registry", to,
+                               "registry-failover", reason, json.dumps(evidence, default=str),
+                               None)])
+
+    def _insert_planned(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
         with self._lock:
-            self._db.execute("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                             (aid, ts, mode, PLANNED, kind, "", site, host, "registry", to,
-                              "registry-failover", reason, json.dumps(evidence, default=str),
-                              None))
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.execute("COMMIT")
 
     def settle(self, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """(action id, outcome, error) for actions written by `plan`."""

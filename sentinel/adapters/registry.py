@@ -11,7 +11,6 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from ..config import Config, RegistryEndpoint, SiteConfig
 from ..registry import Probe, Role, host_of, render_hosts_toml, rewrite_image
 from .actuate import api_reason
+from .secrets import read_secret
 
 __all__ = ["ImageOverride", "MirrorConfig", "RegistryProber"]
 
@@ -46,12 +46,10 @@ class RegistryProber:
                 continue
             verify: bool | ssl.SSLContext = not ep.skip_verify
             if ep.ca_file and not ep.skip_verify:
-                ca = Path(cfg.resolve(ep.ca_file)).read_text()  # names the file if missing
+                ca = cfg.resolve(ep.ca_file).read_text()  # names the file if missing
                 verify = ssl.create_default_context(cadata=ca)
-            auth = None
-            if ep.username and ep.password_file:
-                pw = Path(cfg.resolve(ep.password_file)).read_text().strip()
-                auth = httpx.BasicAuth(ep.username, pw)
+            pw = read_secret(cfg, None, ep.password_file)
+            auth = httpx.BasicAuth(ep.username, pw) if ep.username and pw else None
             self._clients[ep.url] = httpx.AsyncClient(base_url=ep.url, timeout=self.timeout,
                                                       verify=verify, auth=auth)
 
