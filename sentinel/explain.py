@@ -109,7 +109,9 @@ def _release_sentence(key: str, h: HeldKey, firing: set[str], ov: Override | Non
         return f"{key}: still matching; no release while it does."
     since = state.clear_since.get((name, key))
     if since is None:
-        return f"{key}: clear since this cycle; release after {span(params.release_after)} clear."
+        # decide starts a release clock for every clear key it can read; none means it could
+        # not read this one (or the whole site) this cycle
+        return f"{key}: its state cannot be read this cycle; held, no release clock runs."
     at = since + params.release_after
     last = state.last_release.get(name)
     if last is not None and params.flap_window and last + params.flap_window > at:

@@ -227,3 +227,13 @@ def test_times_read_relative_and_absolute(delta: float, expect: str) -> None:
     assert ago(T0 - delta, T0) == expect
     assert [span(s) for s in (59, 100, 600, 7200)] == ["59 s", "1 min 40 s", "10 min", "2 h"]
 
+
+
+def test_an_unreadable_key_is_told_as_held_not_as_clear() -> None:
+    held = Held({"kube-proxy": HeldKey("kube-proxy", "NoSchedule", "proxy-down", T0 - 50, "d")})
+    out = run({"n1": node(ready=Ready.FALSE, held=held)}, view(reachable=False), steps=1)
+    assert out["release"]["kube-proxy"] == \
+        "kube-proxy: its state cannot be read this cycle; held, no release clock runs."
+    out = run({"n1": node(held=held)}, view(errors={"proxy-down": "timeout"}), steps=1)
+    assert "cannot read the state of 'kube-proxy'" in text(out)
+    assert out["release"]["kube-proxy"].endswith("held, no release clock runs.")
