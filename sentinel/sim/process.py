@@ -71,13 +71,17 @@ class ServerProcess:
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, path: str = "/-/ready",
+                   interval: float = 0.1) -> None:
+        """Until `path` answers 200; a process that exits meanwhile fails at once, with its
+        log."""
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+            return httpx.get(f"{self.url}{path}", timeout=1).status_code == 200
 
-        wait_until(ready, timeout, f"{self.name} not ready after {timeout}s", interval=0.1)
+        wait_until(ready, timeout, f"{self.name} not answering {path} after {timeout}s",
+                   interval=interval)
 
     def reload(self) -> None:
         r = httpx.post(f"{self.url}/-/reload", timeout=10)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from .process import ServerProcess, binary, wait_until
+from .process import ServerProcess, binary
 
 __all__ = ["RegistryProcess"]
 
@@ -37,13 +37,7 @@ class RegistryProcess(ServerProcess):
 
     def up(self, timeout: float = 20.0) -> None:
         self._spawn([binary("docker-registry"), "serve", str(self.config_path)])
-
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited: {self.log_path.read_text()[-2000:]}")
-            return httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200
-
-        wait_until(ready, timeout, f"registry not serving /v2/ after {timeout}s", interval=0.05)
+        self.wait_ready(timeout, path="/v2/", interval=0.05)
 
     def down(self) -> None:
         """Stop the process, keep its port and storage."""
