@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from .anomaly_cli import anomaly_app
 from .config import Config, load_config
 from .oncall import register
 from .rules import RuleSet, load_rules
@@ -28,6 +29,7 @@ sim_app = typer.Typer(help="The simulated fleet (for the demo and tests).", no_a
 app.add_typer(rules_app, name="rules")
 app.add_typer(config_app, name="config")
 app.add_typer(sim_app, name="sim")
+app.add_typer(anomaly_app, name="anomaly")
 register(app)
 
 DEFAULT_SIM = "http://127.0.0.1:18099"
@@ -155,6 +157,26 @@ def sim_inject(fault: str = typer.Argument(..., help="crash | component | link-l
         typer.echo(f"error: {body.get('error')}", err=True)
         raise typer.Exit(1)
     typer.echo(body["message"])
+
+
+@sim_app.command("dataset")
+def sim_dataset(out: Path = typer.Argument(..., help="Folder to write train/, test/, "
+                                           "test_label/ into."),
+                sites: int = 2, nodes: int = 4,
+                train_steps: int = typer.Option(2880, help="Healthy steps per entity."),
+                test_steps: int = typer.Option(2880, help="Steps with grey failures."),
+                step: float = typer.Option(60.0, help="Seconds per step."),
+                seed: int = 1) -> None:
+    """A labelled dataset (server-machine benchmark layout) from the simulated nodes, with
+    grey failures injected in the test part: for `sentinel anomaly evaluate`."""
+    from .sim.dataset import DatasetSpec, generate
+
+    if train_steps < 40 or test_steps < 40:
+        typer.echo("error: --train-steps and --test-steps must be at least 40", err=True)
+        raise typer.Exit(2)
+    names = generate(out, DatasetSpec(sites, nodes, train_steps, test_steps, step, seed=seed))
+    typer.echo(f"wrote {len(names)} entities to {out} ({train_steps} train and {test_steps} "
+               f"test steps of {step:g} s each)")
 
 
 @app.command()
