@@ -34,15 +34,17 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
 
+from .model import AnomalyReading, SiteView
+
 __all__ = [
     "ESTIMATORS",
     "AlarmState",
     "AnomalyModel",
     "AnomalyParams",
-    "AnomalyReading",
     "Calibration",
     "FitError",
     "FleetScores",
+    "feature_matrix",
     "fit_model",
     "score_fleet",
     "series_alarms",
@@ -53,6 +55,8 @@ Array = NDArray[np.float64]
 ESTIMATORS = ("combined", "zscore", "pca", "iforest", "knn")
 #: Fewer training steps than this and a baseline means nothing.
 MIN_STEPS = 30
+#: The smallest spread of the peers' z-scores: healthy nodes differ by about one.
+PEER_Z_FLOOR = 1.0
 #: Rows the PCA is fitted on, drawn at random from the fleet's standardized history.
 PCA_ROWS = 50_000
 
@@ -171,6 +175,18 @@ class AnomalyModel:
             err = np.where(np.isnan(worst), np.nan, (resid**2).sum(axis=1))
         return worst, err
 
+    def peers(self, z: Array, x: Array, codes: NDArray[np.intp]) -> Array:
+        """Against the site's peers at the same moment, on the nodes' own z-scores: a node's
+        usual offset from its peers (a fuller disk) is not news, and a site-wide swing (every
+        node busier) moves the median with it. A node without a baseline (joined after
+        training) is compared on raw values instead."""
+        pz = peer_z(z, codes, np.full(z.shape[1], PEER_Z_FLOOR), self.params.min_peers)
+        new = np.isnan(z).all(axis=1)
+        if new.any():
+            raw = peer_z(x, codes, self.peer_floor, self.params.min_peers)
+            pz[new] = raw[new]
+        return pz
+
     def peer_part(self, pz: Array) -> Array:
         with np.errstate(all="ignore"):
             return np.where(np.isnan(pz).all(axis=1), np.nan,
@@ -264,9 +280,12 @@ def fit_model(x: Array, nodes: Sequence[str], codes: NDArray[np.intp],
     if x.ndim != 3 or x.shape[1] != len(nodes) or x.shape[2] != len(features):
         raise FitError(f"history has shape {x.shape}, expected (steps, {len(nodes)}, "
                        f"{len(features)})")
+    with_data = np.flatnonzero(~np.isnan(x).all(axis=(1, 2)))
+    if with_data.size < MIN_STEPS:
+        raise FitError(f"{with_data.size} time steps with data in the training window; at "
+                       f"least {MIN_STEPS} are needed")
+    x = x[with_data[0]: with_data[-1] + 1]  # a young Prometheus has no older history
     steps = x.shape[0]
-    if steps < MIN_STEPS:
-        raise FitError(f"{steps} time steps of history; at least {MIN_STEPS} are needed")
     has_data = ~np.isnan(x).all(axis=(0, 2))
     if not has_data.any():
         raise FitError("no node has any data in the training window")
@@ -305,8 +324,8 @@ def fit_model(x: Array, nodes: Sequence[str], codes: NDArray[np.intp],
                     peer_floor=np.maximum(np.median(scale, axis=0), 1e-9))
     pz = None
     if _has_peers(codes, params.min_peers):
-        pz = np.concatenate([peer_z(cal_part[t], codes, model.peer_floor, params.min_peers)
-                             for t in range(t_cal)])
+        zc = zcal.reshape(t_cal, len(nodes), -1)
+        pz = np.concatenate([model.peers(zc[t], cal_part[t], codes) for t in range(t_cal)])
         model = replace(model, cal_peer=Calibration.fit(model.peer_part(pz)))
     evidence = model.evidence(zcal, pz).reshape(t_cal, len(nodes))
     smooth = _ewma(evidence, params.smoothing)
@@ -376,24 +395,6 @@ def series_alarms(scores: Array, params: AnomalyParams) -> NDArray[np.int8]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class AnomalyReading:
-    """One node's anomaly this cycle: evidence for people, never a verdict by itself."""
-
-    score: float
-    alarm: bool
-    threshold: float
-    top: tuple[tuple[str, float, float, str], ...]
-    """Up to three (feature, value, z, against): the features that stand out most, with the
-    value, how far out it is, and whether against its own history or its peers."""
-
-    def record(self) -> dict[str, object]:
-        return {"score": round(self.score, 4), "alarm": self.alarm,
-                "threshold": round(self.threshold, 4),
-                "top": [{"feature": f, "value": v, "z": round(z, 2), "against": a}
-                        for f, v, z, a in self.top]}
-
-
 @dataclass(frozen=True)
 class FleetScores:
     """One cycle's scores; readings are built on demand (100,000 nodes, few of them read)."""
@@ -444,7 +445,7 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
     code_of = {s: i for i, s in enumerate(site_names)}
     codes = np.fromiter((code_of[s] for s in sites), dtype=np.intp, count=len(nodes))
     z = model.standardize(x, rows)
-    pz = peer_z(x, codes, model.peer_floor, model.params.min_peers)
+    pz = model.peers(z, x, codes)
     evidence = model.evidence(z, pz)
     st = state.aligned(nodes)
     w = model.params.smoothing
@@ -464,3 +465,26 @@ def score_series(model: AnomalyModel, x: Array) -> Array:
     evidence = model.evidence(z, None)
     smooth = _ewma(evidence[:, None], model.params.smoothing)[:, 0]
     return model.cal_final(smooth)
+
+
+def feature_matrix(node_sites: Mapping[str, str], views: Mapping[str, SiteView],
+                   features: Sequence[str]) -> tuple[tuple[str, ...], list[str], Array]:
+    """This cycle's values as (nodes, features), NaN where a site did not answer or a node
+    has no value; a value counts only from the node's own site."""
+    names = tuple(node_sites)
+    sites = [node_sites[n] for n in names]
+    idx = {n: i for i, n in enumerate(names)}
+    x = np.full((len(names), len(features)), np.nan)
+    for site, view in views.items():
+        if not view.reachable:
+            continue
+        for f, fname in enumerate(features):
+            values = view.features.get(fname)
+            if not values:
+                continue
+            rows = np.fromiter((idx.get(n, -1) if node_sites.get(n) == site else -1
+                                for n in values), dtype=np.intp, count=len(values))
+            vals = np.fromiter(values.values(), dtype=np.float64, count=len(values))
+            ok = rows >= 0
+            x[rows[ok], f] = vals[ok]
+    return names, sites, x

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from .anomaly import ESTIMATORS, AnomalyParams
+from .config import Config, load_config
+from .yamlsrc import SourceError
 
 __all__ = ["anomaly_app"]
 
@@ -95,3 +97,96 @@ def evaluate(
                f"{_fmt(mean['delay_own'], 1):>6}")
     typer.echo(f"auprc={_fmt(mean['auprc'])} fc1_best={_fmt(mean['fc1_best'])} "
                f"fc1_own={_fmt(mean['fc1_own'])} alarm_rate_own={_fmt(mean['alarm_rate_own'])}")
+
+
+def _config(config: Path) -> Config:
+    try:
+        return load_config(config)
+    except SourceError as e:
+        typer.echo(f"error: invalid configuration {config}:", err=True)
+        for p in e.problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(2) from None
+
+
+@anomaly_app.command()
+def train(config: ConfigOpt) -> None:
+    """Train now from the sites' Prometheus (anomaly.training_window) and save the model where
+    a running sentinel loads it (anomaly.model_file)."""
+    from .anomaly import FitError
+    from .learning import AnomalyKeeper
+
+    cfg = _config(config)
+    keeper = AnomalyKeeper(cfg)
+    try:
+        res = keeper.train()
+    except (FitError, ValueError) as e:
+        typer.echo(f"error: training failed: {e}", err=True)
+        raise typer.Exit(1) from None
+    m = res.model
+    window = m.meta.get("window") or [0, 0, 0]
+    assert isinstance(window, list)
+    typer.echo(f"trained on {len(m.nodes)} nodes x {len(m.features)} features, "
+               f"{(window[1] - window[0]) / 3600:.2g} h at {window[2]:g} s steps, "
+               f"in {res.seconds:.1f} s; saved to {keeper.path}")
+    for site, why in res.skipped_sites.items():
+        typer.echo(f"warning: site {site} left out: {why}", err=True)
+
+
+@anomaly_app.command()
+def score(config: ConfigOpt,
+          top: Annotated[int, typer.Option(help="Show the N most unusual nodes.")] = 20,
+          output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table"
+          ) -> None:
+    """Score every node now with the saved model (one point: the alarm needs `enter` cycles
+    in a row, so this shows who is above the threshold)."""
+    import asyncio
+
+    from .adapters.prom import SiteCollector, SiteTarget
+    from .anomaly import AlarmState, feature_matrix, score_fleet
+    from .learning import AnomalyKeeper
+
+    cfg = _config(config)
+    keeper = AnomalyKeeper(cfg)
+    if not keeper.load() or keeper.model is None:
+        typer.echo(f"error: {keeper.problem}: run `sentinel anomaly train -c {config}`",
+                   err=True)
+        raise typer.Exit(1)
+    model = keeper.model
+
+    async def collect() -> dict[str, Any]:
+        c = SiteCollector([SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout)
+                           for s in cfg.sites], cfg.presence_query)
+        try:
+            return dict(await c.collect([], keeper.features))
+        finally:
+            await c.aclose()
+
+    views = asyncio.run(collect())
+    node_sites = {n: site for site, v in views.items() for vals in v.features.values()
+                  for n in vals}
+    names, sites, x = feature_matrix(node_sites, views, list(model.features))
+    scores, _ = score_fleet(model, names, sites, x, AlarmState())
+    idx = {n: i for i, n in enumerate(names)}
+    order = sorted(names, key=lambda n: -np.nan_to_num(scores.score[idx[n]], nan=-1))[:top]
+    rows: list[dict[str, Any]] = []
+    for n in order:
+        r = scores.reading(n, idx)
+        rows.append({"node": n, "site": node_sites[n],
+                     **(r.record() if r else {"score": None}),
+                     "above_threshold": bool(r is not None and r.score >= r.threshold)})
+    problems = {s: v.error or "; ".join(f"{k}: {e}" for k, e in v.feature_errors.items())
+                for s, v in views.items() if not v.reachable or v.feature_errors}
+    if output == "json":
+        typer.echo(json.dumps({"threshold": model.params.threshold, "nodes": rows,
+                               "site_problems": problems}, indent=2))
+        return
+    typer.echo(f"{'node':<24} {'site':<12} {'score':>7}  top features")
+    for row in rows:
+        tops = ", ".join(f"{t['feature']} {t['value']:.4g} (z {t['z']:+.1f} vs {t['against']})"
+                         for t in row.get("top", []))
+        mark = " *" if row["above_threshold"] else ""
+        typer.echo(f"{row['node']:<24} {row['site']:<12} {_fmt(row['score']):>7}{mark} {tops}")
+    typer.echo(f"* at or above the threshold {model.params.threshold:.3f}")
+    for s, why in problems.items():
+        typer.echo(f"warning: site {s}: {why}", err=True)

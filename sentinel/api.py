@@ -206,6 +206,7 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         out["pauses"] = [p.record() for p in ovs.pauses.values()]
         out["overrides"] = [o.record() for o in ovs.on_node.values()]
         out["registries"] = rt.registries.status_values() if rt.registries else []
+        out["anomaly"] = rt.anomaly.status() if rt.anomaly else {"enabled": False}
         out["held_back"] = [{"node": n.node, "site": n.site, "reason": n.reason, "why": n.text}
                             for n in rep.plan.notes]
         return JSONResponse(out)
@@ -263,7 +264,9 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         return JSONResponse(explain_node(
             node, snapshot=rep.snapshot, detection=rep.detection, plan=rep.plan,
             state=rep.state, params=rt.sentinel.decide_params, mode=rep.mode, now=time.time(),
-            journal=rt.journal.actions(node=name, limit=50)))
+            journal=rt.journal.actions(node=name, limit=50),
+            anomaly=rep.anomaly.reading(name) if rep.anomaly is not None else None,
+            anomaly_problem=_anomaly_problem(rt), anomaly_action=cfg.anomaly.action))
 
     @app.get("/api/v1/history", tags=["read"])
     def history(request: Request, node: str | None = None, site: str | None = None,
@@ -359,3 +362,11 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
             lambda: [rt.overrides.delete(o.id, by, now) for o in found])
         wake()
         return JSONResponse({"lifted": [o.record() for o in lifted if o], "by": by})
+
+
+def _anomaly_problem(rt: Runtime) -> str:
+    if rt.anomaly is None:
+        return "anomaly detection is off (anomaly.enabled: false)"
+    if rt.anomaly.model is None:
+        return rt.anomaly.problem or "no model trained yet"
+    return "no feature data for this node this cycle"

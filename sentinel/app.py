@@ -30,6 +30,7 @@ from .adapters.prom import SiteCollector, SiteTarget
 from .api import add_api_routes
 from .config import Config
 from .failover import RegistryGuard
+from .learning import AnomalyKeeper
 from .metrics import Metrics
 from .model import SiteState
 from .rules import RuleSet
@@ -53,6 +54,7 @@ class Runtime:
     alerts: AlertStore
     overrides: OverrideStore
     registries: RegistryGuard | None = None
+    anomaly: AnomalyKeeper | None = None
 
     async def aclose(self) -> None:
         self.cluster.stop()
@@ -81,8 +83,14 @@ def build_runtime(cfg: Config, rules: RuleSet,
     metrics = Metrics(registry, cfg.mode)
     alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after)
     overrides = OverrideStore(cfg.resolve(cfg.journal))
+    keeper = None
+    if cfg.anomaly.enabled:
+        keeper = AnomalyKeeper(cfg)
+        keeper.load()
+        metrics.anomaly_state.age = keeper.age
+        metrics.anomaly_state.min_score = cfg.anomaly.export_min_score
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
-                        alerts=alerts, overrides=overrides)
+                        alerts=alerts, overrides=overrides, anomaly=keeper)
     guard = None
     if any(s.registry is not None for s in cfg.sites):
         def partitioned(site: str) -> bool:
@@ -91,7 +99,7 @@ def build_runtime(cfg: Config, rules: RuleSet,
             return st is not None and st.state is SiteState.PARTITIONED
 
         guard = RegistryGuard(cfg, api, journal, metrics, partitioned, actuator.mode)
-    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard)
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper)
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -118,6 +126,20 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         except Exception:
             log.exception("registry probe round failed; the next one retries")
 
+    async def train() -> None:
+        """Off the decision path: its own job, the fitting in a worker thread."""
+        keeper = rt.anomaly
+        if keeper is None or keeper.training or not keeper.due():
+            return
+        try:
+            result = await asyncio.to_thread(keeper.train)
+        except Exception as e:
+            rt.sentinel.metrics.trained("failed")
+            log.warning("anomaly training failed: %s; next try in %.0fs", e,
+                        rt.cfg.anomaly.retry_after)
+            return
+        rt.sentinel.metrics.trained("ok", result.seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
@@ -128,6 +150,11 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             if rt.registries is not None:
                 scheduler.add_job(probe, "interval", seconds=rt.cfg.registries.probe_interval,
                                   max_instances=1, coalesce=True, id="registries",
+                                  next_run_time=datetime.now().astimezone())
+            if rt.anomaly is not None:
+                a = rt.cfg.anomaly
+                scheduler.add_job(train, "interval", seconds=min(60.0, a.retry_after),
+                                  max_instances=1, coalesce=True, id="anomaly-train",
                                   next_run_time=datetime.now().astimezone())
             scheduler.start()
         log.info("sentinel up: mode=%s, %d sites, %d rules, interval %.1fs", rt.cfg.mode,

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .yamlsrc import Duration, Source, SourceError, validate
 
 __all__ = [
+    "DEFAULT_FEATURES",
     "AlertLabels",
     "Alerts",
+    "Anomaly",
     "Api",
     "ApiToken",
     "Budgets",
@@ -229,6 +231,77 @@ class Api(_Strict):
     """No override outlives this (s): a forgotten pause must end by itself."""
 
 
+#: The anomaly features: one value per node from node-exporter and kube-state-metrics, with
+#: the `node` label the sites' scrape configs attach. `$rate_window` is `anomaly.rate_window`.
+DEFAULT_FEATURES: dict[str, str] = {
+    "cpu": '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[$rate_window]))',
+    "load": "max by (node) (node_load1)",
+    "memory": "max by (node) (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+    "disk_latency": "max by (node) (rate(node_disk_io_time_weighted_seconds_total[$rate_window])"
+                    " / clamp_min(rate(node_disk_io_time_seconds_total[$rate_window]), 0.001))",
+    "disk_full": "max by (node) (1 - node_filesystem_avail_bytes / node_filesystem_size_bytes)",
+    "net_errors": "sum by (node) (rate(node_network_receive_errs_total[$rate_window])"
+                  " + rate(node_network_transmit_errs_total[$rate_window]))",
+    "retransmits": "sum by (node) (rate(node_netstat_Tcp_RetransSegs[$rate_window]))",
+    "restarts": "sum by (node) (increase(kube_pod_container_status_restarts_total[10m]))",
+}
+_FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _prom_duration(seconds: float) -> str:
+    """Prometheus takes whole numbers of one unit."""
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{int(seconds * 1000)}ms"
+
+
+class Anomaly(_Strict):
+    enabled: bool = True
+    model_file: str = "sentinel-anomaly.npz"
+    """Where the trained model is kept (relative to the config file), with its metadata."""
+    features: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FEATURES),
+                                     min_length=1)
+    """Feature name -> PromQL giving one value per node (a `node` label). Changing them
+    makes the saved model refused and retrained."""
+    rate_window: Duration = Field(120.0, gt=0)
+    """Replaces `$rate_window` in the features: at least four scrape intervals."""
+    training_window: Duration = Field(6 * 3600.0, gt=0)
+    """History each training reads from the sites' Prometheus (range queries)."""
+    training_step: Duration = Field(60.0, gt=0)
+    retrain_every: Duration = Field(86400.0, gt=0)
+    retry_after: Duration = Field(600.0, gt=0)
+    """After a failed training (a site dark, too little history), try again this much later."""
+    max_model_age: Duration = Field(3 * 86400.0, gt=0)
+    """An older model is stale: refused (no scores) and retrained."""
+    target_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
+    """The label-free threshold: the fraction of healthy points allowed to alarm."""
+    enter: int = Field(3, ge=1)
+    """Cycles in a row at or above the threshold before the alarm is raised."""
+    leave: int = Field(1, ge=1)
+    smoothing: float = Field(0.5, gt=0, le=1)
+    min_peers: int = Field(3, ge=2)
+    """Fewer nodes with data at a site and the peer comparison is left out there."""
+    action: Literal["alert", "isolate"] = "alert"
+    """alert: metric, journal and explain only. isolate: an alarm may also take level 1 (the
+    `anomaly` taint, after `isolate_after`); an anomaly alone never takes level 2."""
+    isolate_after: Duration = Field(300.0, ge=0)
+    export_min_score: float = Field(0.0, ge=0, le=1)
+    """Export `sentinel_anomaly_score` only for nodes at or above this (cardinality)."""
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, expr in v.items():
+            if not _FEATURE_NAME.match(name):
+                raise ValueError(f"feature name {name!r}: lower-case letters, digits and _")
+            if not expr.strip():
+                raise ValueError(f"feature {name!r} has an empty query")
+        return v
+
+    def queries(self) -> dict[str, str]:
+        """The features' PromQL as sent, `$rate_window` filled in."""
+        w = _prom_duration(self.rate_window)
+        return {k: v.replace("$rate_window", w) for k, v in self.features.items()}
+
+
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
@@ -253,6 +326,7 @@ class Config(_Strict):
     alerts: Alerts = Alerts()
     api: Api = Api()
     registries: Registries = Registries()
+    anomaly: Anomaly = Anomaly()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."

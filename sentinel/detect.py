@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .model import (
+    ANOMALY_KEY,
     NODE_KEY,
     AlertEvidence,
     Condition,
@@ -29,7 +30,8 @@ from .model import (
 )
 from .rules import Rule, RuleSet
 
-__all__ = ["CLOUD_LINK_RULE", "DetectParams", "Detection", "alert_rule", "detect"]
+__all__ = ["CLOUD_LINK_RULE", "DetectParams", "Detection", "alert_rule", "anomaly_rule",
+           "detect"]
 
 #: The built-in check behind the "cloud link or edgecore broken" row of the table.
 CLOUD_LINK_RULE = "cloud-link"
@@ -42,6 +44,9 @@ class DetectParams:
     cloud_link_component: str = "edgecore"
     site_disruption_threshold: float = 0.55
     min_failing: int = 2
+    anomaly_isolates: bool = False
+    """`anomaly.action: isolate`: a raised anomaly alarm is a level-1 condition."""
+    anomaly_for: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,15 @@ def alert_rule(ev: AlertEvidence) -> Rule:
     return Rule(name=name, level=ev.level, expr=f"alert {ev.alertname}: {ev.summary}",
                 for_seconds=0.0, component=component, severity="", description=ev.summary,
                 origin=ev.source or "alertmanager")
+
+
+def anomaly_rule(params: DetectParams) -> Rule:
+    """An anomaly alarm as a component rule: it can only ever ask for level 1."""
+    return Rule(name=ANOMALY_KEY, level=Level.COMPONENT,
+                expr="anomaly score at or above the model's threshold",
+                for_seconds=params.anomaly_for, component=ANOMALY_KEY, severity="warning",
+                description="unlike its own history or its site's peers",
+                origin="anomaly model")
 
 
 def _cond(rule: Rule, value: float, *, key: str | None = None,
@@ -131,10 +145,17 @@ def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detectio
         alerts = snapshot.alerts.get(node.name) if snapshot.alerts else None
         if alerts:
             h = [*(h or []), *((alert_rule(ev), 0.0) for ev in alerts)]
+        unknown = comp_unknown[site]
+        if params.anomaly_isolates:
+            reading = snapshot.anomalies.get(node.name)
+            if reading is not None:
+                h = [*(h or []), (anomaly_rule(params), reading.score)]
+            if node.name in snapshot.anomaly_unknown:
+                unknown = unknown | {ANOMALY_KEY}
         if ready and h is None and not node.held:
             continue  # the common case at 100,000 nodes: nothing to say
         f = _classify(node, SiteName(site), h or [], snapshot.sites[site], node_unknown[site],
-                      comp_unknown[site], cloud_link)
+                      unknown, cloud_link)
         if f.verdict in (Verdict.NODE_FAILURE, Verdict.CLOUD_LINK) or \
                 (f.site_sees is SiteSees.DOWN):
             failing[site] += 1

@@ -16,6 +16,7 @@ from .detect import Detection
 from .model import (
     MANUAL,
     NODE_KEY,
+    AnomalyReading,
     Finding,
     HeldKey,
     NodeInfo,
@@ -122,10 +123,25 @@ def _release_sentence(key: str, h: HeldKey, firing: set[str], ov: Override | Non
             f"(release_after {span(params.release_after)}).")
 
 
+def _anomaly_sentence(r: AnomalyReading | None, problem: str | None, action: str) -> str:
+    if r is None:
+        return f"No anomaly score this cycle: {problem or 'no feature data for this node'}."
+    state = "ALARM raised" if r.alarm else ("above the threshold, not yet in a row long "
+                                            "enough" if r.score >= r.threshold else "normal")
+    text = r.sentence()
+    consequence = ("it may take level 1 (the anomaly taint), never level 2 by itself"
+                   if action == "isolate" else "evidence only: sentinel does not isolate on "
+                   "it (anomaly.action: alert)")
+    return f"{text[0].upper()}{text[1:]} — {state}; {consequence}."
+
+
 def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, plan: Plan,
                  state: PolicyState, params: DecideParams, mode: str, now: float,
-                 journal: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """`node` as it stands after the cycle (with dry-run's simulated changes)."""
+                 journal: Sequence[Mapping[str, Any]], anomaly: AnomalyReading | None = None,
+                 anomaly_problem: str | None = None,
+                 anomaly_action: str = "alert") -> dict[str, Any]:
+    """`node` as it stands after the cycle (with dry-run's simulated changes). `anomaly` is
+    its reading this cycle; without one, `anomaly_problem` says why there is none."""
     name = node.name
     f = detection.findings.get(name)
     site = detection.sites.get(node.site or "")
@@ -154,6 +170,7 @@ def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, pl
     for ev in snapshot.alerts.get(name, ()):
         story.append(f"Alert {ev.alertname} ({ev.level.value} {ev.key}) firing since "
                      f"{ev.starts_at}: {ev.summary}")
+    story.append(_anomaly_sentence(anomaly, anomaly_problem, anomaly_action))
     if node.exempt:
         story.append("The node is exempt by its labels: sentinel never isolates it.")
     if node.protected:
@@ -194,6 +211,8 @@ def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, pl
         "planned": [{"kind": a.kind.value, "key": a.key, "reason": a.reason}
                     for a in plan.actions if a.node == name],
         "not_done": [{"reason": n.reason, "why": n.text} for n in notes],
+        "anomaly": anomaly.record() if anomaly else {"score": None,
+                                                     "why": anomaly_problem or "not scored"},
         "override": ov.record() if ov else None,
         "paused": pause.record() if pause else None,
         "release": release,

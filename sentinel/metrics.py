@@ -4,7 +4,8 @@ so cardinality follows trouble rather than fleet size)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -55,6 +56,19 @@ class Metrics:
             registry=registry)
         self.registry_state = _RegistryCollector()
         registry.register(self.registry_state)
+        self.trainings = Counter("sentinel_anomaly_trainings_total",
+                                 "Anomaly model trainings, by outcome (ok, failed).",
+                                 ["outcome"], registry=registry)
+        self.training_seconds = Gauge("sentinel_anomaly_training_duration_seconds",
+                                      "How long the last successful training took (fetch "
+                                      "and fit).", registry=registry)
+        self.anomaly_state = _AnomalyCollector()
+        registry.register(self.anomaly_state)
+
+    def trained(self, outcome: str, seconds: float | None = None) -> None:
+        self.trainings.labels(outcome).inc()
+        if seconds is not None:
+            self.training_seconds.set(seconds)
 
     def registries(self, sites: list[dict[str, Any]]) -> None:
         """One probe round's outcome (failover.RegistryGuard.status_values)."""
@@ -73,6 +87,7 @@ class Metrics:
             self.actions.labels(a.kind.value, a.rule, a.level.value, report.mode,
                                 r.outcome).inc()
         self.state.report = report
+        self.anomaly_state.report = report
 
     def failed(self) -> None:
         self.cycles.labels("error").inc()
@@ -98,6 +113,44 @@ class _RegistryCollector(Collector):
                     up.add_metric([s["site"], role], 1.0 if s[role]["up"] else 0.0)
             none.add_metric([s["site"]], 1.0 if s["no_healthy_endpoint"] else 0.0)
         yield from (active, up, none)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []
+
+
+class _AnomalyCollector(Collector):
+    """Scores as of the last cycle; the model's age at scrape time."""
+
+    def __init__(self) -> None:
+        self.report: CycleReport | None = None
+        self.age: Callable[[], float | None] = lambda: None
+        self.min_score = 0.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        score = GaugeMetricFamily("sentinel_anomaly_score", "How unusual the node is against "
+                                  "its own history and its site's peers: the fraction of "
+                                  "healthy behaviour it exceeds (0-1).", labels=["site", "node"])
+        alarm = GaugeMetricFamily("sentinel_anomaly_alarm", "1 while the node's anomaly alarm "
+                                  "is raised (score at or above the threshold, with "
+                                  "hysteresis); only such nodes.", labels=["site", "node"])
+        threshold = GaugeMetricFamily("sentinel_anomaly_threshold", "The label-free alarm "
+                                      "threshold on the score.")
+        age = GaugeMetricFamily("sentinel_anomaly_model_age_seconds", "Since the model in use "
+                                "was trained; absent without a model.")
+        rep = self.report
+        sc = rep.anomaly if rep is not None else None
+        if sc is not None:
+            threshold.add_metric([], sc.threshold)
+            for i, (node, site) in enumerate(zip(sc.nodes, sc.sites, strict=True)):
+                v = float(sc.score[i])
+                if not math.isnan(v) and v >= self.min_score:
+                    score.add_metric([site, node], v)
+                if sc.alarm[i]:
+                    alarm.add_metric([site, node], 1.0)
+        a = self.age()
+        if a is not None:
+            age.add_metric([], a)
+        yield from (score, alarm, threshold, age)
 
     def describe(self) -> Sequence[GaugeMetricFamily]:
         return []

@@ -12,11 +12,13 @@ from enum import StrEnum
 from typing import NewType
 
 __all__ = [
+    "ANOMALY_KEY",
     "MANUAL",
     "NODE_KEY",
     "Action",
     "ActionKind",
     "AlertEvidence",
+    "AnomalyReading",
     "Condition",
     "Finding",
     "Held",
@@ -99,6 +101,9 @@ class OverrideKind(StrEnum):
     EXEMPT = "exempt"
     PAUSE = "pause"
 
+
+#: The level-1 key (taint) of an anomaly, when `anomaly.action` is isolate.
+ANOMALY_KEY = "anomaly"
 
 #: Prefix of the rule name (and taint value) of a manual isolation.
 MANUAL = "manual-"
@@ -199,6 +204,9 @@ class SiteView:
     firing: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Rule name -> node -> sample value, for every rule whose query matched."""
     rule_errors: Mapping[str, str] = field(default_factory=dict)
+    features: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Anomaly feature name -> node -> value, this cycle."""
+    feature_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +226,30 @@ class AlertEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyReading:
+    """One node's anomaly score this cycle: evidence for people, never a verdict by itself."""
+
+    score: float
+    alarm: bool
+    threshold: float
+    top: tuple[tuple[str, float, float, str], ...]
+    """Up to three (feature, value, z, against): the features that stand out most, their
+    value, how many spreads out, and against what ("own history" or "site peers")."""
+
+    def record(self) -> dict[str, object]:
+        return {"score": round(self.score, 4), "alarm": self.alarm,
+                "threshold": round(self.threshold, 4),
+                "top": [{"feature": f, "value": v, "z": round(z, 2), "against": a}
+                        for f, v, z, a in self.top]}
+
+    def sentence(self) -> str:
+        parts = [f"{f} {v:.4g} ({abs(z):.1f} spreads {'above' if z > 0 else 'below'} its "
+                 f"{a})" for f, v, z, a in self.top]
+        return (f"anomaly score {self.score:.3f} (alarm at {self.threshold:.3f})"
+                + (": " + "; ".join(parts) if parts else ""))
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one cycle knows. `taken_at` is when collection started (epoch seconds)."""
 
@@ -228,6 +260,10 @@ class Snapshot:
     """Node -> the firing alerts that name it."""
     overrides: tuple[Override, ...] = ()
     """The people's decisions not yet expired or deleted when the cycle started."""
+    anomalies: Mapping[str, AnomalyReading] = field(default_factory=dict)
+    """Node -> its anomaly reading, for the nodes whose anomaly alarm is raised."""
+    anomaly_unknown: frozenset[str] = frozenset()
+    """Nodes holding the anomaly key that could not be scored this cycle: hold, not release."""
 
 
 @dataclass(frozen=True, slots=True)

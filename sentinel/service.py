@@ -11,17 +11,32 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from .adapters.actuate import ActionResult, Actuator
 from .adapters.journal import Journal
 from .adapters.prom import SiteCollector
 from .alerts import by_node
+from .anomaly import AlarmState, FleetScores, feature_matrix, score_fleet
 from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
 from .metrics import Metrics
-from .model import ActionKind, AlertEvidence, NodeInfo, Note, Override, Plan, SiteView, Snapshot
+from .model import (
+    ANOMALY_KEY,
+    ActionKind,
+    AlertEvidence,
+    AnomalyReading,
+    NodeInfo,
+    NodeName,
+    Note,
+    Override,
+    Plan,
+    SiteView,
+    Snapshot,
+)
 from .rules import RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -41,6 +56,14 @@ class OverrideSource(Protocol):
     def active(self, now: float) -> tuple[Override, ...]: ...
 
 
+class ModelSource(Protocol):
+    """The anomaly model in use (learning.AnomalyKeeper): None until one is trained."""
+
+    model: Any
+    @property
+    def features(self) -> list[tuple[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class CycleReport:
     started_at: float
@@ -54,6 +77,8 @@ class CycleReport:
     state: PolicyState
     """Decide's memory after this cycle: when each pending match began, each clear key's
     release clock."""
+    anomaly: FleetScores | None = None
+    """Every node's anomaly score this cycle, when a model is in use."""
 
     @property
     def duration(self) -> float:
@@ -64,7 +89,9 @@ def detect_params(cfg: Config) -> DetectParams:
     return DetectParams(max_data_age=cfg.durations.max_data_age,
                         cloud_link_for=cfg.durations.cloud_link_for,
                         site_disruption_threshold=cfg.guard.site_disruption_threshold,
-                        min_failing=cfg.guard.min_failing)
+                        min_failing=cfg.guard.min_failing,
+                        anomaly_isolates=cfg.anomaly.enabled and cfg.anomaly.action == "isolate",
+                        anomaly_for=cfg.anomaly.isolate_after)
 
 
 def decide_params(cfg: Config) -> DecideParams:
@@ -81,12 +108,15 @@ class Sentinel:
     def __init__(self, cfg: Config, rules: RuleSet, collector: SiteCollector, nodes: NodeSource,
                  actuator: Actuator, journal: Journal, metrics: Metrics,
                  clock: Callable[[], float] = time.time, alerts: AlertSource | None = None,
-                 overrides: OverrideSource | None = None) -> None:
+                 overrides: OverrideSource | None = None,
+                 anomaly: ModelSource | None = None) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
         self.clock = clock
-        self.alerts, self.overrides = alerts, overrides
+        self.alerts, self.overrides, self.anomaly = alerts, overrides, anomaly
+        self._alarm_state = AlarmState()
+        self._scores: FleetScores | None = None
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
         now = clock()
         last_release, recent = journal.memory(now, cfg.durations.flap_window, actuator.mode)
@@ -107,10 +137,12 @@ class Sentinel:
 
     async def _cycle(self) -> CycleReport:
         started = self.clock()
-        sites = await self.collector.collect(self.rules.rules)
+        model = self.anomaly.model if self.anomaly is not None else None
+        features = self.anomaly.features if model is not None and self.anomaly else []
+        sites = await self.collector.collect(self.rules.rules, features)
         # Everything proportional to the fleet runs off the event loop, which keeps serving
         # the webhook and the probes meanwhile.
-        snapshot = await asyncio.to_thread(self._snapshot, started, sites)
+        snapshot = await asyncio.to_thread(self._snapshot, started, sites, model)
         nodes = snapshot.nodes
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
         results = await asyncio.to_thread(self._act, plan, started)
@@ -120,7 +152,7 @@ class Sentinel:
         after = await asyncio.to_thread(lambda: self.actuator.view(self.node_source.nodes())) \
             if results else nodes
         report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
-                             plan, tuple(results), after, self.state)
+                             plan, tuple(results), after, self.state, self._scores)
         self.metrics.observe(report)
         self.last = report
         return report
@@ -135,13 +167,50 @@ class Sentinel:
         self._journal_notes(plan, now)
         return results
 
-    def _snapshot(self, started: float, sites: Mapping[str, SiteView]) -> Snapshot:
+    def _snapshot(self, started: float, sites: Mapping[str, SiteView],
+                  model: Any) -> Snapshot:
         nodes = self.actuator.view(self.node_source.nodes())
         if not self._settled:
             self._settle_interrupted(nodes)
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
         overrides = self.overrides.active(started) if self.overrides is not None else ()
-        return Snapshot(started, nodes, sites, evidence, overrides)
+        alarms, unknown = self._score(model, nodes, sites, started)
+        return Snapshot(started, nodes, sites, evidence, overrides, alarms, unknown)
+
+    def _score(self, model: Any, nodes: Mapping[str, NodeInfo],
+               sites: Mapping[str, SiteView], now: float) -> tuple[
+                   dict[str, AnomalyReading], frozenset[str]]:
+        """Score every node with a site; journal each alarm as it is raised and cleared."""
+        held = frozenset(n for n, i in nodes.items() if ANOMALY_KEY in i.held.keys)
+        if model is None:
+            self._scores = None
+            return {}, held
+        node_sites = {n: i.site for n, i in nodes.items() if i.site is not None}
+        names, site_list, x = feature_matrix(node_sites, sites, model.features)
+        st = self._alarm_state
+        before = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
+        self._scores, self._alarm_state = score_fleet(model, names, site_list, x, st)
+        alarms = self._scores.alarms()
+        st = self._alarm_state
+        after = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
+        idx = {n: i for i, n in enumerate(names)}
+        notes = []
+        for n in sorted(after - before):
+            r = self._scores.reading(n, idx)
+            notes.append(Note(NodeName(n), node_sites[n], "anomaly",
+                              r.sentence() if r is not None else "anomaly alarm raised"))
+        for n in sorted(before - after):
+            if n in node_sites:
+                r = self._scores.reading(n, idx)
+                notes.append(Note(NodeName(n), node_sites[n], "anomaly-cleared",
+                                  "anomaly alarm cleared" + (f": score {r.score:.3f}"
+                                                             if r is not None else "")))
+        for note in notes:
+            log.info("ANOMALY %s (%s): %s", note.node, note.reason, note.text)
+        self.journal.record_notes(notes, now)
+        unscored = frozenset(n for n in held if n not in idx or np.isnan(self._scores.score[
+            idx[n]]))
+        return alarms, unscored
 
     def _settle_interrupted(self, nodes: Mapping[str, NodeInfo]) -> None:
         """A predecessor killed mid-plan left `planned` rows: the nodes say what happened (an

@@ -82,7 +82,8 @@ class SiteCollector:
             raise PromError(f"HTTP {r.status_code}, not JSON") from None
         return _parse_vector(body, expr)
 
-    async def collect_site(self, site: SiteTarget, rules: Sequence[Rule]) -> SiteView:
+    async def collect_site(self, site: SiteTarget, rules: Sequence[Rule],
+                           features: Sequence[tuple[str, str]] = ()) -> SiteView:
         name = SiteName(site.name)
         deadline = time.monotonic() + site.timeout
 
@@ -99,11 +100,12 @@ class SiteCollector:
         # whose targets are all down is not "serving"; without a node rule matching it, it is
         # unknown — never taken for healthy.
         present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
-        exprs = [AGE_QUERY, *(r.expr for r in rules)]
+        exprs = [AGE_QUERY, *(r.expr for r in rules), *(e for _, e in features)]
         results = await asyncio.gather(
             *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
             return_exceptions=True)
-        age_res, rule_res = results[0], results[1:]
+        age_res = results[0]
+        rule_res, feature_res = results[1:1 + len(rules)], results[1 + len(rules):]
         age = None
         if isinstance(age_res, list) and age_res:
             age = max(0.0, age_res[0][1])
@@ -119,9 +121,21 @@ class SiteCollector:
                 errors[rule.name] = f"{len(res)} series, none with a `node` label"
             if hits:
                 firing[rule.name] = hits
+        values: dict[str, dict[str, float]] = {}
+        feature_errors: dict[str, str] = {}
+        for (fname, _), res in zip(features, feature_res, strict=True):
+            if isinstance(res, BaseException):
+                feature_errors[fname] = str(res) or type(res).__name__
+                continue
+            values[fname] = {m["node"]: v for m, v in res if "node" in m}
+            if res and not values[fname]:
+                feature_errors[fname] = f"{len(res)} series, none with a `node` label"
         return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
-                        rule_errors=errors)
+                        rule_errors=errors, features=values, feature_errors=feature_errors)
 
-    async def collect(self, rules: Sequence[Rule]) -> dict[str, SiteView]:
-        views = await asyncio.gather(*(self.collect_site(s, rules) for s in self.sites))
+    async def collect(self, rules: Sequence[Rule],
+                      features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:
+        """Every site at once; `features` are (name, PromQL) of the anomaly model."""
+        views = await asyncio.gather(*(self.collect_site(s, rules, features)
+                                       for s in self.sites))
         return {v.site: v for v in views}

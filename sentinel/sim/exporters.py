@@ -1,14 +1,24 @@
 """Simulated edge nodes as a site's Prometheus scrapes them: one HTTP server per site, a path
 per node and job (`/metrics/<node>/<job>`). A crashed node or component answers 503, which the
-real Prometheus records as `up == 0`, exactly as for a dead exporter."""
+real Prometheus records as `up == 0`, exactly as for a dead exporter.
+
+node-exporter serves the series sentinel's anomaly features read (CPU, load, memory, disk,
+filesystem, network), edgecore the container restarts, all from the signal model in
+signals.py: counters integrate its rates between scrapes, and a grey fault changes them while
+every scrape still succeeds."""
 
 from __future__ import annotations
 
-import random
+import math
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import numpy as np
+
+from .signals import CORES, GRAY_FAULTS, GrayFault, NodeSignals
 
 __all__ = ["JOBS", "SiteExporters"]
 
@@ -55,6 +65,34 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _NodeState:
+    """One node's signals and the counters node-exporter would have accumulated."""
+
+    def __init__(self, seed: int, site_seed: int) -> None:
+        self.signals = NodeSignals(seed=seed, site_seed=site_seed)
+        self.rng = np.random.default_rng(seed)
+        self.t0 = time.time()
+        self.last: float | None = None
+        self.now: dict[str, float] = {}
+        self.counters: dict[str, float] = dict.fromkeys(
+            ("idle", "io", "io_weighted", "rx_errs", "retrans", "restarts"), 0.0)
+
+    def advance(self) -> None:
+        t = time.time() - self.t0
+        r = {k: float(v[0]) for k, v in self.signals.rates(np.array([t]), self.rng).items()}
+        dt = 0.0 if self.last is None else max(0.0, t - self.last)
+        self.last = t
+        c = self.counters
+        io_busy = 0.2
+        c["idle"] += (1 - r["cpu"]) * dt
+        c["io"] += io_busy * dt
+        c["io_weighted"] += r["disk_latency"] * io_busy * dt
+        c["rx_errs"] += r["net_errors"] * dt
+        c["retrans"] += r["retransmits"] * dt
+        c["restarts"] += r["restarts"] * dt
+        self.now = r
+
+
 class SiteExporters:
     def __init__(self, site: str, nodes: list[str], seed: int = 0) -> None:
         self.site = site
@@ -62,7 +100,7 @@ class SiteExporters:
         self.crashed: set[str] = set()
         self.down: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._state = {n: _NodeState(seed * 1000 + i, seed) for i, n in enumerate(nodes)}
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"exporters-{site}",
@@ -89,14 +127,26 @@ class SiteExporters:
         with self._lock:
             (self.down.add if down else self.down.discard)((node, job))
 
+    def gray(self, node: str, kind: str, severity: float = 1.0, ramp: float = 5.0) -> None:
+        """A grey failure from now on, reaching full strength after `ramp` seconds."""
+        if kind not in GRAY_FAULTS:
+            raise KeyError(f"no grey fault {kind!r}; faults: {', '.join(GRAY_FAULTS)}")
+        with self._lock:
+            st = self._state[node]
+            t = time.time() - st.t0
+            st.signals.faults.append(GrayFault(kind, t, math.inf, severity, ramp))
+
     def heal(self, node: str | None = None) -> None:
         with self._lock:
             if node is None:
                 self.crashed.clear()
                 self.down.clear()
+                for st in self._state.values():
+                    st.signals.faults.clear()
             else:
                 self.crashed.discard(node)
                 self.down = {d for d in self.down if d[0] != node}
+                self._state[node].signals.faults.clear()
 
     def render(self, node: str, job: str) -> str | None:
         with self._lock:
@@ -104,9 +154,34 @@ class SiteExporters:
                 return None
             if node in self.crashed or (node, job) in self.down:
                 return None
-            noise = self._rng.gauss(0, 1)
-        if job == "node-exporter":
-            return (f"node_load1 {max(0.0, 0.8 + 0.3 * noise):.3f}\n"
-                    f"node_memory_MemAvailable_bytes {4e9 + 2e8 * noise:.0f}\n"
-                    f"node_network_receive_errs_total {abs(int(3 * noise))}\n")
+            st = self._state[node]
+            if job == "node-exporter":
+                st.advance()
+                return _node_exporter(st)
+            if job == "edgecore":
+                restarts = math.floor(st.counters["restarts"])
+                return (f'sim_component_info{{component="{job}"}} 1\n'
+                        'kube_pod_container_status_restarts_total{namespace="default",'
+                        f'pod="app-{node}-0",container="app"}} {restarts}\n')
         return f'sim_component_info{{component="{job}"}} 1\n'
+
+
+def _node_exporter(st: _NodeState) -> str:
+    r, c = st.now, st.counters
+    lines = [f'node_cpu_seconds_total{{cpu="{i}",mode="idle"}} {c["idle"]:.3f}'
+             for i in range(CORES)]
+    mem_total = 8e9
+    fs_size = 100e9
+    lines += [
+        f"node_load1 {r['load']:.3f}",
+        f"node_memory_MemTotal_bytes {mem_total:.0f}",
+        f"node_memory_MemAvailable_bytes {(1 - r['memory']) * mem_total:.0f}",
+        f'node_disk_io_time_seconds_total{{device="sda"}} {c["io"]:.4f}',
+        f'node_disk_io_time_weighted_seconds_total{{device="sda"}} {c["io_weighted"]:.6f}',
+        f'node_filesystem_size_bytes{{mountpoint="/"}} {fs_size:.0f}',
+        f'node_filesystem_avail_bytes{{mountpoint="/"}} {(1 - r["disk_full"]) * fs_size:.0f}',
+        f'node_network_receive_errs_total{{device="eth0"}} {c["rx_errs"]:.2f}',
+        'node_network_transmit_errs_total{device="eth0"} 0',
+        f"node_netstat_Tcp_RetransSegs {c['retrans']:.2f}",
+    ]
+    return "\n".join(lines) + "\n"

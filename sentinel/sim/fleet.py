@@ -10,6 +10,9 @@ Faults, as DESIGN.md's witnesses see them:
 | link-loss      | up                           | Unknown     | reachable                     |
 | partition SITE | up                           | Unknown     | unreachable                   |
 | flap           | crash and heal in turn       |             |                               |
+| gray KIND      | up, one signal going bad     | True        | reachable                     |
+
+Grey faults (signals.GRAY_FAULTS): disk-slow, memory-leak, nic-errors, cpu-hog, restart-loop.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ __all__ = ["FAULTS", "ZONE_LABEL", "Fleet", "FleetSpec"]
 ZONE_LABEL = "topology.kubernetes.io/zone"
 NODES = RESOURCES[("", "v1", "nodes")]
 PODS = RESOURCES[("", "v1", "pods")]
-FAULTS = ("crash", "component", "link-loss", "partition", "flap", "heal", "autonomy", "bind")
+FAULTS = ("crash", "component", "link-loss", "partition", "flap", "heal", "autonomy", "bind",
+          "gray")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,9 @@ class Fleet:
             raise KeyError(f"no component {job!r}; the simulated ones are {', '.join(JOBS)}")
         self.exporters[self._site(node)].set_component(node, job, True)
 
+    def gray(self, node: str, kind: str, severity: float = 1.0, ramp: float = 5.0) -> None:
+        self.exporters[self._site(node)].gray(node, kind, severity, ramp)
+
     def link_loss(self, node: str) -> None:
         self._site(node)
         self.set_ready(node, "Unknown")
@@ -260,6 +267,9 @@ class Fleet:
             return f"{target}: marked autonomous"
         if kind == "bind":
             return f"{target}: pod {self.bind_pod(target)} bound to it"
+        if kind == "gray":
+            self.gray(target, arg or "disk-slow")
+            return f"{target}: grey failure {arg or 'disk-slow'} (every probe still answers)"
         raise KeyError(f"no fault {kind!r}; faults: {', '.join(FAULTS)}")
 
     # -- for tests -----------------------------------------------------------------------

@@ -17,36 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FEATURES", "GRAY_FAULTS", "GrayFault", "NodeSignals", "feature_queries"]
+from ..config import DEFAULT_FEATURES
 
-#: The eight features, in the order of the dataset's columns and of sentinel's defaults.
-FEATURES = ("cpu", "load", "memory", "disk_latency", "disk_full", "net_errors", "retransmits",
-            "restarts")
+__all__ = ["FEATURES", "GRAY_FAULTS", "GrayFault", "NodeSignals", "labels"]
+
+#: The eight features, in the order of the dataset's columns: sentinel's default features.
+FEATURES = tuple(DEFAULT_FEATURES)
 
 #: Grey failures and what they do to a node (see `_apply`).
 GRAY_FAULTS = ("disk-slow", "memory-leak", "nic-errors", "cpu-hog", "restart-loop")
 
 CORES = 4
-
-
-def feature_queries(window: str = "$rate_window") -> dict[str, str]:
-    """The PromQL that turns node-exporter (and kube-state-metrics) series into the features;
-    sentinel's defaults. Every result carries the `node` label of the scrape target."""
-    w = window
-    return {
-        "cpu": f'1 - avg by (node) (rate(node_cpu_seconds_total{{mode="idle"}}[{w}]))',
-        "load": "max by (node) (node_load1)",
-        "memory": "max by (node) (1 - node_memory_MemAvailable_bytes"
-                  " / node_memory_MemTotal_bytes)",
-        "disk_latency": f"max by (node) (rate(node_disk_io_time_weighted_seconds_total[{w}])"
-                        f" / clamp_min(rate(node_disk_io_time_seconds_total[{w}]), 0.001))",
-        "disk_full": "max by (node) (1 - node_filesystem_avail_bytes"
-                     " / node_filesystem_size_bytes)",
-        "net_errors": f"sum by (node) (rate(node_network_receive_errs_total[{w}])"
-                      f" + rate(node_network_transmit_errs_total[{w}]))",
-        "retransmits": f"sum by (node) (rate(node_netstat_Tcp_RetransSegs[{w}]))",
-        "restarts": "sum by (node) (increase(kube_pod_container_status_restarts_total[10m]))",
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +37,8 @@ class GrayFault:
     end: float
     """Seconds on the signal's clock; the label is 1 in [start, end)."""
     severity: float = 1.0
+    ramp: float | None = None
+    """Seconds to full strength; default 30 % of its length."""
 
 
 @dataclass
@@ -112,7 +95,8 @@ class NodeSignals:
         if not on.any():
             return
         # Grey failures grow: a fraction of the way in, they reach full strength.
-        ramp = np.clip((t - f.start) / max(1.0, 0.3 * (f.end - f.start)), 0, 1) * on
+        length = f.ramp if f.ramp is not None else 0.3 * (f.end - f.start)
+        ramp = np.clip((t - f.start) / max(1.0, length), 0, 1) * on
         s = f.severity
         if f.kind == "disk-slow":
             out["disk_latency"] = out["disk_latency"] * (1 + 4 * s * ramp)
