@@ -276,7 +276,8 @@ class Anomaly(_Strict):
     enter: int = Field(3, ge=1)
     """Cycles in a row at or above the threshold before the alarm is raised."""
     leave: int = Field(1, ge=1)
-    smoothing: float = Field(0.5, gt=0, le=1)
+    smoothing: float = Field(1.0, gt=0, le=1)
+    """Weight of the newest point in a moving average of the evidence; 1 is none."""
     min_peers: int = Field(3, ge=2)
     """Fewer nodes with data at a site and the peer comparison is left out there."""
     action: Literal["alert", "isolate"] = "alert"

@@ -113,4 +113,4 @@ def write_scores(root: Path, name: str, scores: np.ndarray, alarms: np.ndarray) 
     root.mkdir(parents=True, exist_ok=True)
     with (root / f"{name}.txt").open("w") as f:
         for s, a in zip(scores, alarms, strict=True):
-            f.write(f"{s:.6f},{int(a)}\n")
+            f.write(f"{s:.17g},{int(a)}\n")

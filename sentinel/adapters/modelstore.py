@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -75,7 +76,7 @@ def load_model(path: Path, queries: Mapping[str, str], now: float,
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise ModelRefused(f"{path} is not a model sentinel can read ({e})") from None
     if meta.get("format") != FORMAT:
         raise ModelRefused(f"{path} has format {meta.get('format')}, this sentinel reads "

@@ -28,6 +28,8 @@ FEATURES = tuple(DEFAULT_FEATURES)
 GRAY_FAULTS = ("disk-slow", "memory-leak", "nic-errors", "cpu-hog", "restart-loop")
 
 CORES = 4
+#: Container restarts per second on a healthy node: about one a day.
+RESTART_RATE = 1.0 / 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,8 @@ class NodeSignals:
         return [f for f in self.faults if f.start <= t < f.end]
 
     def rates(self, t: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Instantaneous values at times `t`: gauges as such, counters as per-second rates.
-        `restarts` is a rate per second of container restarts."""
+        """Instantaneous values at times `t`: gauges as such, counters as per-second rates
+        (`restarts`: the expected container restarts per second)."""
         n = t.shape[0]
         rhythm = self.amp * np.sin(2 * math.pi * t / self.day + self.phase)
         burst = (rng.random(n) < 0.01) * rng.uniform(0.1, 0.3, n)
@@ -80,7 +82,7 @@ class NodeSignals:
                        + rng.normal(0, 0.001, n), 0, 0.99)
         errs = np.asarray(rng.poisson(self.err0 * 10, n) / 10, dtype=np.float64)
         retrans = (2 + 20 * cpu) * rng.lognormal(0, 0.25, n)
-        restarts = np.asarray(rng.poisson(2e-5 * 60, n) / 60, dtype=np.float64)
+        restarts = np.full(n, RESTART_RATE)
         out: dict[str, np.ndarray] = {
             "cpu": cpu, "load": load, "memory": mem, "disk_latency": disk, "disk_full": full,
             "net_errors": errs, "retransmits": retrans, "restarts": restarts}
@@ -121,9 +123,9 @@ class NodeSignals:
         cols = []
         for name in FEATURES:
             v = r[name]
-            if name == "restarts":
+            if name == "restarts":  # whole restarts, counted over ten minutes
                 k = max(1, round(600 / step))
-                v = np.convolve(v * step, np.ones(k), mode="full")[: len(v)]
+                v = np.convolve(rng.poisson(v * step), np.ones(k), mode="full")[: len(v)]
             elif name in ("cpu", "disk_latency", "net_errors", "retransmits"):
                 v = np.convolve(v, [0.5, 0.5], mode="full")[: len(v)]
                 v[0] = r[name][0]
