@@ -156,7 +156,7 @@ def test_calibration_is_a_monotone_map_into_0_1() -> None:
 
 def test_too_little_history_is_refused_with_the_reason() -> None:
     x, names, codes = history(20)
-    with pytest.raises(FitError, match="20 time steps with data.*at least 30"):
+    with pytest.raises(FitError, match=r"20 time steps with data.*at least 30"):
         fit_model(x, names, codes, FEATURES)
 
 
