@@ -22,3 +22,4 @@ bench: install
 	.venv/bin/python bench/detect_decide.py
 	.venv/bin/python bench/alerts.py
 	.venv/bin/python bench/registry.py
+	.venv/bin/python bench/anomaly.py

@@ -67,8 +67,15 @@ def test_duplicate_rule_names_across_files(tmp_path: Path) -> None:
      "c.yaml:1: sites: Value error, site 'a' is listed twice"),
     (GOOD_SITE + "taint_domain: Sentinel_IO\n",
      "c.yaml:4: taint_domain: Value error, must be a DNS subdomain"),
+    (GOOD_SITE + "anomaly:\n  features:\n    Disk-Latency: rate(x[1m])\n",
+     "c.yaml:5: anomaly.features: Value error, feature name 'Disk-Latency'"),
+    (GOOD_SITE + "anomaly:\n  target_alarm_rate: 0.7\n",
+     "c.yaml:5: anomaly.target_alarm_rate: Input should be less than 0.5"),
+    (GOOD_SITE + "anomaly:\n  action: evict\n",
+     "c.yaml:5: anomaly.action: Input should be 'alert' or 'isolate'"),
 ], ids=["bad-mode", "bad-url", "fraction-range", "bad-duration", "misspelt-key",
-        "no-sites", "site-twice", "bad-domain"])
+        "no-sites", "site-twice", "bad-domain", "anomaly-feature-name", "anomaly-rate",
+        "anomaly-action"])
 def test_bad_config_names_file_line_and_key(text: str, expect: str) -> None:
     with pytest.raises(SourceError) as e:
         parse_config(text, "c.yaml", {})
