@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .adapters.actuate import ActionResult, Actuator
 from .adapters.journal import Journal
 from .adapters.prom import SiteCollector
 from .alerts import by_node
-from .anomaly import AlarmState, FleetScores, feature_matrix, score_fleet
+from .anomaly import AlarmState, AnomalyModel, FleetScores, feature_matrix, score_fleet
 from .config import Config
 from .decide import DecideParams, PolicyState, decide
 from .detect import Detection, DetectParams, detect
@@ -59,7 +59,8 @@ class OverrideSource(Protocol):
 class ModelSource(Protocol):
     """The anomaly model in use (learning.AnomalyKeeper): None until one is trained."""
 
-    model: Any
+    model: AnomalyModel | None
+
     @property
     def features(self) -> list[tuple[str, str]]: ...
 
@@ -168,7 +169,7 @@ class Sentinel:
         return results
 
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
-                  model: Any) -> Snapshot:
+                  model: AnomalyModel | None) -> Snapshot:
         nodes = self.actuator.view(self.node_source.nodes())
         if not self._settled:
             self._settle_interrupted(nodes)
@@ -177,7 +178,7 @@ class Sentinel:
         alarms, unknown = self._score(model, nodes, sites, started)
         return Snapshot(started, nodes, sites, evidence, overrides, alarms, unknown)
 
-    def _score(self, model: Any, nodes: Mapping[str, NodeInfo],
+    def _score(self, model: AnomalyModel | None, nodes: Mapping[str, NodeInfo],
                sites: Mapping[str, SiteView], now: float) -> tuple[
                    dict[str, AnomalyReading], frozenset[str]]:
         """Score every node with a site; journal each alarm as it is raised and cleared."""
