@@ -108,15 +108,17 @@ def test_demo_stops_every_process_on_ctrl_c() -> None:
                             stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "free play" in line:
-            break
-    assert any("sentinel API" in s for s in seen), "".join(seen)
-    during = _prometheus_pids() - before
-    assert len(during) == 3, "one Prometheus per site while the demo runs"
-    proc.send_signal(signal.SIGINT)
-    rest = proc.communicate(timeout=60)[0]
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "free play" in line:
+                break
+        assert any("sentinel API" in s for s in seen), "".join(seen)
+        during = _prometheus_pids() - before
+        assert len(during) == 3, "one Prometheus per site while the demo runs"
+    finally:  # a failed assertion must not leave the demo and its servers running
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, rest
     assert not (_prometheus_pids() & during), "Prometheus processes survived Ctrl-C"
