@@ -29,6 +29,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -152,7 +153,9 @@ class AnomalyModel:
     params: AnomalyParams = AnomalyParams()
     meta: Mapping[str, object] = field(default_factory=dict)
 
+    @cached_property
     def index(self) -> dict[str, int]:
+        """Node -> row, built once per model (every cycle looks nodes up in it)."""
         return {n: i for i, n in enumerate(self.nodes)}
 
     # -- the parts, on any rows ----------------------------------------------------------
@@ -419,8 +422,13 @@ class FleetScores:
     features: tuple[str, ...]
     threshold: float
 
-    def reading(self, node: str, idx: Mapping[str, int] | None = None) -> AnomalyReading | None:
-        i = (idx or {n: k for k, n in enumerate(self.nodes)}).get(node)
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Node -> row, built once however many readings are asked for."""
+        return {n: k for k, n in enumerate(self.nodes)}
+
+    def reading(self, node: str) -> AnomalyReading | None:
+        i = self.index.get(node)
         if i is None or math.isnan(self.score[i]):
             return None
         own, peer = np.abs(np.nan_to_num(self.z[i])), np.abs(np.nan_to_num(self.pz[i]))
@@ -436,10 +444,9 @@ class FleetScores:
                               tuple(top))
 
     def alarms(self) -> dict[str, AnomalyReading]:
-        idx = {n: k for k, n in enumerate(self.nodes)}
         out = {}
         for i in np.flatnonzero(self.alarm):
-            r = self.reading(self.nodes[i], idx)
+            r = self.reading(self.nodes[i])
             if r is not None:
                 out[self.nodes[i]] = r
         return out
@@ -449,7 +456,7 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
                 x: Array, state: AlarmState) -> tuple[FleetScores, AlarmState]:
     """Score this cycle's feature matrix `x` (len(nodes), features). Nodes missing from the
     model (joined after training) are compared with their peers only."""
-    idx = model.index()
+    idx = model.index
     rows = np.fromiter((idx.get(n, -1) for n in nodes), dtype=np.intp, count=len(nodes))
     site_names = sorted(set(sites))
     code_of = {s: i for i, s in enumerate(site_names)}

@@ -167,11 +167,11 @@ def score(config: ConfigOpt,
                   for n in vals}
     names, sites, x = feature_matrix(node_sites, views, list(model.features))
     scores, _ = score_fleet(model, names, sites, x, AlarmState())
-    idx = {n: i for i, n in enumerate(names)}
-    order = sorted(names, key=lambda n: -np.nan_to_num(scores.score[idx[n]], nan=-1))[:top]
+    order = sorted(names, key=lambda n: -np.nan_to_num(scores.score[scores.index[n]],
+                                                      nan=-1))[:top]
     rows: list[dict[str, Any]] = []
     for n in order:
-        r = scores.reading(n, idx)
+        r = scores.reading(n)
         rows.append({"node": n, "site": node_sites[n],
                      **(r.record() if r else {"score": None}),
                      "above_threshold": bool(r is not None and r.score >= r.threshold)})

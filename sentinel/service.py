@@ -194,23 +194,21 @@ class Sentinel:
         alarms = self._scores.alarms()
         st = self._alarm_state
         after = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
-        idx = {n: i for i, n in enumerate(names)}
         notes = []
         for n in sorted(after - before):
-            r = self._scores.reading(n, idx)
+            r = self._scores.reading(n)
             notes.append(Note(NodeName(n), node_sites[n], "anomaly",
                               r.sentence() if r is not None else "anomaly alarm raised"))
         for n in sorted(before - after):
             if n in node_sites:
-                r = self._scores.reading(n, idx)
+                r = self._scores.reading(n)
                 notes.append(Note(NodeName(n), node_sites[n], "anomaly-cleared",
                                   "anomaly alarm cleared" + (f": score {r.score:.3f}"
                                                              if r is not None else "")))
         for note in notes:
             log.info("ANOMALY %s (%s): %s", note.node, note.reason, note.text)
         self.journal.record_notes(notes, now)
-        unscored = frozenset(n for n in held if n not in idx or np.isnan(self._scores.score[
-            idx[n]]))
+        unscored = frozenset(n for n in held if self._scores.reading(n) is None)
         return alarms, unscored
 
     def _settle_interrupted(self, nodes: Mapping[str, NodeInfo]) -> None:
