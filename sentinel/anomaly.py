@@ -256,10 +256,8 @@ def _robust(x: Array) -> tuple[Array, Array]:
         center = np.nanmedian(x, axis=0)
         mad = np.nanmedian(np.abs(x - center), axis=0) * 1.4826
         std = np.nanstd(x, axis=0)
-    # A spread finer than the data's own resolution is not a spread: one container restart
-    # on a node that never restarts is 1 restart away, not 10 standard deviations.
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        # A spread finer than the data's own resolution is not a spread: one container
+        # restart on a node that never restarts is 1 restart away, not 10 deviations.
         gaps = np.diff(np.sort(x, axis=0), axis=0)
         resolution = np.nan_to_num(np.nanmin(np.where(gaps > 0, gaps, np.inf), axis=0),
                                    posinf=0.0)
@@ -273,15 +271,19 @@ def _robust(x: Array) -> tuple[Array, Array]:
     return np.nan_to_num(center), np.maximum(np.nan_to_num(scale, nan=1.0), floor)
 
 
-def _ewma(x: Array, weight: float, prev: Array | None = None) -> Array:
-    """Smooth (time, nodes) along time; a missing point keeps the previous value."""
+def _smooth_step(last: Array, v: Array, weight: float) -> Array:
+    """One step of the moving average; a missing point keeps the previous value, a first
+    point starts it."""
+    return np.where(np.isnan(last), v, np.where(np.isnan(v), last,
+                                                weight * v + (1 - weight) * last))
+
+
+def _ewma(x: Array, weight: float) -> Array:
+    """Smooth (time, nodes) along time, as successive cycles would."""
     out = np.empty_like(x)
-    last = np.full(x.shape[1], np.nan) if prev is None else prev.copy()
+    last = np.full(x.shape[1], np.nan)
     for t in range(x.shape[0]):
-        v = x[t]
-        last = np.where(np.isnan(last), v, np.where(np.isnan(v), last,
-                                                    weight * v + (1 - weight) * last))
-        out[t] = last
+        last = out[t] = _smooth_step(last, x[t], weight)
     return out
 
 
@@ -399,8 +401,7 @@ def _hysteresis(score: Array, st: AlarmState, params: AnomalyParams) -> AlarmSta
 
 def series_alarms(scores: Array, params: AnomalyParams) -> NDArray[np.int8]:
     """The alarm (0/1) of one entity's score series, exactly as cycles would raise it."""
-    st = AlarmState(("x",), np.zeros(1), np.zeros(1, dtype=np.int64),
-                    np.zeros(1, dtype=np.int64), np.zeros(1, dtype=bool))
+    st = AlarmState().aligned(("entity",))
     out = np.zeros(scores.shape[0], dtype=np.int8)
     for t in range(scores.shape[0]):
         st = _hysteresis(scores[t: t + 1], st, params)
@@ -465,10 +466,7 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
     pz = model.peers(z, x, codes)
     evidence = model.evidence(z, pz)
     st = state.aligned(nodes)
-    w = model.params.smoothing
-    prev = st.smooth
-    smooth = np.where(np.isnan(prev), evidence,
-                      np.where(np.isnan(evidence), prev, w * evidence + (1 - w) * prev))
+    smooth = _smooth_step(st.smooth, evidence, model.params.smoothing)
     score = np.where(np.isnan(evidence), np.nan, model.cal_final(smooth))
     st = _hysteresis(score, replace(st, smooth=smooth), model.params)
     return (FleetScores(nodes, tuple(sites), score, st.alarm, x, z, pz, model.features,
