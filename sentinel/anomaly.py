@@ -49,6 +49,7 @@ __all__ = [
     "fit_model",
     "score_fleet",
     "series_alarms",
+    "site_codes",
 ]
 
 Array = NDArray[np.float64]
@@ -356,6 +357,14 @@ def calibration_steps(steps: int, fraction: float) -> NDArray[np.bool_]:
     return held
 
 
+def site_codes(sites: Sequence[str]) -> tuple[list[str], NDArray[np.intp]]:
+    """The sites in name order, and each node's site as its position there: the groups the
+    peer comparison works on."""
+    names = sorted(set(sites))
+    code_of = {s: i for i, s in enumerate(names)}
+    return names, np.fromiter((code_of[s] for s in sites), dtype=np.intp, count=len(sites))
+
+
 def _has_peers(codes: NDArray[np.intp], min_peers: int) -> bool:
     c = codes[codes >= 0]
     return c.size > 0 and int(np.bincount(c).max()) >= min_peers
@@ -459,9 +468,7 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
     model (joined after training) are compared with their peers only."""
     idx = model.index
     rows = np.fromiter((idx.get(n, -1) for n in nodes), dtype=np.intp, count=len(nodes))
-    site_names = sorted(set(sites))
-    code_of = {s: i for i, s in enumerate(site_names)}
-    codes = np.fromiter((code_of[s] for s in sites), dtype=np.intp, count=len(nodes))
+    _, codes = site_codes(sites)
     z = model.standardize(x, rows)
     pz = model.peers(z, x, codes)
     evidence = model.evidence(z, pz)

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from .adapters.history import fetch_history
 from .adapters.modelstore import (
     ModelRefused,
@@ -26,7 +24,7 @@ from .adapters.modelstore import (
     save_model,
 )
 from .adapters.prom import SiteTarget
-from .anomaly import AnomalyModel, AnomalyParams, FitError, fit_model
+from .anomaly import AnomalyModel, AnomalyParams, FitError, fit_model, site_codes
 from .config import Config
 
 __all__ = ["AnomalyKeeper", "TrainingResult", "anomaly_params"]
@@ -119,8 +117,7 @@ class AnomalyKeeper:
         if not hist.nodes:
             raise FitError("no site answered with feature data"
                            + (f" ({'; '.join(hist.errors.values())})" if hist.errors else ""))
-        names = sorted(set(hist.sites))
-        codes = np.asarray([names.index(s) for s in hist.sites], dtype=np.intp)
+        names, codes = site_codes(hist.sites)
         meta = {"trained_at": end, "window": [start, end, a.training_step],
                 "features_digest": features_digest(self.queries),
                 "versions": library_versions(), "sites": names,
