@@ -8,8 +8,9 @@ Why this shape (measured with `sentinel anomaly evaluate`, figures in docs/anoma
   (load without CPU). Both are a few array operations per node, so 100,000 nodes score in
   well under a second. `evaluate --estimator` keeps IsolationForest (clearly worse here) and
   nearest neighbours for comparison.
-- Peers: the node's distance from its site's median at the same moment, in units of the
-  site's spread. It needs no history, so it also covers nodes that joined after training.
+- Peers: the node's z-scores against its site's median at the same moment, in units of
+  their spread, so a site-wide swing is not one node's anomaly. A node that joined after
+  training is compared on raw values against its peers.
 - Each part's raw value is turned into "how rare was this in the calibration window" (an
   empirical CDF with an exponential tail), the rarest part counts, and that is calibrated
   once more. (Summing the parts, Fisher's rule, let a noisy PCA part hide a
@@ -74,8 +75,8 @@ class AnomalyParams:
     enter: int = 3
     """Points in a row at or above the threshold that raise the alarm."""
     leave: int = 1
-    """Points in a row below it that clear the alarm. The smoothing already carries an alarm
-    over one quiet point; a longer leave only flagged healthy steps after each event."""
+    """Points in a row below it that clear the alarm. Measured: a longer leave only flagged
+    healthy steps after each event."""
     smoothing: float = 1.0
     """Weight of the newest point in a moving average of the evidence (1: none). Measured:
     averaging delayed alarms more than it saved false ones; `enter` does that job better."""
@@ -93,8 +94,9 @@ class AnomalyParams:
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """Raw value -> fraction of the calibration sample below it, strictly increasing above the
-    sample's maximum (an exponential tail), so ranking survives and 1.0 is never reached."""
+    """Raw value -> fraction of the calibration sample below it, increasing above the sample's
+    maximum too (an exponential tail), so ranking survives far out until the float rounds
+    to 1.0."""
 
     quantiles: Array
     spread: float
