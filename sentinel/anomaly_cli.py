@@ -15,8 +15,7 @@ import numpy as np
 import typer
 
 from .anomaly import ESTIMATORS, AnomalyParams
-from .config import Config, load_config
-from .yamlsrc import SourceError
+from .cli_errors import config_or_exit
 
 __all__ = ["anomaly_app"]
 
@@ -99,16 +98,6 @@ def evaluate(
                f"fc1_own={_fmt(mean['fc1_own'])} alarm_rate_own={_fmt(mean['alarm_rate_own'])}")
 
 
-def _config(config: Path) -> Config:
-    try:
-        return load_config(config)
-    except SourceError as e:
-        typer.echo(f"error: invalid configuration {config}:", err=True)
-        for p in e.problems:
-            typer.echo(f"  {p}", err=True)
-        raise typer.Exit(2) from None
-
-
 @anomaly_app.command()
 def train(config: ConfigOpt) -> None:
     """Train now from the sites' Prometheus (anomaly.training_window) and save the model where
@@ -116,7 +105,7 @@ def train(config: ConfigOpt) -> None:
     from .anomaly import FitError
     from .learning import AnomalyKeeper
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     keeper = AnomalyKeeper(cfg)
     try:
         res = keeper.train()
@@ -146,7 +135,7 @@ def score(config: ConfigOpt,
     from .anomaly import AlarmState, feature_matrix, score_fleet
     from .learning import AnomalyKeeper
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     keeper = AnomalyKeeper(cfg)
     if not keeper.load() or keeper.model is None:
         typer.echo(f"error: {keeper.problem}: run `sentinel anomaly train -c {config}`",

@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 
 from .anomaly_cli import anomaly_app
-from .config import Config, load_config
+from .cli_errors import config_or_exit, fail
+from .config import Config
 from .oncall import register
 from .rules import RuleSet, load_rules
 from .yamlsrc import SourceError
@@ -35,22 +36,12 @@ register(app)
 DEFAULT_SIM = "http://127.0.0.1:18099"
 
 
-def _fail(problems: list[str], what: str) -> None:
-    typer.echo(f"error: {what}:", err=True)
-    for p in problems:
-        typer.echo(f"  {p}", err=True)
-    raise typer.Exit(2)
-
-
 def _load(config: Path) -> tuple[Config, RuleSet]:
-    try:
-        cfg = load_config(config)
-    except SourceError as e:
-        _fail(e.problems, f"invalid configuration {config}")
+    cfg = config_or_exit(config)
     try:
         rules = load_rules([cfg.resolve(r) for r in cfg.rules])
     except SourceError as e:
-        _fail(e.problems, "invalid rules")
+        fail(e.problems, "invalid rules")
     return cfg, rules
 
 
@@ -97,13 +88,13 @@ def rules_check(paths: list[Path] = typer.Argument(..., help="Rule files or dire
     try:
         rs = load_rules(paths)
     except SourceError as e:
-        _fail(e.problems, "invalid rules")
+        fail(e.problems, "invalid rules")
     if promql:
         from .adapters.promtool import check_promql
 
         problems = check_promql(rs.rules)
         if problems:
-            _fail(problems, "invalid PromQL")
+            fail(problems, "invalid PromQL")
         if problems is None:
             typer.echo("note: promtool not installed, PromQL syntax not checked", err=True)
     levels = {lv: sum(1 for r in rs.rules if r.level.value == lv) for lv in ("component", "node")}
