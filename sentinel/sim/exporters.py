@@ -5,7 +5,8 @@ real Prometheus records as `up == 0`, exactly as for a dead exporter.
 node-exporter serves the series sentinel's anomaly features read (CPU, load, memory, disk,
 filesystem, network), edgecore the container restarts, all from the signal model in
 signals.py: counters integrate its rates between scrapes, and a grey fault changes them while
-every scrape still succeeds."""
+every scrape still succeeds. `/metrics/_pods/apps` serves the site's application pods
+(apps.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .apps import AppPods
 from .signals import CORES, GRAY_FAULTS, GrayFault, NodeSignals
 
 __all__ = ["JOBS", "SiteExporters"]
@@ -101,6 +103,8 @@ class SiteExporters:
         self.down: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._state = {n: _NodeState(seed * 1000 + i, seed) for i, n in enumerate(nodes)}
+        self.apps: AppPods | None = None
+        """The application pods on these nodes (`/metrics/_pods/apps`), set by the fleet."""
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"exporters-{site}",
@@ -149,6 +153,8 @@ class SiteExporters:
                 self._state[node].signals.faults.clear()
 
     def render(self, node: str, job: str) -> str | None:
+        if node == "_pods" and job == "apps":
+            return self.apps.render() if self.apps is not None else ""
         with self._lock:
             if node not in self.nodes or job not in JOBS:
                 return None

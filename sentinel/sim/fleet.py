@@ -13,6 +13,11 @@ Faults, as DESIGN.md's witnesses see them:
 | gray KIND      | up, one signal going bad     | True        | reachable                     |
 
 Grey faults (signals.GRAY_FAULTS): disk-slow, memory-leak, nic-errors, cpu-hog, restart-loop.
+
+Applications (`deploy_app`, `upgrade`): one Deployment (or DaemonSet) per site, as KubeEdge's
+EdgeApplication generates them per node group, run by the emulated workload controllers
+(workloads.py); their pods' request metrics are scraped by the site's Prometheus (apps.py).
+`version VERSION KIND` makes every pod of that version behave as KIND (apps.VERSION_KINDS).
 """
 
 from __future__ import annotations
@@ -29,20 +34,26 @@ from typing import Any
 
 import httpx
 
+from .apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
 from .exporters import JOBS, SiteExporters
 from .kubeapi import KubeApiServer
 from .process import wait_until
 from .prometheus import PrometheusProcess
 from .store import RESOURCES, Store
 from .uplink import Uplink
+from .workloads import DAEMONSETS, DEPLOYMENTS, WorkloadControllers
 
-__all__ = ["FAULTS", "ZONE_LABEL", "Fleet", "FleetSpec"]
+__all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec"]
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 NODES = RESOURCES[("", "v1", "nodes")]
 PODS = RESOURCES[("", "v1", "pods")]
 FAULTS = ("crash", "component", "link-loss", "partition", "flap", "heal", "autonomy", "bind",
-          "gray")
+          "gray", "version")
+APP_LABEL = "apps.kubeedge.io/edgeapplication-name"
+"""What KubeEdge's EdgeApplication controller labels its per-node-group workloads with."""
+GUARD_LABEL = "sentinel.edge.io/rollout-guard"
+"""sentinel's default opt-in label for the rollout guard (`rollouts.label`)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class FleetSpec:
     nodes_per_site: int = 5
     scrape_interval: float = 5.0
     pods_per_node: int = 2
+    rollout_step: float = 2.0
+    """Seconds between two steps (one pod, or one node) of a simulated rolling update."""
 
     def site_names(self) -> list[str]:
         return [f"site-{chr(ord('a') + i)}" if i < 26 else f"site-{i}" for i in range(self.sites)]
@@ -75,6 +88,8 @@ class Fleet:
         self.site_of: dict[str, str] = {}
         self._flappers: dict[str, threading.Event] = {}
         self._control: ThreadingHTTPServer | None = None
+        self.controllers = WorkloadControllers(self.store, step=spec.rollout_step)
+        self.versions: dict[str, VersionBehaviour] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Fleet:
@@ -85,14 +100,17 @@ class Fleet:
                 for n in nodes:
                     self.site_of[n] = site
                     self._create_node(site, n)
-                exp = SiteExporters(site, nodes, seed=i).start()
-                self.exporters[site] = exp
+                exp = SiteExporters(site, nodes, seed=i)
+                exp.apps = AppPods(partial(self.app_pods, site), self.behaviour, seed=i)
+                self.exporters[site] = exp.start()
                 targets = [(n, job, exp.address) for n in nodes for job in JOBS]
+                targets.append(("", "apps", exp.address))
                 prom = PrometheusProcess(site, targets, self.spec.scrape_interval).start()
                 self.proms[site] = prom
                 self.uplinks[site] = Uplink(prom.port).start()
             for prom in self.proms.values():
                 prom.wait_ready()
+            self.controllers.start()
         except BaseException:
             self.stop()
             raise
@@ -101,6 +119,7 @@ class Fleet:
     def stop(self) -> None:
         for ev in self._flappers.values():
             ev.set()
+        self.controllers.stop()
         if self._control is not None:
             self._control.shutdown()
             self._control.server_close()
@@ -156,6 +175,74 @@ class Fleet:
             conds = [c for c in o.get("status", {}).get("conditions", []) if c["type"] != "Ready"]
             o.setdefault("status", {})["conditions"] = [*conds, self._ready(status)]
         self.store.mutate(NODES, "", node, fn, subresource="status")
+
+    # -- applications ----------------------------------------------------------------------
+    def app_pods(self, site: str) -> list[AppPod]:
+        """The pods of workloads (owned by a ReplicaSet or DaemonSet) on the site's nodes."""
+        nodes = set(self.nodes(site))
+        out = []
+        for p in self.store.list(PODS, None)[0]:
+            m, node = p["metadata"], p["spec"].get("nodeName")
+            labels = m.get("labels") or {}
+            if node in nodes and m.get("ownerReferences") and "version" in labels:
+                out.append(AppPod(m["namespace"], m["name"], node, labels.get("app", ""),
+                                  labels["version"]))
+        return out
+
+    def behaviour(self, version: str) -> VersionBehaviour:
+        return self.versions.get(version, VERSION_KINDS["healthy"])
+
+    def set_version(self, version: str, kind: str) -> None:
+        if kind not in VERSION_KINDS:
+            raise KeyError(f"no version behaviour {kind!r}; kinds: {', '.join(VERSION_KINDS)}")
+        self.versions[version] = VERSION_KINDS[kind]
+
+    def deploy_app(self, app: str, version: str, *, sites: Iterable[str] | None = None,
+                   replicas: int = 3, kind: str = "Deployment", namespace: str = "default",
+                   labels: dict[str, str] | None = None) -> list[str]:
+        """One workload per site (node group), named `<app>-<site>`; returns the names."""
+        res = DEPLOYMENTS if kind == "Deployment" else DAEMONSETS
+        names = []
+        for site in sites or self.sites:
+            name = f"{app}-{site}"
+            spec: dict[str, Any] = {
+                "selector": {"matchLabels": {"app": app, "group": site}},
+                "template": self._template(app, site, version)}
+            if kind == "Deployment":
+                spec["replicas"] = replicas
+            self.store.create(res, namespace, {
+                "metadata": {"name": name, "labels": {
+                    GUARD_LABEL: "true", APP_LABEL: app, **(labels or {})}},
+                "spec": spec})
+            names.append(name)
+        return names
+
+    @staticmethod
+    def _template(app: str, site: str, version: str) -> dict[str, Any]:
+        return {"metadata": {"labels": {"app": app, "group": site, "version": version}},
+                "spec": {"nodeSelector": {ZONE_LABEL: site},
+                         "containers": [{"name": "app", "image": f"registry.local/{app}:{version}",
+                                         "env": [{"name": "VERSION", "value": version}]}]}}
+
+    def upgrade(self, app: str, version: str, site: str, *, kind: str = "Deployment",
+                namespace: str = "default") -> None:
+        """What the EdgeApplication controller (or a person) does to one node group: a new
+        pod template. A paused Deployment takes it and rolls nothing out."""
+        res = DEPLOYMENTS if kind == "Deployment" else DAEMONSETS
+        template = self._template(app, site, version)
+        self.store.mutate(res, namespace, f"{app}-{site}",
+                          lambda o: o["spec"].__setitem__("template", template))
+
+    def remove_apps(self) -> None:
+        """Every Deployment and DaemonSet and what they own (no garbage collector here)."""
+        for res in (DEPLOYMENTS, DAEMONSETS):
+            for o in self.store.list(res, None)[0]:
+                self.store.delete(res, o["metadata"]["namespace"], o["metadata"]["name"])
+        for res in (RESOURCES[("apps", "v1", "replicasets")],
+                    RESOURCES[("apps", "v1", "controllerrevisions")], PODS):
+            for o in self.store.list(res, None)[0]:
+                if o["metadata"].get("ownerReferences"):
+                    self.store.delete(res, o["metadata"]["namespace"], o["metadata"]["name"])
 
     # -- faults --------------------------------------------------------------------------
     def _site(self, node: str) -> str:
@@ -267,6 +354,9 @@ class Fleet:
             return f"{target}: marked autonomous"
         if kind == "bind":
             return f"{target}: pod {self.bind_pod(target)} bound to it"
+        if kind == "version":
+            self.set_version(target, arg or "bad-errors")
+            return f"version {target}: behaves {arg or 'bad-errors'}"
         if kind == "gray":
             self.gray(target, arg or "disk-slow")
             return f"{target}: grey failure {arg or 'disk-slow'} (every probe still answers)"
@@ -333,4 +423,4 @@ class Fleet:
 def _all_up(prometheus: str, nodes: set[str]) -> bool:
     r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "min by (node) (up)"},
                   timeout=2).json()
-    return nodes <= {s["metric"]["node"] for s in r["data"]["result"] if s["value"][1] == "1"}
+    return nodes <= {s["metric"].get("node") for s in r["data"]["result"] if s["value"][1] == "1"}

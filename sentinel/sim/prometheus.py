@@ -16,7 +16,8 @@ __all__ = ["PrometheusProcess", "free_port"]
 
 class PrometheusProcess(ServerProcess):
     """Scrapes `targets` — (node, job, host:port) — with `node` and `job` labels and a `site`
-    external label. `set_alerting` gives it rule files and an Alertmanager, live."""
+    external label; a target with node "" is the site's application pods (job `apps`).
+    `set_alerting` gives it rule files and an Alertmanager, live."""
 
     def __init__(self, site: str, targets: Sequence[tuple[str, str, str]],
                  scrape_interval: float = 5.0, workdir: Path | None = None) -> None:
@@ -27,15 +28,18 @@ class PrometheusProcess(ServerProcess):
         timeout = f"{max(int(scrape_interval * 800), 80)}ms"
         by_job: dict[str, list[dict[str, object]]] = {}
         for node, job, address in targets:
+            # node "": the site's application pods, one target whose series carry their own
+            # pod, node and version labels (kept: honor_labels)
+            labels = {"node": node, "instance": node} if node else {"instance": f"{site}-pods"}
             by_job.setdefault(job, []).append({
                 "targets": [address],
-                "labels": {"node": node, "instance": node,
-                           "__metrics_path__": f"/metrics/{node}/{job}"},
+                "labels": {**labels, "__metrics_path__": f"/metrics/{node or '_pods'}/{job}"},
             })
         self.config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "scrape_timeout": timeout,
                        "evaluation_interval": interval, "external_labels": {"site": site}},
-            "scrape_configs": [{"job_name": job, "static_configs": sc}
+            "scrape_configs": [{"job_name": job, "static_configs": sc,
+                                **({"honor_labels": True} if job == "apps" else {})}
                                for job, sc in sorted(by_job.items())],
         }
         self.config_path = self.dir / "prometheus.yml"

@@ -6,7 +6,9 @@ than the history window fails with 410 Gone; `status` is only written through `/
 Two controllers of a real control plane are emulated because their effects are visible to
 sentinel: the cordon taint (`node.kubernetes.io/unschedulable`) and the NoExecute taint manager
 (pods that do not tolerate a NoExecute taint are evicted, i.e. deleted, immediately; their
-`tolerationSeconds` are not honoured).
+`tolerationSeconds` are not honoured). `metadata.generation` counts changes of `spec` for the
+objects with a status (not Nodes), as the real API does; the workload controllers (workloads.py)
+report `status.observedGeneration` against it.
 """
 
 from __future__ import annotations
@@ -216,6 +218,8 @@ class Store:
                                f'{res.plural} "{meta["name"]}" already exists')
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
+            if res.has_status and res.kind != "Node":
+                meta["generation"] = 1
             self._validate(res, obj)
             out = self._commit(res, key, obj, "ADDED", "create")
             self._controllers(res, obj)
@@ -240,9 +244,11 @@ class Store:
             meta = new.setdefault("metadata", {})
             if meta.get("name", name) != name:
                 raise ApiError(400, "BadRequest", "metadata.name cannot be changed")
-            for k in ("uid", "creationTimestamp", "namespace"):
+            for k in ("uid", "creationTimestamp", "namespace", "generation"):
                 if k in cur["metadata"]:
                     meta[k] = cur["metadata"][k]
+                else:
+                    meta.pop(k, None)
             meta["name"] = name
             new["kind"], new["apiVersion"] = res.kind, res.api_version
             if res.has_status:
@@ -253,6 +259,8 @@ class Store:
                     new = keep
                 else:
                     new["status"] = copy.deepcopy(cur.get("status", {}))
+                    if "generation" in meta and new.get("spec") != cur.get("spec"):
+                        meta["generation"] += 1  # a change of the desired state, as the API counts
             self._validate(res, new)
             if _without_rv(new) == _without_rv(cur):
                 return copy.deepcopy(cur)  # a no-op write does not bump the version
