@@ -33,6 +33,7 @@ from .failover import RegistryGuard
 from .learning import AnomalyKeeper
 from .metrics import Metrics
 from .model import SiteState
+from .rollouts import RolloutGuard
 from .rules import RuleSet
 from .service import Sentinel
 from .webhook import add_alert_routes
@@ -55,9 +56,12 @@ class Runtime:
     overrides: OverrideStore
     registries: RegistryGuard | None = None
     anomaly: AnomalyKeeper | None = None
+    rollouts: RolloutGuard | None = None
 
     async def aclose(self) -> None:
         self.cluster.stop()
+        if self.rollouts is not None:
+            self.rollouts.close()
         await self.sentinel.collector.aclose()
         if self.registries is not None:
             await self.registries.aclose()
@@ -99,7 +103,10 @@ def build_runtime(cfg: Config, rules: RuleSet,
             return st is not None and st.state is SiteState.PARTITIONED
 
         guard = RegistryGuard(cfg, api, journal, metrics, partitioned, actuator.mode)
-    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper)
+    rollouts = RolloutGuard(cfg, api, journal, metrics, actuator.mode) \
+        if cfg.rollouts.enabled else None
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper,
+                   rollouts)
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -140,9 +147,19 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return
         rt.sentinel.metrics.trained("ok", result.seconds)
 
+    async def analyse_rollouts() -> None:
+        """Off the decision path: its own job, the queries and writes in a worker thread."""
+        assert rt.rollouts is not None
+        try:
+            await asyncio.to_thread(rt.rollouts.run_round)
+        except Exception:
+            log.exception("rollout analysis round failed; the next one retries")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
+        if rt.rollouts is not None:
+            rt.rollouts.start()
         if schedule:
             scheduler.add_job(tick, "interval", seconds=interval, max_instances=1,
                               coalesce=True, next_run_time=datetime.now().astimezone(),
@@ -150,6 +167,10 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             if rt.registries is not None:
                 scheduler.add_job(probe, "interval", seconds=rt.cfg.registries.probe_interval,
                                   max_instances=1, coalesce=True, id="registries",
+                                  next_run_time=datetime.now().astimezone())
+            if rt.rollouts is not None:
+                scheduler.add_job(analyse_rollouts, "interval", seconds=rt.cfg.rollouts.interval,
+                                  max_instances=1, coalesce=True, id="rollouts",
                                   next_run_time=datetime.now().astimezone())
             if rt.anomaly is not None:
                 a = rt.cfg.anomaly

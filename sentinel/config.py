@@ -19,6 +19,7 @@ from .yamlsrc import Duration, Source, SourceError, validate
 
 __all__ = [
     "DEFAULT_FEATURES",
+    "DEFAULT_ROLLOUT_METRICS",
     "AlertLabels",
     "Alerts",
     "Anomaly",
@@ -31,6 +32,8 @@ __all__ = [
     "Exempt",
     "Registries",
     "RegistryEndpoint",
+    "RolloutMetric",
+    "Rollouts",
     "SiteConfig",
     "SiteRegistry",
     "load_config",
@@ -303,6 +306,93 @@ class Anomaly(_Strict):
         return {k: v.replace("$rate_window", w) for k, v in self.features.items()}
 
 
+_POD_SEL = 'namespace="$namespace",pod=~"$pods"'
+#: The rollout guard's metrics: PromQL giving one value per pod with `pod` and `version`
+#: labels. `$namespace`, `$pods` (a regex of the workload's pod names) and `$window`
+#: (`rollouts.rate_window`) are filled in. Error ratio and latency from the app's own request
+#: metrics (`version` from the pod label, as a `labelmap` of kubernetes_sd gives it);
+#: restarts from kube-state-metrics, joined to the pod's `version` label.
+DEFAULT_ROLLOUT_METRICS: dict[str, dict[str, Any]] = {
+    "error-ratio": {
+        "query": f"(sum by (pod, version) (rate(app_requests_total{{{_POD_SEL},code=~\"5..\"}}"
+                 f"[$window])) or sum by (pod, version) (rate(app_requests_total{{{_POD_SEL}}}"
+                 f"[$window])) * 0) / sum by (pod, version) (rate(app_requests_total"
+                 f"{{{_POD_SEL}}}[$window]))",
+        "margin": 0.02, "relative": 1.0},
+    "latency-p95": {
+        "query": "histogram_quantile(0.95, sum by (pod, version, le) (rate("
+                 f"app_request_duration_seconds_bucket{{{_POD_SEL}}}[$window])))",
+        "margin": 0.025, "relative": 0.5},
+    "restarts": {
+        "query": "sum by (pod, version) (increase(kube_pod_container_status_restarts_total"
+                 f"{{{_POD_SEL}}}[$window]) * on (namespace, pod) group_left (version) "
+                 f"label_replace(kube_pod_labels{{{_POD_SEL}}}, \"version\", \"$1\", "
+                 "\"label_version\", \"(.*)\"))",
+        "margin": 1.0, "relative": 0.0},
+}
+_METRIC_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class RolloutMetric(_Strict):
+    query: str = Field(min_length=1)
+    margin: float = Field(ge=0)
+    """The new version's median must exceed the stable one's by more than this to fail."""
+    relative: float = Field(0.0, ge=0)
+    """...and by more than this fraction of the stable median."""
+
+
+class Rollouts(_Strict):
+    enabled: bool = False
+    """Off by default: the guard writes to workloads (pause, roll back), so it is opted in to
+    twice, here and by a label on each workload."""
+    label: str = "sentinel.edge.io/rollout-guard"
+    """Deployments and DaemonSets with this label "true" are analysed."""
+    app_labels: list[str] = ["apps.kubeedge.io/edgeapplication-name",
+                             "app.kubernetes.io/name"]
+    """The first of these labels a workload has names its application: workloads of one app
+    (one per node group, as KubeEdge's EdgeApplication makes them) are held together. A
+    workload with none is its own application."""
+    version_label: str = "version"
+    """The pod label (and metric label) that tells the new pods from the stable ones."""
+    interval: Duration = Field(10.0, gt=0)
+    """Seconds between two analyses of every workload that is rolling out."""
+    rate_window: Duration = Field(30.0, gt=0)
+    """Replaces `$window` in the metric queries: at least four scrape intervals."""
+    step: Duration = Field(10.0, gt=0)
+    """One sample per pod and metric every `step` seconds (range queries)."""
+    baseline: Duration = Field(300.0, gt=0)
+    """Stable samples reach back this far before the new revision's first pod."""
+    max_window: Duration = Field(1800.0, gt=0)
+    """The analysis reads at most this much history."""
+    min_window: Duration = Field(60.0, ge=0)
+    """No verdict but hold before the new revision has run this long."""
+    min_samples: int = Field(10, ge=5)
+    """Per version and metric; fewer and the verdict is hold."""
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+    """The rank test's significance level (one-sided: is the new version worse?)."""
+    hold_deadline: Duration = Field(900.0, gt=0)
+    """A hold lasting longer alerts a human (`sentinel_rollout_hold_overdue`)."""
+    metrics: dict[str, RolloutMetric] = Field(
+        default_factory=lambda: {k: RolloutMetric(**v)
+                                 for k, v in DEFAULT_ROLLOUT_METRICS.items()}, min_length=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: dict[str, RolloutMetric]) -> dict[str, RolloutMetric]:
+        for name, m in v.items():
+            if not _METRIC_NAME.match(name):
+                raise ValueError(f"metric name {name!r}: lower-case letters, digits, - and _")
+            if "$pods" not in m.query:
+                raise ValueError(f"metric {name!r}: the query must select the workload's pods "
+                                 "with $pods (and $namespace)")
+        return v
+
+    def query(self, name: str, namespace: str, pods: str) -> str:
+        q = self.metrics[name].query
+        return (q.replace("$namespace", namespace).replace("$pods", pods)
+                .replace("$window", _prom_duration(self.rate_window)))
+
+
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
@@ -328,6 +418,7 @@ class Config(_Strict):
     api: Api = Api()
     registries: Registries = Registries()
     anomaly: Anomaly = Anomaly()
+    rollouts: Rollouts = Rollouts()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from .prom import SiteTarget
 
-__all__ = ["History", "fetch_history"]
+__all__ = ["History", "fetch_history", "query_range"]
 
 #: Prometheus refuses range queries of more points than this per series.
 MAX_POINTS = 11_000
@@ -34,7 +34,7 @@ class History:
     """Site -> why it is missing."""
 
 
-def _range(client: httpx.Client, url: str, expr: str, start: float, end: float, step: float,
+def query_range(client: httpx.Client, url: str, expr: str, start: float, end: float, step: float,
            timeout: float) -> list[dict[str, object]]:
     try:
         r = client.get(f"{url}/api/v1/query_range",
@@ -67,7 +67,7 @@ def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start
             cols: dict[str, NDArray[np.float64]] = {}
             try:
                 for f, name in enumerate(names):
-                    for series in _range(c, site.url, queries[name], start, end,
+                    for series in query_range(c, site.url, queries[name], start, end,
                                          step, timeout):
                         metric = series.get("metric") or {}
                         assert isinstance(metric, dict)

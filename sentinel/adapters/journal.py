@@ -73,11 +73,25 @@ class Journal:
 
     def plan_switch(self, aid: str, ts: float, mode: str, site: str, kind: str, host: str,
                     to: str, reason: str, evidence: Mapping[str, object]) -> None:
-        """A registry switch, write-ahead like a node action (`node` empty, `level`
-        `registry`, `effect` the role switched to), so history and explain list it."""
-        self._insert_planned([(aid, ts, mode, PLANNED, kind, "", site, host, "registry", to,
-                               "registry-failover", reason, json.dumps(evidence, default=str),
-                               None)])
+        """A registry switch (`level` `registry`, `effect` the role switched to)."""
+        self.plan_other(aid, ts, mode, kind, site, host, "registry", to, "registry-failover",
+                        reason, evidence)
+
+    def plan_other(self, aid: str, ts: float, mode: str, kind: str, site: str, key: str,
+                   level: str, effect: str, rule: str, reason: str,
+                   evidence: Mapping[str, object]) -> None:
+        """An action on something other than a node (a registry switch, a rollback),
+        write-ahead like a node action with `node` empty, so history lists it."""
+        self._insert_planned([(aid, ts, mode, PLANNED, kind, "", site, key, level, effect,
+                               rule, reason, json.dumps(evidence, default=str), None)])
+
+    def unsettled_other(self, level: str) -> list[dict[str, Any]]:
+        """Non-node actions of this level a dead predecessor left `planned`, any mode."""
+        with self._lock:
+            cur = self._db.execute("SELECT id, kind, key, mode FROM actions WHERE outcome = ? "
+                                   "AND node = '' AND level = ?", (PLANNED, level))
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     def _insert_planned(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
