@@ -27,6 +27,7 @@ from .decide import budget_cap
 from .explain import explain_node, isolation_level
 from .model import Finding, NodeInfo, OverrideKind, Verdict
 from .overrides import OverrideRequest, Overrides, check_request
+from .rollouts import RolloutError, RolloutGuard
 from .timefmt import span
 from .yamlsrc import parse_duration
 
@@ -82,6 +83,11 @@ class PauseIn(_Body):
 
 class ResumeIn(_Body):
     site: str | None = None
+
+
+class RolloutIn(_Body):
+    workload: str = Field(min_length=1, description="NAME or NAMESPACE/NAME.")
+    reason: str = Field("", max_length=500)
 
 
 def _node_state(node: NodeInfo, finding: Finding | None, noted: bool) -> str:
@@ -207,6 +213,7 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         out["overrides"] = [o.record() for o in ovs.on_node.values()]
         out["registries"] = rt.registries.status_values() if rt.registries else []
         out["anomaly"] = rt.anomaly.status() if rt.anomaly else {"enabled": False}
+        out["rollouts"] = _rollouts(rt)
         out["held_back"] = [{"node": n.node, "site": n.site, "reason": n.reason, "why": n.text}
                             for n in rep.plan.notes]
         return JSONResponse(out)
@@ -297,6 +304,41 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
         guard = rt.registries
         return JSONResponse(guard.status_values() if guard is not None else [])
 
+    @app.get("/api/v1/rollouts", tags=["read"])
+    def rollouts(request: Request) -> JSONResponse:
+        """Workloads under the rollout guard: state, versions, the verdict with its numbers."""
+        who(request, write=False)
+        return JSONResponse(_rollouts(rt))
+
+    def guard() -> RolloutGuard:
+        if rt.rollouts is None:
+            raise ApiError(409, "the rollout guard is off (rollouts.enabled: false)")
+        return rt.rollouts
+
+    @app.post("/api/v1/rollouts/rollback", tags=["write"])
+    async def rollout_rollback(request: Request, body: RolloutIn) -> JSONResponse:
+        """Roll a workload back to its previous revision now, whatever the analysis says."""
+        by = who(request, write=True)
+        if not body.reason:
+            raise ApiError(422, "reason: say why you roll back (journaled and in the Event)")
+        g = guard()
+        try:
+            out = await asyncio.to_thread(g.rollback, body.workload, by, body.reason)
+        except RolloutError as e:
+            raise ApiError(e.status, e.reason) from None
+        return JSONResponse(out)
+
+    @app.post("/api/v1/rollouts/resume", tags=["write"])
+    async def rollout_resume(request: Request, body: RolloutIn) -> JSONResponse:
+        """Lift the hold sentinel put on a workload: its rollout goes on."""
+        by = who(request, write=True)
+        g = guard()
+        try:
+            out = await asyncio.to_thread(g.resume, body.workload, by)
+        except RolloutError as e:
+            raise ApiError(e.status, e.reason) from None
+        return JSONResponse(out)
+
     @app.get("/api/v1/overrides", tags=["read"])
     def overrides(request: Request) -> JSONResponse:
         who(request, write=False)
@@ -362,6 +404,14 @@ def add_api_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
             lambda: [rt.overrides.delete(o.id, by, now) for o in found])
         wake()
         return JSONResponse({"lifted": [o.record() for o in lifted if o], "by": by})
+
+
+def _rollouts(rt: Runtime) -> dict[str, Any]:
+    g = rt.rollouts
+    if g is None:
+        return {"enabled": False, "workloads": []}
+    return {"enabled": True, "mode": g.mode, "checked_at": g.checked_at,
+            "workloads": g.status_values()}
 
 
 def _anomaly_problem(rt: Runtime) -> str:

@@ -147,6 +147,11 @@ def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
         if r["active"] == "standby" or r["no_healthy_endpoint"]:
             con.print(f"[bold yellow]Registry[/] site {r['site']}: {r['active'].upper()} "
                       f"active since {_when(r['since'], now)} ({escape(r['note'])})")
+    for w in d.get("rollouts", {}).get("workloads", []):
+        if w["state"].startswith(("rolled-back", "rolling-back", "held")) or w["hold_overdue"]:
+            con.print(f"[bold yellow]Rollout[/] {w['namespace']}/{w['name']}: {w['state']}"
+                      f"{' (hold past its deadline)' if w['hold_overdue'] else ''} - "
+                      f"`sentinel rollouts` tells why")
     if d["isolated"]:
         con.print(_table("Isolated", ("node", "site", "level", "keys", "since"), (
             (i["node"], i["site"], i["level"], ", ".join(
@@ -224,6 +229,46 @@ def _render_registries(rows: list[dict[str, Any]], con: Console, now: float) -> 
         (r["site"], r["strategy"], r["active"].upper() if r["active"] == "standby"
          else r["active"], _when(r["since"], now), f"{r['primary']['url']} {health(r['primary'])}",
          f"{r['standby']['url']} {health(r['standby'])}", r["note"]) for r in rows)))
+
+
+def _version(r: dict[str, Any] | None) -> str:
+    return "-" if r is None else f"{r['version'] or '?'} (rev {r['revision']})"
+
+
+def _render_rollouts(d: dict[str, Any], con: Console, now: float) -> None:
+    if not d["enabled"]:
+        con.print("the rollout guard is off (rollouts.enabled: false)")
+        return
+    rows = d["workloads"]
+    if not rows:
+        con.print("no workload opted in to the rollout guard")
+        return
+    con.print(_table(None, ("workload", "app", "state", "version", "previous", "pods new/all",
+                            "verdict", "why"), (
+        (f"{w['namespace']}/{w['name']}", w["app"], w["state"] + (" PAUSED" if w["paused"]
+                                                                  else ""),
+         _version(w["current"]), _version(w["previous"]), f"{w['updated']}/{w['desired']}",
+         (w["analysis"] or {}).get("verdict", "-") + (
+             f" {span(w['hold_seconds'])}" if w["hold_seconds"] is not None else "") + (
+             " OVERDUE" if w["hold_overdue"] else ""),
+         _rollout_why(w)) for w in rows)))
+
+
+def _rollout_why(w: dict[str, Any]) -> str:
+    if w["analysis"] is not None:
+        return str(w["analysis"]["reason"])
+    if w["hold"] is not None:
+        return f"held by {w['hold']['by']}: {w['hold']['reason']}"
+    rec = w["record"] or {}
+    if w["state"].startswith("rolled-back") and rec:
+        return f"rolled back from {rec.get('version')} by {rec.get('by')}: {rec.get('reason')}"
+    return ""
+
+
+def _render_rollout_action(d: dict[str, Any], con: Console, now: float) -> None:
+    what = "DRY-RUN (planned only)" if d["mode"] != "enforce" else "done"
+    extra = f" from {d['from']} to {d['to']}" if d["action"] == "rollback" else ""
+    con.print(f"{d['action']} {d['workload']}{extra} by {d['by']}: {what}", markup=False)
 
 
 def _render_override(d: dict[str, Any], con: Console, now: float) -> None:
@@ -357,6 +402,42 @@ def register(app: typer.Typer) -> None:
         """Lift a pause."""
         _run(server, token, token_file, output,
              lambda c: c.post("/api/v1/resume", {"site": site}), _render_lifted)
+
+    rollouts_app = typer.Typer(help="Workloads under the rollout guard; `rollouts resume "
+                               "NAME` lifts a hold, `rollouts rollback NAME` undoes by hand.",
+                               invoke_without_command=True)
+    app.add_typer(rollouts_app, name="rollouts", rich_help_panel="On call")
+
+    @rollouts_app.callback()
+    def rollouts(ctx: typer.Context, server: Server = DEFAULT_URL, token: Token = None,
+                 token_file: TokenFile = None, output: OutputOpt = Output.table) -> None:
+        """Workloads under analysis: state, versions, verdict and its numbers."""
+        if ctx.invoked_subcommand is not None:
+            return
+        _run(server, token, token_file, output, lambda c: c.get("/api/v1/rollouts"),
+             _render_rollouts)
+
+    @rollouts_app.command("resume")
+    def rollouts_resume(workload: Annotated[str, typer.Argument(
+                            help="NAME or NAMESPACE/NAME.")],
+                        server: Server = DEFAULT_URL, token: Token = None,
+                        token_file: TokenFile = None, output: OutputOpt = Output.table) -> None:
+        """Lift the hold sentinel put on a workload: its rollout goes on."""
+        _run(server, token, token_file, output,
+             lambda c: c.post("/api/v1/rollouts/resume", {"workload": workload}),
+             _render_rollout_action)
+
+    @rollouts_app.command("rollback")
+    def rollouts_rollback(workload: Annotated[str, typer.Argument(
+                              help="NAME or NAMESPACE/NAME.")], reason: Reason,
+                          server: Server = DEFAULT_URL, token: Token = None,
+                          token_file: TokenFile = None,
+                          output: OutputOpt = Output.table) -> None:
+        """Roll a workload back to its previous revision now."""
+        _run(server, token, token_file, output,
+             lambda c: c.post("/api/v1/rollouts/rollback",
+                              {"workload": workload, "reason": reason}),
+             _render_rollout_action)
 
     overrides_app = typer.Typer(help="Overrides in force; `overrides lift ID` ends one.",
                                 invoke_without_command=True)

@@ -117,6 +117,8 @@ class RolloutGuard:
             workloads = self.view.workloads()
             verdicts: dict[str, Analysis] = {}
             for w in workloads:
+                for kind in ("rollback", "hold"):  # at 0 from the start: increase() sees a 1st
+                    self.metrics.rollout_actions.labels(w.namespace, w.name, kind, "applied")
                 if self._state(w, now) == "analysing":
                     verdicts[w.key] = self._analyse(w, now)
             actions = decide_rollouts(workloads, verdicts, frozenset(self._done))

@@ -6,8 +6,8 @@ and kube-state-metrics' restart counter and pod labels. Each series carries the 
 
 How a version behaves is set per version label value (`Fleet.set_version`): healthy by
 default; `bad-errors`, `bad-latency` and `crashloop` are degraded; `noisy` is healthy (the same
-medians) with a much wider spread from one scrape to the next — the version a guard must
-never roll back.
+error probability and latency per request) with bursty traffic and jittery errors, so its
+samples scatter far more — the version a guard must never roll back.
 """
 
 from __future__ import annotations
@@ -29,21 +29,30 @@ RPS = 20.0
 @dataclass(frozen=True, slots=True)
 class VersionBehaviour:
     error_ratio: float = 0.01
+    """Probability that one request fails."""
     latency: float = 0.05
-    """Median request latency, seconds."""
-    spread: float = 0.25
-    """Sigma of the log-normal factor per scrape on the error ratio and latency."""
-    pod_spread: float = 0.25
-    """Sigma of the log-normal factor per pod (fixed for the pod's life)."""
+    """Median request latency, seconds (log-normal per request, sigma 0.4)."""
+    traffic_spread: float = 0.2
+    """Sigma of a mean-preserving log-normal factor on the request rate, per scrape."""
+    ratio_spread: float = 0.2
+    """Sigma of a mean-preserving log-normal factor on the error probability, per scrape."""
+    pod_spread: float = 0.15
+    """The same on the error probability per pod, fixed for the pod's life."""
     restarts_per_minute: float = 0.0
+
+
+def _factor(rng: np.random.Generator, sigma: float) -> float:
+    """Log-normal with mean 1: noise that does not change the average."""
+    return float(rng.lognormal(-sigma * sigma / 2, sigma)) if sigma else 1.0
 
 
 VERSION_KINDS: dict[str, VersionBehaviour] = {
     "healthy": VersionBehaviour(),
     "bad-errors": VersionBehaviour(error_ratio=0.15),
     "bad-latency": VersionBehaviour(latency=0.3),
-    "crashloop": VersionBehaviour(restarts_per_minute=6.0),
-    "noisy": VersionBehaviour(spread=1.0),
+    "crashloop": VersionBehaviour(restarts_per_minute=30.0),
+    # bursty traffic and jittery errors, the same average error rate and latency per request
+    "noisy": VersionBehaviour(traffic_spread=1.2, ratio_spread=0.8, pod_spread=0.4),
 }
 
 
@@ -59,7 +68,7 @@ class AppPod:
 class _Counters:
     def __init__(self, rng: np.random.Generator, pod_spread: float) -> None:
         self.rng = rng
-        self.pod_factor = float(rng.lognormal(0.0, pod_spread))
+        self.pod_factor = _factor(rng, pod_spread)
         self.last = time.monotonic()
         self.requests = 0.0
         self.errors = 0.0
@@ -70,13 +79,12 @@ class _Counters:
     def advance(self, b: VersionBehaviour) -> None:
         now = time.monotonic()
         dt, self.last = max(0.0, now - self.last), now
-        n = int(self.rng.poisson(RPS * dt))
-        f = self.pod_factor * float(self.rng.lognormal(0.0, b.spread))
-        ratio = min(1.0, b.error_ratio * f)
+        n = int(self.rng.poisson(RPS * dt * _factor(self.rng, b.traffic_spread)))
+        ratio = min(1.0, b.error_ratio * self.pod_factor * _factor(self.rng, b.ratio_spread))
         self.requests += n
         self.errors += int(self.rng.binomial(n, ratio)) if n else 0
         if n:
-            lat = self.rng.lognormal(math.log(b.latency * f), 0.4, n)
+            lat = self.rng.lognormal(math.log(b.latency), 0.4, n)
             self.buckets += np.bincount(np.searchsorted(BUCKETS, lat), minlength=len(BUCKETS) + 1)
             self.seconds += float(lat.sum())
         self.restarts += b.restarts_per_minute * dt / 60.0

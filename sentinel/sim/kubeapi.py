@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .store import RESOURCES, ApiError, Obj, Resource, Store
 
-__all__ = ["KubeApiServer", "parse_label_selector"]
+__all__ = ["KubeApiServer", "Stall", "parse_label_selector"]
 
 _PATH = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))"
@@ -137,6 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, fn: Callable[[], None]) -> None:
         self.server.count(self.command, self.path)
         try:
+            stall = self.server.stall
+            if stall is not None and stall.matches(self.command, self.path,
+                                                   self.headers.get("Content-Type") or ""):
+                stall.hold()  # until released; then refused, the request never applied
+                raise ApiError(503, "ServiceUnavailable", "the emulator stalled this request")
             fn()
         except ApiError as e:
             self._send(e.code, e.status())
@@ -292,6 +297,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, obj)
 
 
+class Stall:
+    """Requests whose verb and path match hang until `release()`, then fail with 503 without
+    being applied: a client killed while one of its writes is in flight, for tests."""
+
+    def __init__(self, verb: str, path_contains: str, content_type: str = "") -> None:
+        self.verb, self.path_contains, self.content_type = verb, path_contains, content_type
+        self._cond = threading.Condition()
+        self._released = False
+        self.waiting = 0
+
+    def matches(self, verb: str, path: str, content_type: str) -> bool:
+        return verb == self.verb and self.path_contains in path and \
+            content_type.startswith(self.content_type)
+
+    def hold(self) -> None:
+        with self._cond:
+            self.waiting += 1
+            self._cond.wait_for(lambda: self._released, timeout=120)
+
+    def release(self) -> None:
+        with self._cond:
+            self._released = True
+            self._cond.notify_all()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -302,6 +332,7 @@ class _Server(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.requests: dict[str, int] = {}
         self._count_lock = threading.Lock()
+        self.stall: Stall | None = None
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -329,6 +360,16 @@ class KubeApiServer:
     @property
     def requests(self) -> dict[str, int]:
         return dict(self._server.requests)
+
+    def stall(self, verb: str, path_contains: str, content_type: str = "") -> Stall:
+        """From now on, hang matching requests (see Stall); `unstall` ends it."""
+        self._server.stall = Stall(verb, path_contains, content_type)
+        return self._server.stall
+
+    def unstall(self) -> None:
+        st, self._server.stall = self._server.stall, None
+        if st is not None:
+            st.release()
 
     def start(self) -> KubeApiServer:
         self._thread.start()
