@@ -23,3 +23,4 @@ bench: install
 	.venv/bin/python bench/alerts.py
 	.venv/bin/python bench/registry.py
 	.venv/bin/python bench/anomaly.py
+	.venv/bin/python bench/rollout.py

@@ -203,8 +203,8 @@ def test_daemonset_controller_revisions_and_on_delete(fleet: Fleet, apps: None) 
 
 
 # -- the guard, live -----------------------------------------------------------------------
-GUARD = {"enabled": True, "min_window": 15, "step": 2, "rate_window": 4, "baseline": 60,
-         "hold_deadline": 20}
+GUARD = {"enabled": True, "min_window": 10, "step": 2, "rate_window": 4, "baseline": 60,
+         "hold_deadline": 8}
 
 
 @pytest.fixture
@@ -267,7 +267,7 @@ def guard(fleet: Fleet, apps: None, tmp_path: Path) -> Iterator[Any]:
         g.close()
 
 
-def _history(fleet: Fleet, app: str, sites: list[str] | None = None, seconds: int = 14) -> None:
+def _history(fleet: Fleet, app: str, sites: list[str] | None = None, seconds: int = 10) -> None:
     """Until each of the sites' Prometheus holds `seconds` scrapes of every pod of the app: the
     stable version's baseline, as a long-running version has."""
     def enough() -> bool:
@@ -314,11 +314,11 @@ def test_a_bad_version_is_rolled_back_in_its_first_group_and_goes_no_further(
     _history(fleet, "shop")
     fleet.set_version("2.0", "bad-errors")
     fleet.upgrade("shop", "2.0", "site-a")
-    # The waves go on as a person scripts them: the next node group 20 s after the one before.
+    # The waves go on as a person scripts them: the next node group 15 s after the one before.
     t0, later = time.monotonic(), list(fleet.sites[1:])
 
     def waves(r: dict[str, dict[str, Any]]) -> bool:
-        if later and time.monotonic() - t0 > 20 * (len(fleet.sites) - len(later)):
+        if later and time.monotonic() - t0 > 15 * (len(fleet.sites) - len(later)):
             fleet.upgrade("shop", "2.0", later.pop(0))
         return not later and r["shop-site-a"]["state"] == "rolled-back"
 
@@ -387,7 +387,7 @@ def test_a_dark_site_holds_the_verdict_and_analysis_resumes(fleet: Fleet, guard:
     g.until(lambda r: r["dark-site-b"]["state"] == "analysing", 10, "analysing")
     fleet.uplinks["site-b"].cut("refuse")
     try:
-        rows = g.until(lambda r: (r["dark-site-b"]["hold_seconds"] or 0) > 22, 40,
+        rows = g.until(lambda r: (r["dark-site-b"]["hold_seconds"] or 0) > 12, 40,
                        "a hold past the window and the deadline")
         a = rows["dark-site-b"]
         assert g.acted == [], "missing data must never roll back"
