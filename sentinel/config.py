@@ -353,7 +353,8 @@ class Rollouts(_Strict):
     (one per node group, as KubeEdge's EdgeApplication makes them) are held together. A
     workload with none is its own application."""
     version_label: str = "version"
-    """The pod label (and metric label) that tells the new pods from the stable ones."""
+    """The pod label whose value tells the revisions apart. The metric queries must return
+    it as the label `version` (the default templates group by it)."""
     interval: Duration = Field(10.0, gt=0)
     """Seconds between two analyses of every workload that is rolling out."""
     rate_window: Duration = Field(30.0, gt=0)

@@ -128,7 +128,7 @@ class RolloutGuard:
                 for k in [k for k in d if k not in keys]:
                     del d[k]
             self.checked_at = now
-            self._status = [self._row(w, now) for w in self.view.workloads()]
+            self._status = [self._row(w, now) for w in workloads]
             self.metrics.rollout_state.workloads = self._status
             return taken
 

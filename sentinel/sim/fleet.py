@@ -180,14 +180,15 @@ class Fleet:
     def app_pods(self, site: str) -> list[AppPod]:
         """The pods of workloads (owned by a ReplicaSet or DaemonSet) on the site's nodes."""
         nodes = set(self.nodes(site))
-        out = []
-        for p in self.store.list(PODS, None)[0]:
-            m, node = p["metadata"], p["spec"].get("nodeName")
-            labels = m.get("labels") or {}
-            if node in nodes and m.get("ownerReferences") and "version" in labels:
-                out.append(AppPod(m["namespace"], m["name"], node, labels.get("app", ""),
-                                  labels["version"]))
-        return out
+
+        def mine(p: dict[str, Any]) -> bool:
+            m = p["metadata"]
+            return p["spec"].get("nodeName") in nodes and bool(m.get("ownerReferences")) and \
+                "version" in (m.get("labels") or {})
+
+        return [AppPod(p["metadata"]["namespace"], p["metadata"]["name"], p["spec"]["nodeName"],
+                       p["metadata"]["labels"].get("app", ""), p["metadata"]["labels"]["version"])
+                for p in self.store.list(PODS, None, mine)[0]]
 
     def behaviour(self, version: str) -> VersionBehaviour:
         return self.versions.get(version, VERSION_KINDS["healthy"])

@@ -51,9 +51,8 @@ def template_hash(template: Obj) -> str:
     return hashlib.sha256(json.dumps(t, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _owned(items: list[Obj], uid: str) -> list[Obj]:
-    return [o for o in items if any(r.get("uid") == uid
-                                    for r in o["metadata"].get("ownerReferences") or [])]
+def _owns(uid: str) -> Callable[[Obj], bool]:
+    return lambda o: any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
 
 
 def _owner(o: Obj, kind: str) -> list[Obj]:
@@ -102,11 +101,13 @@ class WorkloadControllers:
                 self.reconcile()
 
     def reconcile(self) -> None:
-        with self.store.lock:
-            for d in self.store.list(DEPLOYMENTS, None)[0]:
-                self._deployment(d)
-            for ds in self.store.list(DAEMONSETS, None)[0]:
-                self._daemonset(ds)
+        """One workload at a time under the store's lock, so API requests interleave."""
+        for res, fn in ((DEPLOYMENTS, self._deployment), (DAEMONSETS, self._daemonset)):
+            for o in self.store.list(res, None)[0]:
+                with self.store.lock:
+                    m = o["metadata"]
+                    with contextlib.suppress(ApiError):  # deleted meanwhile
+                        fn(self.store.get(res, m["namespace"], m["name"]))
 
     def _may_step(self, uid: str) -> bool:
         now = self.clock()
@@ -126,7 +127,7 @@ class WorkloadControllers:
         template = spec.get("template") or {}
         want = int(spec.get("replicas", 1))
         h = template_hash(template)
-        rss = _owned(self.store.list(REPLICASETS, ns)[0], uid)
+        rss = self.store.list(REPLICASETS, ns, _owns(uid))[0]
         new = next((r for r in rss if r["metadata"]["labels"].get(HASH_LABEL) == h), None)
         top = max((_rev(r) for r in rss), default=0)
         if not spec.get("paused"):
@@ -145,7 +146,7 @@ class WorkloadControllers:
                 rev = str(_rev(new))
                 d = self._set(DEPLOYMENTS, d, lambda o: o["metadata"].setdefault(
                     "annotations", {}).__setitem__(REVISION_ANNOTATION, rev))
-        rss = _owned(self.store.list(REPLICASETS, ns)[0], uid)
+        rss = self.store.list(REPLICASETS, ns, _owns(uid))[0]
         pods_of = {r["metadata"]["uid"]: self._pods(r, r["spec"]["template"],
                                                     r["spec"]["replicas"], "ReplicaSet")
                    for r in rss}
@@ -195,7 +196,7 @@ class WorkloadControllers:
         """Bring the owner's pods to `replicas`, spread over the matching nodes; newest go
         first when scaling down."""
         ns = owner["metadata"]["namespace"]
-        pods = _owned(self.store.list(PODS, ns)[0], owner["metadata"]["uid"])
+        pods = self.store.list(PODS, ns, _owns(owner["metadata"]["uid"]))[0]
         while len(pods) > replicas:
             gone = max(pods, key=lambda p: p["metadata"]["name"])
             self.store.delete(PODS, ns, gone["metadata"]["name"])
@@ -219,7 +220,7 @@ class WorkloadControllers:
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         template = spec.get("template") or {}
         h = template_hash(template)
-        crs = _owned(self.store.list(REVISIONS, ns)[0], uid)
+        crs = self.store.list(REVISIONS, ns, _owns(uid))[0]
         top = max((int(c.get("revision", 0)) for c in crs), default=0)
         cur = next((c for c in crs if c["metadata"]["labels"].get(DS_HASH_LABEL) == h), None)
         if cur is None:
@@ -233,7 +234,7 @@ class WorkloadControllers:
             self._set(REVISIONS, cur, lambda o: o.__setitem__("revision", top + 1))
         t = copy.deepcopy(template)
         t.setdefault("metadata", {}).setdefault("labels", {})[DS_HASH_LABEL] = h
-        pods = _owned(self.store.list(PODS, ns)[0], uid)
+        pods = self.store.list(PODS, ns, _owns(uid))[0]
         nodes = set(self._nodes_for(template))
         on_node = {p["spec"].get("nodeName"): p for p in pods}
         for p in pods:
@@ -252,7 +253,7 @@ class WorkloadControllers:
             self.store.create(PODS, ns, _ready_pod(self._pod_name(name), ns, n, t,
                                                    dict(t["metadata"]["labels"]),
                                                    _owner(ds, "DaemonSet")))
-        pods = _owned(self.store.list(PODS, ns)[0], uid)
+        pods = self.store.list(PODS, ns, _owns(uid))[0]
         updated = sum(p["metadata"]["labels"].get(DS_HASH_LABEL) == h for p in pods)
         status = {"observedGeneration": meta.get("generation", 1),
                   "desiredNumberScheduled": len(nodes), "currentNumberScheduled": len(pods),
