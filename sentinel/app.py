@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ from .adapters.actuate import Actuator, KubeActuator, RecordingActuator
 from .adapters.alertstore import AlertStore
 from .adapters.journal import Journal
 from .adapters.kube import ClusterView, make_api_client
+from .adapters.lease import LeaseElector
 from .adapters.overrides import OverrideStore
 from .adapters.prom import SiteCollector, SiteTarget
 from .api import add_api_routes
@@ -57,8 +60,15 @@ class Runtime:
     registries: RegistryGuard | None = None
     anomaly: AnomalyKeeper | None = None
     rollouts: RolloutGuard | None = None
+    elector: LeaseElector | None = None
+
+    def leading(self) -> bool:
+        """Whether this replica may act: always without leader election."""
+        return self.elector is None or self.elector.leading
 
     async def aclose(self) -> None:
+        if self.elector is not None:
+            await asyncio.to_thread(self.elector.release)
         self.cluster.stop()
         if self.rollouts is not None:
             self.rollouts.close()
@@ -93,8 +103,17 @@ def build_runtime(cfg: Config, rules: RuleSet,
         keeper.load()
         metrics.anomaly_state.age = keeper.age
         metrics.anomaly_state.min_score = cfg.anomaly.export_min_score
+    elector = None
+    if cfg.leader_election.enabled:
+        le = cfg.leader_election
+        identity = le.identity or os.environ.get("POD_NAME") or \
+            f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaseElector(api, le.namespace, le.name, identity, le.lease_duration,
+                               le.renew_deadline)
+    metrics.leading = (lambda: elector.leading) if elector is not None else (lambda: True)
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
-                        alerts=alerts, overrides=overrides, anomaly=keeper)
+                        alerts=alerts, overrides=overrides, anomaly=keeper,
+                        leading=metrics.leading)
     guard = None
     if any(s.registry is not None for s in cfg.sites):
         def partitioned(site: str) -> bool:
@@ -106,7 +125,7 @@ def build_runtime(cfg: Config, rules: RuleSet,
     rollouts = RolloutGuard(cfg, api, journal, metrics, actuator.mode) \
         if cfg.rollouts.enabled else None
     return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper,
-                   rollouts)
+                   rollouts, elector)
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -126,7 +145,25 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
 
     scheduler = AsyncIOScheduler()
 
+    async def elect() -> None:
+        assert rt.elector is not None
+        was = rt.elector.leading
+        try:
+            now_leading = await asyncio.to_thread(rt.elector.step)
+        except Exception:
+            log.exception("lease step failed; the next one retries")
+            return
+        if now_leading and not was:
+            # The previous leader's journal is the memory now (flap damping, rate budget).
+            await asyncio.to_thread(rt.sentinel.remember, time.time())
+            wake()
+        elif was and not now_leading:
+            log.warning("not leading any more (lease held by %s): acting on nothing",
+                        rt.elector.holder)
+
     async def probe() -> None:
+        if not rt.leading():
+            return
         assert rt.registries is not None
         try:
             await rt.registries.run_round()
@@ -136,7 +173,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     async def train() -> None:
         """Off the decision path: its own job, the fitting in a worker thread."""
         keeper = rt.anomaly
-        if keeper is None or keeper.training or not keeper.due():
+        if keeper is None or keeper.training or not keeper.due() or not rt.leading():
             return
         try:
             result = await asyncio.to_thread(keeper.train)
@@ -150,6 +187,8 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     async def analyse_rollouts() -> None:
         """Off the decision path: its own job, the queries and writes in a worker thread."""
         assert rt.rollouts is not None
+        if not rt.leading():
+            return
         try:
             await asyncio.to_thread(rt.rollouts.run_round)
         except Exception:
@@ -161,6 +200,11 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         if rt.rollouts is not None:
             rt.rollouts.start()
         if schedule:
+            if rt.elector is not None:
+                scheduler.add_job(elect, "interval",
+                                  seconds=rt.cfg.leader_election.retry_period,
+                                  max_instances=1, coalesce=True, id="lease",
+                                  next_run_time=datetime.now().astimezone())
             scheduler.add_job(tick, "interval", seconds=interval, max_instances=1,
                               coalesce=True, next_run_time=datetime.now().astimezone(),
                               id="cycle")

@@ -30,6 +30,7 @@ __all__ = [
     "Config",
     "Durations",
     "Exempt",
+    "LeaderElection",
     "Registries",
     "RegistryEndpoint",
     "RolloutMetric",
@@ -394,6 +395,33 @@ class Rollouts(_Strict):
                 .replace("$window", _prom_duration(self.rate_window)))
 
 
+class LeaderElection(_Strict):
+    enabled: bool = False
+    """On for more than one replica: only the holder of the Lease acts; the others keep
+    cycling (so they serve reads, and take over with their timers running) but change
+    nothing and write no journal."""
+    namespace: str = "sentinel"
+    """Where the Lease lives: sentinel's own namespace (the RBAC in deploy/ grants it there)."""
+    name: str = "sentinel"
+    identity: str | None = None
+    """Default: the POD_NAME environment variable, else host name and process id."""
+    lease_duration: Duration = Field(15.0, gt=0)
+    """A dead leader's lease is taken over this long after its last renewal."""
+    renew_deadline: Duration = Field(10.0, gt=0)
+    """A leader that has not renewed for this long stops acting: less than the duration, so
+    it has stopped before anyone else may start."""
+    retry_period: Duration = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _deadline_below_duration(self) -> LeaderElection:
+        if self.renew_deadline >= self.lease_duration:
+            raise ValueError("renew_deadline must be shorter than lease_duration, or two "
+                             "replicas could act at once")
+        if self.retry_period >= self.renew_deadline:
+            raise ValueError("retry_period must be shorter than renew_deadline")
+        return self
+
+
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
@@ -420,6 +448,7 @@ class Config(_Strict):
     registries: Registries = Registries()
     anomaly: Anomaly = Anomaly()
     rollouts: Rollouts = Rollouts()
+    leader_election: LeaderElection = LeaderElection()
     journal: str = "sentinel-journal.db"
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."

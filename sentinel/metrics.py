@@ -43,6 +43,11 @@ class Metrics:
                        registry=registry)
         for m in ("enforce", "dry-run"):
             mode_g.labels(m).set(1 if m == mode else 0)
+        self.leading: Callable[[], bool] = lambda: True
+        """Set by the runtime: whether this replica holds the lease (leader election)."""
+        Gauge("sentinel_leader", "1 on the replica that acts (holds the lease, or leader "
+              "election is off); 0 on a follower, which serves reads and changes nothing.",
+              registry=registry).set_function(lambda: 1.0 if self.leading() else 0.0)
         self.state = _StateCollector()
         registry.register(self.state)
         self.registry_switches = Counter(

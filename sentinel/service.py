@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -110,22 +110,33 @@ class Sentinel:
                  actuator: Actuator, journal: Journal, metrics: Metrics,
                  clock: Callable[[], float] = time.time, alerts: AlertSource | None = None,
                  overrides: OverrideSource | None = None,
-                 anomaly: ModelSource | None = None) -> None:
+                 anomaly: ModelSource | None = None,
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
         self.clock = clock
         self.alerts, self.overrides, self.anomaly = alerts, overrides, anomaly
+        self.leading = leading
+        """A replica that does not hold the lease cycles, but acts on nothing and journals
+        nothing (leader election)."""
         self._alarm_state = AlarmState()
         self._scores: FleetScores | None = None
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
-        now = clock()
-        last_release, recent = journal.memory(now, cfg.durations.flap_window, actuator.mode)
-        self.state = PolicyState(last_release=last_release, recent_isolations=recent)
+        self.state = PolicyState()
+        self.remember(clock())
         self.last: CycleReport | None = None
         self._notes: dict[str, str] = {}
-        self._settled = False
         self._lock = asyncio.Lock()
+
+    def remember(self, now: float) -> None:
+        """Decide's memory from the journal: at start, and when this replica takes the lease
+        over (the previous leader's releases and isolations count for flap damping and the
+        rate budget). Pending matches are this replica's own: it kept cycling as follower."""
+        last_release, recent = self.journal.memory(now, self.cfg.durations.flap_window,
+                                                   self.actuator.mode)
+        self.state = replace(self.state, last_release=last_release, recent_isolations=recent)
+        self._settled = False
 
     async def run_cycle(self) -> CycleReport:
         async with self._lock:  # never two cycles at once, whoever calls
@@ -161,6 +172,8 @@ class Sentinel:
     def _act(self, plan: Plan, now: float) -> list[ActionResult]:
         """Journal (write-ahead), apply, settle; every fsync off the event loop."""
         results: list[ActionResult] = []
+        if not self.leading():
+            return results
         if plan.actions:
             self.journal.plan(plan.actions, self.actuator.mode, now)
             results = self.actuator.apply(plan, now)
@@ -171,7 +184,7 @@ class Sentinel:
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
                   model: AnomalyModel | None) -> Snapshot:
         nodes = self.actuator.view(self.node_source.nodes())
-        if not self._settled:
+        if not self._settled and self.leading():
             self._settle_interrupted(nodes)
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
         overrides = self.overrides.active(started) if self.overrides is not None else ()
@@ -207,7 +220,8 @@ class Sentinel:
                                                              if r is not None else "")))
         for note in notes:
             log.info("ANOMALY %s (%s): %s", note.node, note.reason, note.text)
-        self.journal.record_notes(notes, now)
+        if self.leading():
+            self.journal.record_notes(notes, now)
         unscored = frozenset(n for n in held if self._scores.reading(n) is None)
         return alarms, unscored
 
