@@ -96,8 +96,9 @@ class Registries(_Strict):
     failback_window: Duration = Field(3600.0, gt=0)
     canary: str | None = None
     """Optional `repository:tag` whose manifest must answer `HEAD` too: content is served."""
-    namespace: str = "kube-system"
-    """Where the mirror-config ConfigMaps live (`sentinel-registry-<site>`)."""
+    namespace: str = "sentinel"
+    """Where the mirror-config ConfigMaps live (`sentinel-registry-<site>`): sentinel's own
+    namespace, where deploy/ grants it ConfigMaps and the registry-hosts DaemonSet reads."""
     workload_label: str = "sentinel.edge.io/registry-failover"
     """Deployments with this label "true" are rewritten by the image-override strategy."""
 

