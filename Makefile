@@ -8,13 +8,13 @@ demo: install
 	.venv/bin/sentinel demo
 
 test: install
-	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/ruff check sentinel tests bench dashboards
 	.venv/bin/mypy sentinel
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 lint: install
-	.venv/bin/ruff check sentinel tests bench
+	.venv/bin/ruff check sentinel tests bench dashboards
 	.venv/bin/mypy sentinel
 	.venv/bin/lint-imports
 
