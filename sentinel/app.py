@@ -155,7 +155,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return
         if now_leading and not was:
             # The previous leader's journal is the memory now (flap damping, rate budget).
-            await asyncio.to_thread(rt.sentinel.remember, time.time())
+            await rt.sentinel.take_over(time.time())
             wake()
         elif was and not now_leading:
             log.warning("not leading any more (lease held by %s): acting on nothing",

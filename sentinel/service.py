@@ -138,6 +138,12 @@ class Sentinel:
         self.state = replace(self.state, last_release=last_release, recent_isolations=recent)
         self._settled = False
 
+    async def take_over(self, now: float) -> None:
+        """This replica got the lease: reload the memory between cycles, never during one
+        (a cycle in flight would write its older state back over it)."""
+        async with self._lock:
+            await asyncio.to_thread(self.remember, now)
+
     async def run_cycle(self) -> CycleReport:
         async with self._lock:  # never two cycles at once, whoever calls
             try:

@@ -162,10 +162,10 @@ class WorkloadView:
         revs = self._revisions(kind, children)
         template = _strip_hash(spec.get("template") or {})
         current = next((r for r in revs if r.template == template), None)
+        record = _json(ann.get(self.record_key))
         previous = None
         if current is not None:
             older = [r for r in revs if r.hash != current.hash]
-            record = _json(ann.get(self.record_key))
             # After a rollback the controller renumbers the restored revision as the newest;
             # the one before the current is the newest other revision that did not fail here.
             bad = {record.get("revision")} if record else set()
@@ -185,8 +185,8 @@ class WorkloadView:
                 updated == desired
             paused = (spec.get("updateStrategy") or {}).get("type") == "OnDelete"
         return Workload(kind, m["namespace"], m["name"], app, paused, current, previous,
-                        desired, updated, settled and current is not None,
-                        _json(ann.get(self.record_key)), _json(ann.get(self.hold_key)))
+                        desired, updated, settled and current is not None, record,
+                        _json(ann.get(self.hold_key)))
 
 
 def _json(s: str | None) -> dict[str, Any] | None:
