@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,10 +110,11 @@ def build_runtime(cfg: Config, rules: RuleSet,
             f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaseElector(api, le.namespace, le.name, identity, le.lease_duration,
                                le.renew_deadline)
-    metrics.leading = (lambda: elector.leading) if elector is not None else (lambda: True)
+    leading: Callable[[], bool] = (lambda: elector.leading) if elector is not None \
+        else (lambda: True)
+    metrics.leading = leading
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
-                        alerts=alerts, overrides=overrides, anomaly=keeper,
-                        leading=metrics.leading)
+                        alerts=alerts, overrides=overrides, anomaly=keeper, leading=leading)
     guard = None
     if any(s.registry is not None for s in cfg.sites):
         def partitioned(site: str) -> bool:
