@@ -63,8 +63,13 @@ class PolicyState:
     recent_isolations: tuple[float, ...] = ()
 
 
+def action_id(now: float, *parts: str) -> str:
+    """The journal id of an action: when, and what it is about."""
+    return hashlib.sha1("/".join((f"{now:.3f}", *parts)).encode()).hexdigest()[:12]
+
+
 def decision_id(now: float, node: str, key: str, kind: ActionKind) -> str:
-    return hashlib.sha1(f"{now:.3f}/{node}/{key}/{kind.value}".encode()).hexdigest()[:12]
+    return action_id(now, node, key, kind.value)
 
 
 @dataclass(slots=True)

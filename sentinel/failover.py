@@ -10,7 +10,6 @@ registry.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from .adapters.actuate import record_event
 from .adapters.journal import Journal
 from .adapters.registry import ImageOverride, MirrorConfig, RegistryProber
 from .config import Config, RegistryEndpoint, SiteConfig
+from .decide import action_id
 from .metrics import Metrics
 from .registry import Probe, RegistryParams, RegistryState, Role, Switch, host_of, step
 
@@ -118,7 +118,7 @@ class RegistryGuard:
         site = s.cfg.name
         kind = "registry-failover" if sw.to is Role.STANDBY else "registry-failback"
         to = s.standby if sw.to is Role.STANDBY else s.primary
-        aid = hashlib.sha1(f"{now:.3f}/{site}/{kind}".encode()).hexdigest()[:12]
+        aid = action_id(now, site, kind)
         reason = f"{reg.strategy}: {host_of(s.primary.url)} -> {to.url} ({sw.reason})"
         evidence: dict[str, Any] = {"strategy": reg.strategy, "primary": s.primary.url,
                                     "standby": s.standby.url, "to": sw.to.value}

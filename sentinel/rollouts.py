@@ -10,7 +10,6 @@ isolation cycle.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -27,6 +26,7 @@ from .adapters.history import query_range
 from .adapters.journal import Journal
 from .adapters.workloads import WorkloadView, WorkloadWriter, pods_regex
 from .config import Config
+from .decide import action_id
 from .metrics import Metrics
 from .model import NodeName, Note, SiteName
 from .rollout import (
@@ -238,7 +238,7 @@ class RolloutGuard:
     # -- actions ---------------------------------------------------------------------------
     def _act(self, a: RolloutAction, now: float, by: str = "sentinel") -> bool:
         w = a.workload
-        aid = hashlib.sha1(f"{now:.6f}/{w.key}/{a.kind}".encode()).hexdigest()[:12]
+        aid = action_id(now, w.key, a.kind)
         cur = w.current
         site = self._sites_of(w)[0].name if cur is not None else ""
         if a.kind == "rollback":
@@ -320,7 +320,7 @@ class RolloutGuard:
             if w.hold is None and not w.paused:
                 raise RolloutError(409, f"{w.key} is neither held nor paused")
             now = self.clock()
-            aid = hashlib.sha1(f"{now:.6f}/{w.key}/resume".encode()).hexdigest()[:12]
+            aid = action_id(now, w.key, "resume")
             text = f"resumed {_describe(w)} by {by}"
             self.journal.plan_other(aid, now, self.mode, "rollout-resume", "", w.key, LEVEL,
                                     "resume", "manual", text, {"hold": w.hold})
