@@ -103,20 +103,11 @@ def rank_test(new: Sequence[float], stable: Sequence[float]) -> tuple[float, flo
     x, y = np.asarray(new, float), np.asarray(stable, float)
     n1, n2 = len(x), len(y)
     both = np.concatenate([x, y])
-    order = both.argsort(kind="mergesort")
-    ranks = np.empty(len(both))
-    sorted_ = both[order]
-    # average ranks over ties
-    i = 0
-    tie_term = 0.0
-    while i < len(both):
-        j = i
-        while j + 1 < len(both) and sorted_[j + 1] == sorted_[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        t = j - i + 1
-        tie_term += t ** 3 - t
-        i = j + 1
+    # average ranks over ties: a group of equal values takes the mean of the ranks it spans
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2)[inverse]
+    tie_term = float((counts.astype(float) ** 3 - counts).sum())
     u = float(ranks[:n1].sum()) - n1 * (n1 + 1) / 2
     effect = u / (n1 * n2)
     n = n1 + n2
