@@ -64,7 +64,7 @@ class Runtime:
 
     def leading(self) -> bool:
         """Whether this replica may act: always without leader election."""
-        return self.elector is None or self.elector.leading
+        return self.sentinel.leading()
 
     async def aclose(self) -> None:
         if self.elector is not None:

@@ -211,7 +211,7 @@ class WorkloadControllers:
             labels = dict((template.get("metadata") or {}).get("labels") or {})
             pods.append(self.store.create(PODS, ns, _ready_pod(
                 self._pod_name(owner["metadata"]["name"]), ns, node, template, labels,
-                [{**_owner(owner, kind)[0]}])))
+                _owner(owner, kind))))
         return pods
 
     # -- DaemonSets ------------------------------------------------------------------------
