@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sentinel.adapters.dataset import read_dataset
-from sentinel.anomaly import AlarmState, feature_matrix, fit_model, score_fleet
-from sentinel.evaluation import evaluate_entity, summarize
-from sentinel.model import SiteName, SiteView
+from sentinel.anomaly.dataset import read_dataset
+from sentinel.anomaly.evaluation import evaluate_entity, summarize
+from sentinel.anomaly.score import AlarmState, feature_matrix, fit_model, score_fleet
+from sentinel.core.model import SiteName, SiteView
 from sentinel.sim.dataset import DatasetSpec, generate
 from sentinel.sim.signals import FEATURES, NodeSignals
 

@@ -16,9 +16,9 @@ import resource
 import statistics
 import time
 
-from sentinel.decide import DecideParams, PolicyState, decide
-from sentinel.detect import DetectParams, detect
-from sentinel.model import (
+from sentinel.core.decide import DecideParams, PolicyState, decide
+from sentinel.core.detect import DetectParams, detect
+from sentinel.core.model import (
     NODE_KEY,
     Held,
     HeldKey,
@@ -30,7 +30,7 @@ from sentinel.model import (
     SiteView,
     Snapshot,
 )
-from sentinel.rules import Rule, RuleSet
+from sentinel.core.ruleset import Rule, RuleSet
 
 
 def rules(n: int) -> RuleSet:

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
-from sentinel.config import parse_config
-from sentinel.failover import RegistryGuard
-from sentinel.metrics import Metrics
+from sentinel.adapters.metrics import Metrics
+from sentinel.config.schema import parse_config
+from sentinel.registry.guard import RegistryGuard
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.registry import RegistryProcess
 from sentinel.sim.store import RESOURCES, ApiError

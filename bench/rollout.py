@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
-from sentinel.config import parse_config
-from sentinel.metrics import Metrics
-from sentinel.rollouts import RolloutGuard
+from sentinel.adapters.metrics import Metrics
+from sentinel.config.schema import parse_config
+from sentinel.rollouts.guard import RolloutGuard
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.store import Resource
 from sentinel.sim.workloads import DEPLOYMENTS, PODS

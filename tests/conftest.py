@@ -16,10 +16,10 @@ import httpx
 import pytest
 import yaml
 
-from sentinel.app import Runtime, build_runtime
-from sentinel.config import parse_config
-from sentinel.rules import load_rules
-from sentinel.service import CycleReport
+from sentinel.config.rules import load_rules
+from sentinel.config.schema import parse_config
+from sentinel.http.app import Runtime, build_runtime
+from sentinel.isolation.cycle import CycleReport
 from sentinel.sim.fleet import NODES, PODS, Fleet, FleetSpec
 from sentinel.sim.process import free_port
 

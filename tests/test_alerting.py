@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from sentinel.model import NODE_KEY
+from sentinel.core.model import NODE_KEY
 from sentinel.sim.alertmanager import AlertmanagerProcess
 from sentinel.sim.fleet import Fleet
 

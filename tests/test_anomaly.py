@@ -18,8 +18,8 @@ import yaml
 from prometheus_client import generate_latest
 from sklearn.metrics import average_precision_score
 
-from sentinel.adapters.modelstore import ModelRefused, load_model, save_model
-from sentinel.anomaly import (
+from sentinel.anomaly.keeper import AnomalyKeeper
+from sentinel.anomaly.score import (
     AlarmState,
     AnomalyModel,
     AnomalyParams,
@@ -28,12 +28,12 @@ from sentinel.anomaly import (
     fit_model,
     score_fleet,
 )
-from sentinel.config import parse_config
-from sentinel.decide import DecideParams, PolicyState, decide
-from sentinel.detect import DetectParams, detect
-from sentinel.explain import explain_node
-from sentinel.learning import AnomalyKeeper
-from sentinel.model import (
+from sentinel.anomaly.store import ModelRefused, load_model, save_model
+from sentinel.config.schema import parse_config
+from sentinel.core.decide import DecideParams, PolicyState, decide
+from sentinel.core.detect import DetectParams, detect
+from sentinel.core.explain import explain_node
+from sentinel.core.model import (
     ANOMALY_KEY,
     AnomalyReading,
     Level,
@@ -44,7 +44,7 @@ from sentinel.model import (
     SiteView,
     Snapshot,
 )
-from sentinel.rules import RuleSet
+from sentinel.core.ruleset import RuleSet
 from sentinel.sim.signals import FEATURES, GRAY_FAULTS, GrayFault, NodeSignals
 
 from .conftest import DOMAIN, Harness, our_taints, poll
@@ -196,7 +196,7 @@ def trained() -> tuple[AnomalyModel, np.ndarray, list[str], np.ndarray]:
 
 
 def _saveable(model: AnomalyModel, queries: dict[str, str]) -> AnomalyModel:
-    from sentinel.adapters.modelstore import features_digest, library_versions
+    from sentinel.anomaly.store import features_digest, library_versions
 
     return replace(model, meta={**model.meta, "features_digest": features_digest(queries),
                                 "versions": library_versions()})

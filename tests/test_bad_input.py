@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentinel.config import load_config, parse_config
-from sentinel.rules import load_rules
-from sentinel.yamlsrc import SourceError
+from sentinel.config.rules import load_rules
+from sentinel.config.schema import load_config, parse_config
+from sentinel.config.yamlsrc import SourceError
 
 GOOD_SITE = "sites:\n  - name: a\n    prometheus: http://127.0.0.1:9090\n"
 

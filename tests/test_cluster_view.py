@@ -8,8 +8,8 @@ import yaml
 from kubernetes import client
 
 from sentinel.adapters.kube import ClusterView
-from sentinel.config import parse_config
-from sentinel.model import Ready
+from sentinel.config.schema import parse_config
+from sentinel.core.model import Ready
 
 CFG = parse_config(yaml.safe_dump({"sites": [{"name": "a", "prometheus": "http://x:1"}]}),
                    "c.yaml", {})

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from sentinel.decide import DecideParams, PolicyState, decide
-from sentinel.detect import DetectParams, detect
-from sentinel.model import (
+from sentinel.config.rules import parse_rules
+from sentinel.core.decide import DecideParams, PolicyState, decide
+from sentinel.core.detect import DetectParams, detect
+from sentinel.core.model import (
     NODE_KEY,
     ActionKind,
     Held,
@@ -23,7 +24,7 @@ from sentinel.model import (
     Snapshot,
     Verdict,
 )
-from sentinel.rules import RuleSet, parse_rules
+from sentinel.core.ruleset import RuleSet
 
 RULES_TEXT = """
 rules:

@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from dashboards.generate import write
-from sentinel.metrics import Metrics
+from sentinel.adapters.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "dashboards").glob("*.json"))

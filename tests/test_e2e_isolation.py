@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sentinel.model import NODE_KEY, SiteState
+from sentinel.core.model import NODE_KEY, SiteState
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.store import RESOURCES
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sentinel.model import NODE_KEY
+from sentinel.core.model import NODE_KEY
 from sentinel.sim.fleet import NODES, Fleet
 
 from .conftest import DOMAIN, our_taints
@@ -132,7 +132,7 @@ def test_actions_interrupted_by_a_crash_are_settled_from_the_nodes(harness: Any)
     `planned`; the next sentinel reads the node's decision id and settles it."""
     import sqlite3
 
-    from sentinel.model import Action, ActionKind, Level, NodeName, SiteName
+    from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
     h1 = harness()
     f: Fleet = h1.fleet

@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from sentinel.ownership import render_patch
+from sentinel.core.ownership import render_patch
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.patch import strategic_merge_patch
 from sentinel.sim.store import Store
@@ -54,7 +54,7 @@ def test_stale_resource_version_is_a_409(api: client.CoreV1Api) -> None:
 
 
 def test_render_patch_keeps_foreign_taints_and_is_idempotent(api: client.CoreV1Api) -> None:
-    from sentinel.model import Action, ActionKind, Level, NodeName, SiteName
+    from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
     obj = node(api, taints=[{"key": "human/x", "effect": "NoSchedule"}])
     a = Action("d1", ActionKind.ISOLATE, NodeName("n1"), SiteName("s"), "node", Level.NODE,
@@ -79,7 +79,7 @@ def test_render_patch_keeps_foreign_taints_and_is_idempotent(api: client.CoreV1A
 
 
 def test_human_cordon_is_never_undone(api: client.CoreV1Api) -> None:
-    from sentinel.model import Action, ActionKind, Level, NodeName, SiteName
+    from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
     obj = node(api, unschedulable=True)
     iso = Action("d1", ActionKind.ISOLATE, NodeName("n1"), SiteName("s"), "node", Level.NODE,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sentinel.decide import DecideParams, PolicyState, decide
-from sentinel.detect import detect
-from sentinel.explain import VERDICT_MEANING, explain_node
-from sentinel.model import (
+from sentinel.core.decide import DecideParams, PolicyState, decide
+from sentinel.core.detect import detect
+from sentinel.core.explain import VERDICT_MEANING, explain_node
+from sentinel.core.model import (
     NODE_KEY,
     ActionKind,
     Held,
@@ -24,8 +24,8 @@ from sentinel.model import (
     Snapshot,
     Verdict,
 )
-from sentinel.overrides import OverrideRequest, check_request
-from sentinel.timefmt import ago, span
+from sentinel.core.overrides import OverrideRequest, check_request
+from sentinel.core.timefmt import ago, span
 
 from .test_core_tables import DOWN, PROXY, RULES, P, S, node, view
 

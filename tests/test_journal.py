@@ -7,7 +7,7 @@ from pathlib import Path
 
 def test_journal_returns_the_newest_actions_oldest_first(tmp_path: Path) -> None:
     from sentinel.adapters.journal import Journal
-    from sentinel.model import Action, ActionKind, Level, NodeName, SiteName
+    from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
     j = Journal(tmp_path / "j.db")
     for i in range(5):

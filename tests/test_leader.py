@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sentinel.leader import LeaseRecord, lease_step
+from sentinel.core.leader import LeaseRecord, lease_step
 from sentinel.sim.fleet import Fleet
 
 from .conftest import Serve, our_taints, poll

@@ -23,7 +23,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from sentinel.cli import app
+from sentinel.cli.main import app
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.process import free_port
 
@@ -285,7 +285,7 @@ def test_tables_print_data_literally() -> None:
     """A reason or an error holding "[...]" is data, not rich markup."""
     from rich.console import Console
 
-    from sentinel.oncall import _render_history
+    from sentinel.cli.oncall import _render_history
 
     con = Console(file=io.StringIO(), width=300, no_color=True)
     _render_history([{"type": "action", "ts": 0.0, "mode": "enforce", "outcome": "failed",

@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
-from sentinel.adapters.registry import MirrorConfig
-from sentinel.config import Config, Registries, parse_config
-from sentinel.failover import RegistryGuard
-from sentinel.metrics import Metrics
-from sentinel.registry import (
+from sentinel.adapters.metrics import Metrics
+from sentinel.config.schema import Config, Registries, parse_config
+from sentinel.registry.guard import RegistryGuard
+from sentinel.registry.probe import MirrorConfig
+from sentinel.registry.state import (
     Probe,
     RegistryParams,
     RegistryState,

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
-from sentinel.config import parse_config
-from sentinel.metrics import Metrics
-from sentinel.rollout import (
+from sentinel.adapters.metrics import Metrics
+from sentinel.config.schema import parse_config
+from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,
     MetricSpec,
@@ -34,7 +34,7 @@ from sentinel.rollout import (
     judge_metric,
     rank_test,
 )
-from sentinel.rollouts import RolloutGuard
+from sentinel.rollouts.guard import RolloutGuard
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.store import RESOURCES
 from sentinel.sim.workloads import DAEMONSETS, DEPLOYMENTS, PODS, REPLICASETS, REVISIONS

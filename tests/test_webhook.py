@@ -19,11 +19,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.alerts import Alert, map_alert
-from sentinel.app import Runtime, build_runtime, create_app
-from sentinel.config import Alerts, parse_config
-from sentinel.detect import DetectParams, detect
-from sentinel.model import (
+from sentinel.config.rules import parse_rules
+from sentinel.config.schema import Alerts, parse_config
+from sentinel.core.alerts import Alert, map_alert
+from sentinel.core.detect import DetectParams, detect
+from sentinel.core.model import (
     NODE_KEY,
     Level,
     NodeInfo,
@@ -34,7 +34,8 @@ from sentinel.model import (
     Snapshot,
     Verdict,
 )
-from sentinel.rules import RuleSet, parse_rules
+from sentinel.core.ruleset import RuleSet
+from sentinel.http.app import Runtime, build_runtime, create_app
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.prometheus import free_port
 from sentinel.sim.store import RESOURCES

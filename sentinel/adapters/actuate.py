@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ..model import Action, ActionKind, Held, NodeInfo, Plan
-from ..ownership import apply_actions, render_patch, unschedulable_after
-from .kube import ClusterView
+from sentinel.adapters.kube import ClusterView
+from sentinel.core.model import Action, ActionKind, Held, NodeInfo, Plan
+from sentinel.core.ownership import apply_actions, render_patch, unschedulable_after
 
 __all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator", "record_event"]
 

@@ -18,9 +18,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..alerts import MappedAlert
-from ..model import AlertEvidence, Level, NodeName
-from .journal import open_sqlite
+from sentinel.adapters.journal import open_sqlite
+from sentinel.core.alerts import MappedAlert
+from sentinel.core.model import AlertEvidence, Level, NodeName
 
 __all__ = ["Accepted", "AlertStore", "StoreError"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..model import Action, ActionKind, Note
+from sentinel.core.model import Action, ActionKind, Note
 
 __all__ = ["PLANNED", "Journal", "open_sqlite"]
 

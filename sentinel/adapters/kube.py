@@ -20,9 +20,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from ..config import ClusterConfig, Config
-from ..model import NodeInfo, SiteName
-from ..ownership import node_info, pod_binds
+from sentinel.config.schema import ClusterConfig, Config
+from sentinel.core.model import NodeInfo, SiteName
+from sentinel.core.ownership import node_info, pod_binds
 
 __all__ = ["ClusterView", "Reflector", "make_api_client"]
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from ..leader import LeaseRecord, lease_step
-from .actuate import api_reason
+from sentinel.adapters.actuate import api_reason
+from sentinel.core.leader import LeaseRecord, lease_step
 
 __all__ = ["LeaseElector"]
 

@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..model import Override, OverrideKind
-from ..overrides import OverrideRequest
-from ..timefmt import span
-from .journal import open_sqlite
+from sentinel.adapters.journal import open_sqlite
+from sentinel.core.model import Override, OverrideKind
+from sentinel.core.overrides import OverrideRequest
+from sentinel.core.timefmt import span
 
 __all__ = ["OverrideStore"]
 

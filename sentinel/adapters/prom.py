@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..model import SiteName, SiteView
-from ..rules import Rule
+from sentinel.core.model import SiteName, SiteView
+from sentinel.core.ruleset import Rule
 
 __all__ = ["PromError", "SiteCollector", "SiteTarget"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..rules import Rule
+from sentinel.core.ruleset import Rule
 
 __all__ = ["check_promql"]
 

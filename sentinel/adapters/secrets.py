@@ -4,7 +4,7 @@ Read once at start-up, so a missing file stops `serve` with a one-line error nam
 
 from __future__ import annotations
 
-from ..config import Config
+from sentinel.config.schema import Config
 
 __all__ = ["read_secret"]
 

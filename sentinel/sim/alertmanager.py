@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .process import ServerProcess, binary
+from sentinel.sim.process import ServerProcess, binary
 
 __all__ = ["AlertmanagerProcess"]
 

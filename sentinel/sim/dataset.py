@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..adapters.dataset import write_entity
-from .fleet import FleetSpec
-from .signals import GRAY_FAULTS, GrayFault, NodeSignals, labels
+from sentinel.anomaly.dataset import write_entity
+from sentinel.sim.fleet import FleetSpec
+from sentinel.sim.signals import GRAY_FAULTS, GrayFault, NodeSignals, labels
 
 __all__ = ["DatasetSpec", "generate"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .apps import AppPods
-from .signals import CORES, GRAY_FAULTS, GrayFault, NodeSignals
+from sentinel.sim.apps import AppPods
+from sentinel.sim.signals import CORES, GRAY_FAULTS, GrayFault, NodeSignals
 
 __all__ = ["JOBS", "SiteExporters"]
 

@@ -34,14 +34,14 @@ from typing import Any
 
 import httpx
 
-from .apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
-from .exporters import JOBS, SiteExporters
-from .kubeapi import KubeApiServer
-from .process import wait_until
-from .prometheus import PrometheusProcess
-from .store import RESOURCES, Store
-from .uplink import Uplink
-from .workloads import DAEMONSETS, DEPLOYMENTS, WorkloadControllers
+from sentinel.sim.apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
+from sentinel.sim.exporters import JOBS, SiteExporters
+from sentinel.sim.kubeapi import KubeApiServer
+from sentinel.sim.process import wait_until
+from sentinel.sim.prometheus import PrometheusProcess
+from sentinel.sim.store import RESOURCES, Store
+from sentinel.sim.uplink import Uplink
+from sentinel.sim.workloads import DAEMONSETS, DEPLOYMENTS, WorkloadControllers
 
 __all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec"]
 

@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from .store import RESOURCES, ApiError, Obj, Resource, Store
+from sentinel.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from sentinel.sim.store import RESOURCES, ApiError, Obj, Resource, Store
 
 __all__ = ["KubeApiServer", "Stall", "parse_label_selector"]
 

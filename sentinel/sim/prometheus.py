@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .process import ServerProcess, binary, free_port, wait_until
+from sentinel.sim.process import ServerProcess, binary, free_port, wait_until
 
 __all__ = ["PrometheusProcess", "free_port"]
 

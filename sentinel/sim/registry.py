@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from .process import ServerProcess, binary
+from sentinel.sim.process import ServerProcess, binary
 
 __all__ = ["RegistryProcess"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import DEFAULT_FEATURES
+from sentinel.config.schema import DEFAULT_FEATURES
 
 __all__ = ["FEATURES", "GRAY_FAULTS", "GrayFault", "NodeSignals", "labels"]
 

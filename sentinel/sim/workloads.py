@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .store import RESOURCES, ApiError, Obj, Store
+from sentinel.sim.store import RESOURCES, ApiError, Obj, Store
 
 __all__ = ["REVISION_ANNOTATION", "WorkloadControllers", "template_hash"]
 

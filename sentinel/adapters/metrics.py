@@ -1,0 +1,334 @@
+"""sentinel_* metrics: counters created once against an injected registry, and a Collector
+that exports the last cycle's state at scrape time (per site, and per node that is not healthy,
+so cardinality follows trouble rather than fleet size)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sentinel.adapters.actuate import ActionResult
+from sentinel.core.detect import Detection
+from sentinel.core.model import NODE_KEY, NodeInfo, Plan, SiteState, Snapshot
+from sentinel.core.overrides import Overrides
+
+__all__ = ["CycleFacts", "Metrics", "ScoresFacts"]
+
+
+class ScoresFacts(Protocol):
+    """What the anomaly gauges read of one cycle's scores (anomaly.score.FleetScores)."""
+
+    @property
+    def nodes(self) -> Sequence[str]: ...
+    @property
+    def sites(self) -> Sequence[str]: ...
+    @property
+    def score(self) -> Sequence[float] | Any: ...
+    @property
+    def alarm(self) -> Sequence[bool] | Any: ...
+    @property
+    def threshold(self) -> float: ...
+
+
+class CycleFacts(Protocol):
+    """What the metrics read of one finished cycle (isolation.cycle.CycleReport). A Protocol
+    here, so that the instruments sit below the capabilities that feed them."""
+
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def finished_at(self) -> float: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def snapshot(self) -> Snapshot: ...
+    @property
+    def detection(self) -> Detection: ...
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def results(self) -> tuple[ActionResult, ...]: ...
+    @property
+    def nodes_after(self) -> Mapping[str, NodeInfo]: ...
+    @property
+    def anomaly(self) -> ScoresFacts | None: ...
+
+BUDGETS = ("site", "fleet", "rate")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, mode: str) -> None:
+        self.registry = registry
+        self.cycle_seconds = Histogram(
+            "sentinel_cycle_duration_seconds", "Time of one collect-detect-decide-act cycle.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        self.cycles = Counter("sentinel_cycles_total", "Cycles run, by outcome.", ["outcome"],
+                              registry=registry)
+        self.actions = Counter("sentinel_actions_total", "Actions taken, by kind and rule.",
+                               ["kind", "rule", "level", "mode", "outcome"], registry=registry)
+        self.alerts = Counter("sentinel_alerts_received_total",
+                              "Alerts received on the webhook, by outcome (new, resolved, "
+                              "duplicate, unmapped, unknown_node, rejected).", ["outcome"],
+                              registry=registry)
+        self.last_success = Gauge("sentinel_last_cycle_success_timestamp_seconds",
+                                  "When the last cycle completed.", registry=registry)
+        mode_g = Gauge("sentinel_mode", "1 for the mode sentinel runs in.", ["mode"],
+                       registry=registry)
+        for m in ("enforce", "dry-run"):
+            mode_g.labels(m).set(1 if m == mode else 0)
+        self.leading: Callable[[], bool] = lambda: True
+        """Set by the runtime: whether this replica holds the lease (leader election)."""
+        Gauge("sentinel_leader", "1 on the replica that acts (holds the lease, or leader "
+              "election is off); 0 on a follower, which serves reads and changes nothing.",
+              registry=registry).set_function(lambda: 1.0 if self.leading() else 0.0)
+        self.state = _StateCollector()
+        registry.register(self.state)
+        self.registry_switches = Counter(
+            "sentinel_registry_switches_total", "Registry switches of a site, by the role "
+            "switched to (standby: failover, primary: failback) and outcome.",
+            ["site", "to", "outcome"], registry=registry)
+        self.registry_probe = Histogram(
+            "sentinel_registry_probe_duration_seconds", "Time of one registry probe "
+            "(GET /v2/, and the canary manifest if configured), failed or not.",
+            ["site", "registry"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=registry)
+        self.registry_state = _RegistryCollector()
+        registry.register(self.registry_state)
+        self.trainings = Counter("sentinel_anomaly_trainings_total",
+                                 "Anomaly model trainings, by outcome (ok, failed).",
+                                 ["outcome"], registry=registry)
+        self.training_seconds = Gauge("sentinel_anomaly_training_duration_seconds",
+                                      "How long the last successful training took (fetch "
+                                      "and fit).", registry=registry)
+        self.anomaly_state = _AnomalyCollector()
+        registry.register(self.anomaly_state)
+        self.rollout_actions = Counter(
+            "sentinel_rollout_actions_total", "Rollout guard actions (rollback, hold, resume), "
+            "by outcome (applied, failed, planned in dry-run).",
+            ["namespace", "workload", "action", "outcome"], registry=registry)
+        self.rollout_state = _RolloutCollector()
+        registry.register(self.rollout_state)
+
+    def trained(self, outcome: str, seconds: float | None = None) -> None:
+        self.trainings.labels(outcome).inc()
+        if seconds is not None:
+            self.training_seconds.set(seconds)
+
+    def registries(self, sites: list[dict[str, Any]]) -> None:
+        """One probe round's outcome (failover.RegistryGuard.status_values)."""
+        for s in sites:
+            for role in ("primary", "standby"):
+                if s[role]["seconds"] is not None:
+                    self.registry_probe.labels(s["site"], role).observe(s[role]["seconds"])
+        self.registry_state.sites = sites
+
+    def observe(self, report: CycleFacts) -> None:
+        self.cycle_seconds.observe(report.finished_at - report.started_at)
+        self.cycles.labels("ok").inc()
+        self.last_success.set(report.finished_at)
+        for r in report.results:
+            a = r.action
+            self.actions.labels(a.kind.value, a.rule, a.level.value, report.mode,
+                                r.outcome).inc()
+        self.state.report = report
+        self.anomaly_state.report = report
+
+    def failed(self) -> None:
+        self.cycles.labels("error").inc()
+
+
+class _RegistryCollector(Collector):
+    def __init__(self) -> None:
+        self.sites: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("sentinel_registry_active", "1 for the registry the site's "
+                                   "nodes pull from (primary or standby).",
+                                   labels=["site", "registry"])
+        up = GaugeMetricFamily("sentinel_registry_up", "1 if the last probe of the registry "
+                               "succeeded.", labels=["site", "registry"])
+        none = GaugeMetricFamily("sentinel_registry_no_healthy_endpoint", "1 while both the "
+                                 "site's registry and its standby fail: no switch can help, "
+                                 "a person must.", labels=["site"])
+        for s in self.sites:
+            for role in ("primary", "standby"):
+                active.add_metric([s["site"], role], 1.0 if s["active"] == role else 0.0)
+                if s[role]["up"] is not None:
+                    up.add_metric([s["site"], role], 1.0 if s[role]["up"] else 0.0)
+            none.add_metric([s["site"]], 1.0 if s["no_healthy_endpoint"] else 0.0)
+        yield from (active, up, none)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []
+
+
+class _RolloutCollector(Collector):
+    """The rollout guard's last round (rollouts.RolloutGuard.status_values)."""
+
+    def __init__(self) -> None:
+        self.workloads: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["namespace", "workload", "app"]
+        verdict = GaugeMetricFamily("sentinel_rollout_verdict", "1 for the current verdict of "
+                                    "a workload's rollout under analysis (pass, fail, hold).",
+                                    labels=[*labels, "verdict"])
+        held = GaugeMetricFamily("sentinel_rollout_hold_seconds", "How long the analysis of "
+                                 "the workload's new revision has been on hold (no data, too "
+                                 "few samples, a site not answering).", labels=labels)
+        overdue = GaugeMetricFamily("sentinel_rollout_hold_overdue", "1 when a hold has lasted "
+                                    "past rollouts.hold_deadline: a person must look.",
+                                    labels=labels)
+        stopped = GaugeMetricFamily("sentinel_rollout_held_by_sentinel", "1 for a workload "
+                                    "sentinel paused because a sibling of the same app failed "
+                                    "(until `sentinel rollouts resume`).", labels=labels)
+        value = GaugeMetricFamily("sentinel_rollout_metric_median", "Median of the analysis "
+                                  "samples per metric, for the new and the stable version.",
+                                  labels=[*labels, "metric", "version"])
+        for w in self.workloads:
+            key = [w["namespace"], w["name"], w["app"]]
+            a = w.get("analysis")
+            if a is not None:
+                for v in ("pass", "fail", "hold"):
+                    verdict.add_metric([*key, v], 1.0 if a["verdict"] == v else 0.0)
+                for m in a["metrics"]:
+                    for side in ("new", "stable"):
+                        if m[f"median_{side}"] is not None:
+                            value.add_metric([*key, m["metric"], side], m[f"median_{side}"])
+            if w.get("hold_seconds") is not None:
+                held.add_metric(key, w["hold_seconds"])
+                overdue.add_metric(key, 1.0 if w["hold_overdue"] else 0.0)
+            stopped.add_metric(key, 1.0 if w.get("hold") else 0.0)
+        yield from (verdict, held, overdue, stopped, value)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []
+
+
+class _AnomalyCollector(Collector):
+    """Scores as of the last cycle; the model's age at scrape time."""
+
+    def __init__(self) -> None:
+        self.report: CycleFacts | None = None
+        self.age: Callable[[], float | None] = lambda: None
+        self.min_score = 0.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        score = GaugeMetricFamily("sentinel_anomaly_score", "How unusual the node is against "
+                                  "its own history and its site's peers: the fraction of "
+                                  "healthy behaviour it exceeds (0-1).", labels=["site", "node"])
+        alarm = GaugeMetricFamily("sentinel_anomaly_alarm", "1 while the node's anomaly alarm "
+                                  "is raised (score at or above the threshold, with "
+                                  "hysteresis); only such nodes.", labels=["site", "node"])
+        threshold = GaugeMetricFamily("sentinel_anomaly_threshold", "The label-free alarm "
+                                      "threshold on the score.")
+        age = GaugeMetricFamily("sentinel_anomaly_model_age_seconds", "Since the model in use "
+                                "was trained; absent without a model.")
+        rep = self.report
+        sc = rep.anomaly if rep is not None else None
+        if sc is not None:
+            threshold.add_metric([], sc.threshold)
+            for i, (node, site) in enumerate(zip(sc.nodes, sc.sites, strict=True)):
+                v = float(sc.score[i])
+                if not math.isnan(v) and v >= self.min_score:
+                    score.add_metric([site, node], v)
+                if sc.alarm[i]:
+                    alarm.add_metric([site, node], 1.0)
+        a = self.age()
+        if a is not None:
+            age.add_metric([], a)
+        yield from (score, alarm, threshold, age)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []
+
+
+class _StateCollector(Collector):
+    def __init__(self) -> None:
+        self.report: CycleFacts | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        rep = self.report
+        reach = GaugeMetricFamily("sentinel_site_reachable",
+                                  "1 if the site's Prometheus answered this cycle.",
+                                  labels=["site"])
+        age = GaugeMetricFamily("sentinel_site_data_age_seconds",
+                                "Age of the newest scrape at the site.", labels=["site"])
+        part = GaugeMetricFamily("sentinel_site_partitioned",
+                                 "1 while the site's Prometheus is unreachable: no node action "
+                                 "there.", labels=["site"])
+        guard = GaugeMetricFamily("sentinel_site_guard_active",
+                                  "1 while too many of the site's nodes fail together.",
+                                  labels=["site"])
+        failing = GaugeMetricFamily("sentinel_site_failing_nodes",
+                                    "Nodes failing by either witness.", labels=["site"])
+        isolated = GaugeMetricFamily("sentinel_isolated_nodes",
+                                     "Nodes sentinel holds isolated, by highest level.",
+                                     labels=["site", "level"])
+        level = GaugeMetricFamily("sentinel_node_isolation_level",
+                                  "0 none, 1 component, 2 node; only nodes sentinel holds.",
+                                  labels=["site", "node"])
+        verdict = GaugeMetricFamily("sentinel_node_verdict",
+                                    "1 for the verdict of each node that is not healthy.",
+                                    labels=["site", "node", "verdict"])
+        unassigned = GaugeMetricFamily("sentinel_nodes_without_site",
+                                       "Nodes that match no configured site: sentinel never "
+                                       "acts on them. Check the sites' selectors.")
+        active = GaugeMetricFamily("sentinel_alerts_active",
+                                   "Firing alerts that name a node, as evidence this cycle.")
+        budget = GaugeMetricFamily("sentinel_budget_exhausted",
+                                   "1 if this budget stopped an isolation in the last cycle.",
+                                   labels=["budget", "site"])
+        overrides = GaugeMetricFamily("sentinel_overrides_active",
+                                      "Overrides in force (a person's isolate, release, exempt "
+                                      "or pause), by kind.", labels=["kind"])
+        paused = GaugeMetricFamily("sentinel_site_paused",
+                                   "1 while a person paused sentinel's actions on the site (or "
+                                   "the whole fleet).", labels=["site"])
+        if rep is not None:
+            by_kind = dict.fromkeys(("isolate", "release", "exempt", "pause"), 0)
+            for o in rep.snapshot.overrides:
+                by_kind[o.kind.value] += 1
+            for kind, c in by_kind.items():
+                overrides.add_metric([kind], float(c))
+            ovs = Overrides.at(rep.snapshot.overrides, rep.started_at)
+            for site in rep.detection.sites:
+                paused.add_metric([site], 0.0 if ovs.pause_for(site) is None else 1.0)
+            counts: dict[tuple[str, str], int] = {}
+            for st in rep.detection.sites.values():
+                reach.add_metric([st.site], 1.0 if st.reachable else 0.0)
+                if st.data_age is not None:
+                    age.add_metric([st.site], st.data_age)
+                part.add_metric([st.site], 1.0 if st.state is SiteState.PARTITIONED else 0.0)
+                guard.add_metric([st.site], 1.0 if st.state is SiteState.GUARDED else 0.0)
+                failing.add_metric([st.site], float(st.failing))
+                counts[(st.site, "1")] = 0
+                counts[(st.site, "2")] = 0
+            for n in rep.nodes_after.values():
+                if n.held and n.site:
+                    lv = "2" if NODE_KEY in n.held.keys else "1"
+                    counts[(n.site, lv)] = counts.get((n.site, lv), 0) + 1
+                    level.add_metric([n.site, n.name], float(lv))
+            for (site, lv), c in sorted(counts.items()):
+                isolated.add_metric([site, lv], float(c))
+            for f in rep.detection.findings.values():
+                if f.verdict.value != "healthy":
+                    verdict.add_metric([f.site, f.node, f.verdict.value], 1.0)
+            unassigned.add_metric([], float(sum(1 for n in rep.nodes_after.values()
+                                                if n.site is None)))
+            active.add_metric([], float(sum(len(v) for v in rep.snapshot.alerts.values())))
+            spent = rep.plan.budget_exhausted
+            for b in ("fleet", "rate"):
+                budget.add_metric([b, ""], 1.0 if b in spent else 0.0)
+            for site in rep.detection.sites:
+                budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
+        yield from (reach, age, part, guard, failing, isolated, level, verdict, unassigned,
+                    active, budget, overrides, paused)
+
+    def describe(self) -> Sequence[GaugeMetricFamily]:
+        return []

@@ -1,0 +1,96 @@
+"""The anomaly model's training data: every feature's history as range queries on every
+site's Prometheus, assembled into one (steps, nodes, features) array.
+
+A site that does not answer is left out and named: its nodes get no baseline of their own
+(the peer comparison still covers them) until a later training reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from sentinel.adapters.prom import SiteTarget
+
+__all__ = ["History", "fetch_history", "query_range"]
+
+#: Prometheus refuses range queries of more points than this per series.
+MAX_POINTS = 11_000
+
+
+@dataclass(frozen=True)
+class History:
+    start: float
+    step: float
+    x: NDArray[np.float64]
+    nodes: tuple[str, ...]
+    sites: tuple[str, ...]
+    """Each node's site, in the order of `nodes`."""
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """Site -> why it is missing."""
+
+
+def query_range(client: httpx.Client, url: str, expr: str, start: float, end: float, step: float,
+           timeout: float) -> list[dict[str, object]]:
+    try:
+        r = client.get(f"{url}/api/v1/query_range",
+                       params={"query": expr, "start": start, "end": end, "step": step},
+                       timeout=timeout)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise RuntimeError(f"{type(e).__name__}: {e}") from None
+    if body.get("status") != "success":
+        raise RuntimeError(f"HTTP {r.status_code}: {body.get('error') or 'unexpected answer'}")
+    result = body["data"]["result"]
+    assert isinstance(result, list)
+    return result
+
+
+def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start: float,
+                  end: float, step: float, timeout: float = 30.0,
+                  client: httpx.Client | None = None) -> History:
+    steps = int((end - start) // step) + 1
+    if steps > MAX_POINTS:
+        raise ValueError(f"{steps} points per series: Prometheus answers at most {MAX_POINTS};"
+                         " shorten anomaly.training_window or lengthen anomaly.training_step")
+    names = list(queries)
+    per_site: dict[str, dict[str, NDArray[np.float64]]] = {}
+    errors: dict[str, str] = {}
+    own = client is None
+    c = client or httpx.Client()
+    try:
+        for site in sites:
+            cols: dict[str, NDArray[np.float64]] = {}
+            try:
+                for f, name in enumerate(names):
+                    for series in query_range(c, site.url, queries[name], start, end,
+                                         step, timeout):
+                        metric = series.get("metric") or {}
+                        assert isinstance(metric, dict)
+                        node = metric.get("node")
+                        if node is None:
+                            continue
+                        col = cols.setdefault(node, np.full((steps, len(names)), np.nan))
+                        values = series.get("values") or []
+                        assert isinstance(values, list)
+                        for ts, v in values:
+                            k = round((float(ts) - start) / step)
+                            if 0 <= k < steps:
+                                col[k, f] = float(v)
+            except RuntimeError as e:
+                errors[site.name] = f"feature {name!r}: {e}"
+                continue
+            per_site[site.name] = cols
+    finally:
+        if own:
+            c.close()
+    nodes = [(n, s) for s, cols in per_site.items() for n in sorted(cols)]
+    x = np.full((steps, len(nodes), len(names)), np.nan)
+    for i, (n, s) in enumerate(nodes):
+        x[:, i, :] = per_site[s][n]
+    return History(start, step, x, tuple(n for n, _ in nodes), tuple(s for _, s in nodes),
+                   errors)

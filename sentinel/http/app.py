@@ -1,0 +1,165 @@
+"""The running service: builds the adapters from the config, schedules cycles, serves HTTP.
+
+`/healthz` says the process is alive and cycling; `/readyz` that it has synced the nodes and
+completed a cycle; `/metrics` the sentinel_* series; `/api/v1/...` the on-call API (api.py)
+and the alert webhook (webhook.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sentinel.http.api import add_api_routes
+from sentinel.http.runtime import Runtime, build_runtime
+from sentinel.http.webhook import add_alert_routes
+
+__all__ = ["Runtime", "build_runtime", "create_app"]
+
+log = logging.getLogger("sentinel")
+
+
+def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
+    interval = rt.cfg.interval
+
+    async def tick() -> None:
+        if not rt.cluster.synced:
+            # Wait (bounded) rather than skip: a skipped tick would delay readiness by a whole
+            # interval. Nothing is decided without the node list.
+            log.info("waiting for the node list before the first cycle")
+            if not await asyncio.to_thread(rt.cluster.wait_synced, min(interval, 30.0)):
+                log.warning("node list still not synced (%s); no cycle yet",
+                            rt.cluster.nodes_reflector.last_error or "no answer")
+                return
+        with contextlib.suppress(Exception):  # logged and counted in run_cycle; keep going
+            await rt.sentinel.run_cycle()
+
+    scheduler = AsyncIOScheduler()
+
+    async def elect() -> None:
+        assert rt.elector is not None
+        was = rt.elector.leading
+        try:
+            now_leading = await asyncio.to_thread(rt.elector.step)
+        except Exception:
+            log.exception("lease step failed; the next one retries")
+            return
+        if now_leading and not was:
+            # The previous leader's journal is the memory now (flap damping, rate budget).
+            await rt.sentinel.take_over(time.time())
+            wake()
+        elif was and not now_leading:
+            log.warning("not leading any more (lease held by %s): acting on nothing",
+                        rt.elector.holder)
+
+    async def probe() -> None:
+        if not rt.leading():
+            return
+        assert rt.registries is not None
+        try:
+            await rt.registries.run_round()
+        except Exception:
+            log.exception("registry probe round failed; the next one retries")
+
+    async def train() -> None:
+        """Off the decision path: its own job, the fitting in a worker thread."""
+        keeper = rt.anomaly
+        if keeper is None or keeper.training or not keeper.due() or not rt.leading():
+            return
+        try:
+            result = await asyncio.to_thread(keeper.train)
+        except Exception as e:
+            rt.sentinel.metrics.trained("failed")
+            log.warning("anomaly training failed: %s; next try in %.0fs", e,
+                        rt.cfg.anomaly.retry_after)
+            return
+        rt.sentinel.metrics.trained("ok", result.seconds)
+
+    async def analyse_rollouts() -> None:
+        """Off the decision path: its own job, the queries and writes in a worker thread."""
+        assert rt.rollouts is not None
+        if not rt.leading():
+            return
+        try:
+            await asyncio.to_thread(rt.rollouts.run_round)
+        except Exception:
+            log.exception("rollout analysis round failed; the next one retries")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.cluster.start()
+        if rt.rollouts is not None:
+            rt.rollouts.start()
+        if schedule:
+            if rt.elector is not None:
+                scheduler.add_job(elect, "interval",
+                                  seconds=rt.cfg.leader_election.retry_period,
+                                  max_instances=1, coalesce=True, id="lease",
+                                  next_run_time=datetime.now().astimezone())
+            scheduler.add_job(tick, "interval", seconds=interval, max_instances=1,
+                              coalesce=True, next_run_time=datetime.now().astimezone(),
+                              id="cycle")
+            if rt.registries is not None:
+                scheduler.add_job(probe, "interval", seconds=rt.cfg.registries.probe_interval,
+                                  max_instances=1, coalesce=True, id="registries",
+                                  next_run_time=datetime.now().astimezone())
+            if rt.rollouts is not None:
+                scheduler.add_job(analyse_rollouts, "interval", seconds=rt.cfg.rollouts.interval,
+                                  max_instances=1, coalesce=True, id="rollouts",
+                                  next_run_time=datetime.now().astimezone())
+            if rt.anomaly is not None:
+                a = rt.cfg.anomaly
+                scheduler.add_job(train, "interval", seconds=min(60.0, a.retry_after),
+                                  max_instances=1, coalesce=True, id="anomaly-train",
+                                  next_run_time=datetime.now().astimezone())
+            scheduler.start()
+        log.info("sentinel up: mode=%s, %d sites, %d rules, interval %.1fs", rt.cfg.mode,
+                 len(rt.cfg.sites), len(rt.sentinel.rules.rules), interval)
+        try:
+            yield
+        finally:
+            if schedule:
+                scheduler.shutdown(wait=False)
+            await rt.aclose()
+
+    app = FastAPI(title="sentinel", lifespan=lifespan)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        last = rt.sentinel.last
+        stale = last is not None and time.time() - last.finished_at > max(60.0, 6 * interval)
+        if stale:
+            return JSONResponse({"ok": False, "reason": "no cycle completed recently"}, 503)
+        return JSONResponse({"ok": True})
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        if not rt.cluster.synced:
+            return JSONResponse({"ready": False, "reason": "node list not synced yet"}, 503)
+        if rt.sentinel.last is None:
+            return JSONResponse({"ready": False, "reason": "no cycle completed yet"}, 503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def wake() -> None:
+        """After a person's change: run the next cycle now rather than in `interval`."""
+        if schedule and scheduler.running:
+            scheduler.modify_job("cycle", next_run_time=datetime.now().astimezone())
+
+    add_api_routes(app, rt, wake)
+    add_alert_routes(app, rt.cfg, rt.alerts, rt.sentinel.metrics, rt.cluster.known)
+    return app
+

@@ -1,0 +1,114 @@
+"""Everything one sentinel process owns, built from the config: the composition root, the one
+place that chooses between the real and the recording actuator (mode) and wires adapters into
+the capabilities."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from sentinel.adapters.actuate import Actuator, KubeActuator, RecordingActuator
+from sentinel.adapters.alertstore import AlertStore
+from sentinel.adapters.journal import Journal
+from sentinel.adapters.kube import ClusterView, make_api_client
+from sentinel.adapters.lease import LeaseElector
+from sentinel.adapters.metrics import Metrics
+from sentinel.adapters.overrides import OverrideStore
+from sentinel.adapters.prom import SiteCollector, SiteTarget
+from sentinel.anomaly.keeper import AnomalyKeeper
+from sentinel.config.schema import Config
+from sentinel.core.model import SiteState
+from sentinel.core.ruleset import RuleSet
+from sentinel.isolation.cycle import Sentinel
+from sentinel.registry.guard import RegistryGuard
+from sentinel.rollouts.guard import RolloutGuard
+
+__all__ = ["Runtime", "build_runtime"]
+
+
+@dataclass
+class Runtime:
+    """Everything one sentinel process owns; closed in reverse order of creation."""
+
+    cfg: Config
+    sentinel: Sentinel
+    cluster: ClusterView
+    journal: Journal
+    registry: CollectorRegistry
+    alerts: AlertStore
+    overrides: OverrideStore
+    registries: RegistryGuard | None = None
+    anomaly: AnomalyKeeper | None = None
+    rollouts: RolloutGuard | None = None
+    elector: LeaseElector | None = None
+
+    def leading(self) -> bool:
+        """Whether this replica may act: always without leader election."""
+        return self.sentinel.leading()
+
+    async def aclose(self) -> None:
+        if self.elector is not None:
+            await asyncio.to_thread(self.elector.release)
+        self.cluster.stop()
+        if self.rollouts is not None:
+            self.rollouts.close()
+        await self.sentinel.collector.aclose()
+        if self.registries is not None:
+            await self.registries.aclose()
+        self.overrides.close()
+        self.alerts.close()
+        self.journal.close()
+
+
+def build_runtime(cfg: Config, rules: RuleSet,
+                  registry: CollectorRegistry | None = None) -> Runtime:
+    registry = registry or CollectorRegistry()
+    api = make_api_client(cfg.cluster)
+    cluster = ClusterView(api, cfg)
+    journal = Journal(cfg.resolve(cfg.journal))
+    actuator: Actuator
+    if cfg.mode == "enforce":
+        actuator = KubeActuator(api, cluster, cfg.taint_domain, cfg.cluster.events_namespace)
+    else:
+        actuator = RecordingActuator()
+    collector = SiteCollector(
+        [SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout) for s in cfg.sites],
+        cfg.presence_query)
+    metrics = Metrics(registry, cfg.mode)
+    alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after)
+    overrides = OverrideStore(cfg.resolve(cfg.journal))
+    keeper = None
+    if cfg.anomaly.enabled:
+        keeper = AnomalyKeeper(cfg)
+        keeper.load()
+        metrics.anomaly_state.age = keeper.age
+        metrics.anomaly_state.min_score = cfg.anomaly.export_min_score
+    elector = None
+    if cfg.leader_election.enabled:
+        le = cfg.leader_election
+        identity = le.identity or os.environ.get("POD_NAME") or \
+            f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaseElector(api, le.namespace, le.name, identity, le.lease_duration,
+                               le.renew_deadline)
+    leading: Callable[[], bool] = (lambda: elector.leading) if elector is not None \
+        else (lambda: True)
+    metrics.leading = leading
+    sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
+                        alerts=alerts, overrides=overrides, anomaly=keeper, leading=leading)
+    guard = None
+    if any(s.registry is not None for s in cfg.sites):
+        def partitioned(site: str) -> bool:
+            rep = sentinel.last
+            st = rep.detection.sites.get(site) if rep is not None else None
+            return st is not None and st.state is SiteState.PARTITIONED
+
+        guard = RegistryGuard(cfg, api, journal, metrics, partitioned, actuator.mode)
+    rollouts = RolloutGuard(cfg, api, journal, metrics, actuator.mode) \
+        if cfg.rollouts.enabled else None
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper,
+                   rollouts, elector)

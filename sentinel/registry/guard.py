@@ -1,0 +1,181 @@
+"""Registry failover, end to end: probe every site's primary and standby, step each site's
+state (pure, registry.py), and switch through the site's strategy; journal, Event, metrics.
+
+It runs on its own schedule (`registries.probe_interval`), never inside the isolation cycle: a
+slow probe cannot delay a decision, and a cycle cannot delay a failover. It reads one thing from
+the cycle: whether the site's Prometheus is reachable, because a partitioned site is not a dead
+registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kubernetes import client
+
+from sentinel.adapters.actuate import record_event
+from sentinel.adapters.journal import Journal
+from sentinel.adapters.metrics import Metrics
+from sentinel.config.schema import Config, RegistryEndpoint, SiteConfig
+from sentinel.core.decide import action_id
+from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
+from sentinel.registry.state import (
+    Probe,
+    RegistryParams,
+    RegistryState,
+    Role,
+    Switch,
+    host_of,
+    step,
+)
+
+__all__ = ["RegistryGuard"]
+
+log = logging.getLogger("sentinel.registry")
+
+
+@dataclass
+class _Site:
+    cfg: SiteConfig
+    primary: RegistryEndpoint
+    standby: RegistryEndpoint
+    state: RegistryState = field(default_factory=RegistryState)
+    probes: tuple[Probe, Probe] | None = None
+    checked_at: float | None = None
+    restored: bool = False
+
+
+class RegistryGuard:
+    def __init__(self, cfg: Config, api: client.ApiClient, journal: Journal, metrics: Metrics,
+                 partitioned: Callable[[str], bool], mode: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        r = cfg.registries
+        self.cfg, self.journal, self.metrics, self.mode = cfg, journal, metrics, mode
+        self.partitioned, self.clock = partitioned, clock
+        self.params = RegistryParams(r.failures_to_failover, r.healthy_for_failback,
+                                     r.max_failbacks, r.failback_window)
+        self.sites: dict[str, _Site] = {}
+        for s in cfg.sites:
+            if s.registry is not None:
+                standby = s.registry.standby or r.standby
+                assert standby is not None  # the config validator saw to it
+                self.sites[s.name] = _Site(s, s.registry.primary, standby)
+        self.prober = RegistryProber(cfg, [e for s in self.sites.values()
+                                           for e in (s.primary, s.standby)])
+        self.mirror = MirrorConfig(api, r.namespace, cfg.taint_domain)
+        self.images = ImageOverride(api, r.workload_label, cfg.taint_domain)
+        self.core = client.CoreV1Api(api)
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.prober.aclose()
+
+    async def run_round(self) -> list[tuple[str, Switch]]:
+        """Probe every site once (concurrently), step, switch. Returns the switches made."""
+        async with self._lock:
+            sites = list(self.sites.values())
+            endpoints = {e.url: e for s in sites for e in (s.primary, s.standby)}
+            results = await asyncio.gather(*(self.prober.probe(e) for e in endpoints.values()))
+            probes = dict(zip(endpoints, results, strict=True))
+            now = self.clock()
+            switched = []
+            for s in sites:
+                if not s.restored:
+                    await asyncio.to_thread(self._restore, s, now)
+                p, sb = probes[s.primary.url], probes[s.standby.url]
+                s.probes, s.checked_at = (p, sb), now
+                st, sw = step(s.state, p, sb, partitioned=self.partitioned(s.cfg.name),
+                              now=now, params=self.params)
+                if sw is not None:
+                    ok = await asyncio.to_thread(self._switch, s, sw, now)
+                    if not ok:
+                        st = replace(st, active=s.state.active, since=s.state.since)
+                    else:
+                        switched.append((s.cfg.name, sw))
+                s.state = st
+            self.metrics.registries(self.status_values())
+            return switched
+
+    def _restore(self, s: _Site, now: float) -> None:
+        """Where a previous sentinel left the site: read from the ConfigMap or the workloads."""
+        try:
+            role = self._current(s)
+        except Exception as e:  # the API or the workloads unreadable: the next round retries
+            log.warning("site %s: cannot read the active registry yet: %s", s.cfg.name, e)
+            return
+        if role is not None:
+            s.state = replace(s.state, active=role, since=now)
+            log.info("site %s: %s registry active (as left by a previous run)", s.cfg.name,
+                     role.value)
+        s.restored = True
+
+    def _current(self, s: _Site) -> Role | None:
+        assert s.cfg.registry is not None
+        if s.cfg.registry.strategy == "mirror-config":
+            return self.mirror.current(s.cfg.name)
+        return self.images.current(self.cfg.site_selector(s.cfg))
+
+    def _switch(self, s: _Site, sw: Switch, now: float) -> bool:
+        reg = s.cfg.registry
+        assert reg is not None
+        site = s.cfg.name
+        kind = "registry-failover" if sw.to is Role.STANDBY else "registry-failback"
+        to = s.standby if sw.to is Role.STANDBY else s.primary
+        aid = action_id(now, site, kind)
+        reason = f"{reg.strategy}: {host_of(s.primary.url)} -> {to.url} ({sw.reason})"
+        evidence: dict[str, Any] = {"strategy": reg.strategy, "primary": s.primary.url,
+                                    "standby": s.standby.url, "to": sw.to.value}
+        self.journal.plan_switch(aid, now, self.mode, site, kind, host_of(s.primary.url),
+                                 sw.to.value, reason, evidence)
+        if self.mode != "enforce":
+            self.journal.settle([(aid, "applied", None)])
+            log.info("DRY-RUN %s site %s: %s", kind, site, reason)
+            return True
+        try:
+            if reg.strategy == "mirror-config":
+                about = self.mirror.apply(s.cfg, s.standby, sw.to, reason, now)
+            else:
+                changed = self.images.apply(self.cfg.site_selector(s.cfg), s.primary,
+                                            s.standby, sw.to)
+                reason += f"; workloads: {', '.join(changed) or 'none opted in'}"
+                about = client.V1ObjectReference(kind="Node", name=site, api_version="v1")
+        except Exception as e:  # journaled as failed; the next round retries
+            self.journal.settle([(aid, "failed", str(e))])
+            self.metrics.registry_switches.labels(site, sw.to.value, "failed").inc()
+            log.error("site %s: %s failed: %s", site, kind, e)
+            return False
+        self.journal.settle([(aid, "applied", None)])
+        self.metrics.registry_switches.labels(site, sw.to.value, "applied").inc()
+        record_event(self.core, self.cfg.cluster.events_namespace, f"{about.name}.sentinel-{aid}",
+                     about, "SentinelRegistryFailover" if sw.to is Role.STANDBY else
+                     "SentinelRegistryFailback", f"[{aid}] site {site}: {reason}",
+                     "Warning" if sw.to is Role.STANDBY else "Normal", now)
+        log.warning("ENFORCED %s site %s: %s", kind, site, reason)
+        return True
+
+    def status_values(self) -> list[dict[str, Any]]:
+        out = []
+        for name, s in sorted(self.sites.items()):
+            p, sb = s.probes or (None, None)
+            assert s.cfg.registry is not None
+            out.append({
+                "site": name, "strategy": s.cfg.registry.strategy,
+                "active": s.state.active.value, "since": s.state.since,
+                "checked_at": s.checked_at, "note": s.state.note,
+                "primary": {"url": s.primary.url, "up": None if p is None else p.ok,
+                            "seconds": None if p is None else p.seconds,
+                            "error": None if p is None else p.error,
+                            "failures": s.state.primary_failures,
+                            "healthy_since": s.state.primary_healthy_since},
+                "standby": {"url": s.standby.url, "up": None if sb is None else sb.ok,
+                            "seconds": None if sb is None else sb.seconds,
+                            "error": None if sb is None else sb.error},
+                "failbacks_in_window": len(s.state.failbacks),
+                "no_healthy_endpoint": p is not None and sb is not None and not p.ok
+                and not sb.ok})
+        return out
