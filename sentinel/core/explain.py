@@ -21,6 +21,7 @@ from sentinel.core.model import (
     HeldKey,
     NodeInfo,
     Note,
+    NoteReason,
     Override,
     OverrideKind,
     Plan,
@@ -48,10 +49,11 @@ VERDICT_MEANING: Mapping[Verdict, str] = {
 }
 
 _NOT_DONE: Mapping[str, str] = {
-    "budget": "budget stop", "site-guard": "site guard", "exempt": "exemption",
-    "override": "override", "paused": "paused", "pending": "waiting for `for`",
-    "flap-damping": "flap damping", "unknown": "unknown state",
-    Verdict.PARTITION.value: "partition suspected", Verdict.UNKNOWN.value: "no trustworthy data",
+    NoteReason.BUDGET: "budget stop", NoteReason.SITE_GUARD: "site guard",
+    NoteReason.SITE_WIDE: "site-wide symptom", NoteReason.EXEMPT: "exemption",
+    NoteReason.OVERRIDE: "override", NoteReason.PAUSED: "paused",
+    NoteReason.PENDING: "waiting for `for`", NoteReason.FLAP_DAMPING: "flap damping",
+    NoteReason.PARTITION: "partition suspected", NoteReason.UNKNOWN: "no trustworthy data",
 }
 
 

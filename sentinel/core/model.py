@@ -27,6 +27,7 @@ __all__ = [
     "NodeInfo",
     "NodeName",
     "Note",
+    "NoteReason",
     "Override",
     "OverrideKind",
     "Plan",
@@ -86,6 +87,30 @@ class SiteState(StrEnum):
     PARTITIONED = "partitioned"
     STALE = "stale"
     GUARDED = "guarded"
+
+
+class NoteReason(StrEnum):
+    """Why sentinel did not act (or what it noticed) on a node: shared by decide, explain, the
+    API, the journal and the tests, so that no one matches a reason by its spelling."""
+
+    PENDING = "pending"
+    """A rule matches, but not yet for its `for`."""
+    SITE_GUARD = "site-guard"
+    """Too many of the site's nodes fail together: no level 2 there."""
+    SITE_WIDE = "site-wide"
+    """One rule matches on too many of the site's nodes: the site's problem, not each node's."""
+    PAUSED = "paused"
+    BUDGET = "budget"
+    FLAP_DAMPING = "flap-damping"
+    UNKNOWN = "unknown"
+    """The key's state (or, for a whole node, any trustworthy view) could not be read."""
+    PARTITION = "site-partition-suspected"
+    OVERRIDE = "override"
+    EXEMPT = "exempt"
+    ANOMALY = "anomaly"
+    ANOMALY_CLEARED = "anomaly-cleared"
+    ROLLOUT_HOLD_OVERDUE = "rollout-hold-overdue"
+    ROLLOUT_PASSED = "rollout-passed"
 
 
 class ActionKind(StrEnum):
@@ -343,7 +368,7 @@ class Note:
 
     node: NodeName
     site: SiteName
-    reason: str
+    reason: NoteReason
     text: str
 
 

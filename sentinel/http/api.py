@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sentinel.adapters.secrets import read_secret
 from sentinel.config.schema import Config
 from sentinel.config.yamlsrc import parse_duration
-from sentinel.core.decide import budget_cap
+from sentinel.core.budgets import budget_cap
 from sentinel.core.explain import explain_node, isolation_level
 from sentinel.core.model import Finding, NodeInfo, OverrideKind, Verdict
 from sentinel.core.overrides import OverrideRequest, Overrides, check_request

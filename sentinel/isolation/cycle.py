@@ -38,6 +38,7 @@ from sentinel.core.model import (
     NodeInfo,
     NodeName,
     Note,
+    NoteReason,
     Override,
     Plan,
     SiteView,
@@ -222,12 +223,12 @@ class Sentinel:
         notes = []
         for n in sorted(after - before):
             r = self._scores.reading(n)
-            notes.append(Note(NodeName(n), node_sites[n], "anomaly",
+            notes.append(Note(NodeName(n), node_sites[n], NoteReason.ANOMALY,
                               r.sentence() if r is not None else "anomaly alarm raised"))
         for n in sorted(before - after):
             if n in node_sites:
                 r = self._scores.reading(n)
-                notes.append(Note(NodeName(n), node_sites[n], "anomaly-cleared",
+                notes.append(Note(NodeName(n), node_sites[n], NoteReason.ANOMALY_CLEARED,
                                   "anomaly alarm cleared" + (f": score {r.score:.3f}"
                                                              if r is not None else "")))
         for note in notes:

@@ -22,7 +22,7 @@ from sentinel.adapters.actuate import record_event
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.schema import Config, RegistryEndpoint, SiteConfig
-from sentinel.core.decide import action_id
+from sentinel.core.ids import action_id
 from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
 from sentinel.registry.state import (
     Probe,

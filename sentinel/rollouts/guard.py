@@ -26,8 +26,8 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
 from sentinel.anomaly.history import query_range
 from sentinel.config.schema import Config
-from sentinel.core.decide import action_id
-from sentinel.core.model import NodeName, Note, SiteName
+from sentinel.core.ids import action_id
+from sentinel.core.model import NodeName, Note, NoteReason, SiteName
 from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,
@@ -219,19 +219,19 @@ class RolloutGuard:
         if held is not None and now - held[1] > self.r.hold_deadline and \
                 w.key not in self._overdue:
             self._overdue.add(w.key)
-            self._note(w, "rollout-hold-overdue", f"{_describe(w)}: the analysis of "
+            self._note(w, NoteReason.ROLLOUT_HOLD_OVERDUE, f"{_describe(w)}: the analysis of "
                        f"{_rev(w.current)} has been on hold for {now - held[1]:.0f}s (deadline "
                        f"{self.r.hold_deadline:.0f}s): {a.reason}", now)
             log.warning("rollouts: %s on hold past the deadline: %s", w.key, a.reason)
         if a.verdict is Verdict.PASS and w.settled:
             self._passed[w.key] = w.current.hash
-            self._note(w, "rollout-passed", f"{_describe(w)}: {_rev(w.current)} passed "
+            self._note(w, NoteReason.ROLLOUT_PASSED, f"{_describe(w)}: {_rev(w.current)} passed "
                        f"analysis against {_rev(w.previous)}: "
                        + "; ".join(f"{m.name} {m.reason}" for m in a.metrics), now)
             log.info("rollouts: %s %s passed", w.key, _rev(w.current))
         return a
 
-    def _note(self, w: Workload, reason: str, text: str, now: float) -> None:
+    def _note(self, w: Workload, reason: NoteReason, text: str, now: float) -> None:
         site = self._sites_of(w)[0].name if w.current is not None else ""
         self.journal.record_notes([Note(NodeName(""), SiteName(site), reason, text)], now)
 
