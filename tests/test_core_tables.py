@@ -16,6 +16,7 @@ from sentinel.core.model import (
     HeldKey,
     NodeInfo,
     NodeName,
+    NoteReason,
     Ready,
     SiteName,
     SiteSees,
@@ -97,10 +98,16 @@ def test_site_guard(failing: int, total: int, guarded: bool) -> None:
 DEFAULTS = DecideParams()
 
 
+#: Site-wide symptoms off, for the tests of what happens when many nodes of one site fail one
+#: rule and the site-wide check is not what they are about.
+ONE_BY_ONE = DetectParams(site_wide_threshold=1.0)
+
+
 def run(nodes: dict[str, NodeInfo], v: SiteView, state: PolicyState, now: float,
-        params: DecideParams = DEFAULTS):  # type: ignore[no-untyped-def]
+        params: DecideParams = DEFAULTS,
+        detect_params: DetectParams = P):  # type: ignore[no-untyped-def]
     snap = Snapshot(now, nodes, {"s": v})
-    return decide(snap, detect(snap, RULES, P), state, params, now)
+    return decide(snap, detect(snap, RULES, detect_params), state, params, now)
 
 
 def test_for_is_respected_then_level_2_with_evidence() -> None:
@@ -122,7 +129,7 @@ def test_guard_blocks_level_2_only() -> None:
     v = view(present=tuple(nodes), firing={"node-down": {n: 0.0 for n in nodes}})
     st = PolicyState(pending={(n, "node-down", NODE_KEY): 0.0
                               for n in nodes})
-    plan, _ = run(nodes, v, st, 100.0)
+    plan, _ = run(nodes, v, st, 100.0, detect_params=ONE_BY_ONE)
     assert plan.actions == ()
     assert {n.reason for n in plan.notes} == {"site-guard"}
 
@@ -178,7 +185,8 @@ def test_budgets(params: DecideParams, expect: int, why: str) -> None:
     firing = {"proxy-down": {n: 0.0 for n in nodes}}
     st = PolicyState(pending={(n, "proxy-down", "kube-proxy"): 0.0
                               for n in nodes})
-    plan, _ = run(nodes, view(present=tuple(nodes), firing=firing), st, 100.0, params)
+    plan, _ = run(nodes, view(present=tuple(nodes), firing=firing), st, 100.0, params,
+                  ONE_BY_ONE)
     assert len(plan.actions) == expect
     assert why in plan.budget_exhausted
     assert sum(1 for n in plan.notes if n.reason == "budget") == 10 - expect
@@ -213,3 +221,56 @@ def test_downgraded_rule_starts_its_own_clock() -> None:
     assert plan.actions == ()
     plan, _ = run(nodes, view(firing=DOWN), st, 160.0)
     assert [(a.key, a.effect) for a in plan.actions] == [("node-exporter", "NoSchedule")]
+
+
+def _five(failing: int, rules: RuleSet = RULES) -> tuple[dict[str, NodeInfo], SiteView]:
+    nodes = {f"n{i}": node(f"n{i}") for i in range(5)}
+    hits = {f"n{i}": 0.0 for i in range(failing)}
+    return nodes, view(present=tuple(nodes), firing={"proxy-down": hits} if hits else {})
+
+
+@pytest.mark.parametrize(("failing", "rule_says", "wide"), [
+    (1, True, {}), (2, True, {}), (3, True, {"kube-proxy": 3}), (5, True, {"kube-proxy": 5}),
+    (5, False, {}), (2, 0.3, {}), (3, 0.5, {"kube-proxy": 3}), (3, 0.7, {}),
+], ids=["alone", "two-of-five", "three-of-five", "all", "rule-opts-out",
+        "own-threshold-min-nodes", "own-threshold-met", "own-threshold-not-met"])
+def test_site_wide_symptom_thresholds(failing: int, rule_says: float | bool,
+                                      wide: dict[str, int]) -> None:
+    text = RULES_TEXT.replace("for: 60s}", f"for: 60s, site_wide: {str(rule_says).lower()}}}")
+    rules = RuleSet(tuple(parse_rules(text, "t.yaml")))
+    nodes, v = _five(failing)
+    det = detect(Snapshot(0.0, nodes, {"s": v}), rules, P)
+    assert dict(det.sites["s"].widespread) == wide
+
+
+def test_site_wide_symptom_isolates_no_node_and_a_lone_fault_after_its_own_for() -> None:
+    nodes, v = _five(4)
+    st = PolicyState(pending={(f"n{i}", "proxy-down", "kube-proxy"): 0.0 for i in range(4)})
+    plan, st = run(nodes, v, st, 100.0)
+    assert plan.actions == ()
+    assert {n.reason for n in plan.notes} == {NoteReason.SITE_WIDE}
+    assert not st.pending  # the clocks start again once it is no longer site-wide
+    # the site recovers but n0: alone, it is a node's fault, isolated after a whole `for`
+    nodes, v = _five(1)
+    plan, st = run(nodes, v, st, 110.0)
+    assert plan.actions == () and [n.reason for n in plan.notes] == [NoteReason.PENDING]
+    plan, _ = run(nodes, v, st, 170.0)
+    assert [(a.node, a.key) for a in plan.actions] == [("n0", "kube-proxy")]
+
+
+@pytest.mark.parametrize(("uptime", "ready", "verdict", "young"), [
+    (None, Ready.UNKNOWN, Verdict.NODE_FAILURE, set()),
+    (20.0, Ready.UNKNOWN, Verdict.UNKNOWN, {"node-down", "proxy-down"}),
+    (45.0, Ready.UNKNOWN, Verdict.NODE_FAILURE, {"proxy-down"}),
+    (20.0, Ready.TRUE, None, {"node-down", "proxy-down"}),
+    (3600.0, Ready.TRUE, Verdict.COMPONENT_FAULT, set()),
+], ids=["store-without-uptime", "young-prometheus-is-no-witness", "old-enough-for-node-down",
+        "young-up-0-on-a-ready-node-is-nothing", "old-prometheus"])
+def test_a_young_site_prometheus_is_not_a_witness(uptime: float | None, ready: Ready,
+                                                  verdict: Verdict | None,
+                                                  young: set[str]) -> None:
+    v = replace(view(present=(), firing={**DOWN, **PROXY}), uptime=uptime)
+    det = detect(Snapshot(0.0, {"n1": node(ready=ready)}, {"s": v}), RULES, P)
+    f = det.findings.get("n1")
+    assert (f.verdict if f else None) is verdict
+    assert det.sites["s"].young_rules == young

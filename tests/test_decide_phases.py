@@ -18,6 +18,7 @@ from sentinel.core.model import (
     Level,
     NodeInfo,
     NodeName,
+    Note,
     NoteReason,
     Override,
     OverrideKind,
@@ -32,6 +33,7 @@ from sentinel.core.phases import (
     NO_EXECUTE,
     NO_SCHEDULE,
     Candidate,
+    Matured,
     guard,
     hand_back,
     manual_candidate,
@@ -110,18 +112,45 @@ def test_mature_waits_for_for(since: float | None, matured: bool) -> None:
     assert ("kube-proxy" in m.desired) is matured
     assert m.firing == {"kube-proxy"}
     assert m.pending == {("n1", "proxy-down", "kube-proxy"): since if since else NOW}
-    assert [nt.reason for nt in m.notes] == ([] if matured else [NoteReason.PENDING])
+    assert [nt.reason for nt in m.all_notes] == ([] if matured else [NoteReason.PENDING])
 
 
-@pytest.mark.parametrize(("state", "kept"), [
-    (SiteState.OK, {NODE_KEY, "kube-proxy"}),
-    (SiteState.GUARDED, {"kube-proxy"}),
-], ids=["ok-site", "guarded-site-drops-level2"])
-def test_guard(state: SiteState, kept: set[str]) -> None:
-    desired = {NODE_KEY: (DOWN, NOW - 40), "kube-proxy": (PROXY, NOW - 70)}
-    out, notes = guard(node(), desired, detection(state))
-    assert set(out) == kept
-    assert [n.reason for n in notes] == ([] if state is SiteState.OK else [NoteReason.SITE_GUARD])
+def _matured(*conds: tuple[Condition, float | None]) -> Matured:
+    """Conditions with since (matured) or None (still waiting)."""
+    desired = {c.key: (c, since) for c, since in conds if since is not None}
+    waiting = tuple((c.key, Note(NodeName("n1"), S, NoteReason.PENDING, "waiting"))
+                    for c, since in conds if since is None)
+    pending = {("n1", c.rule, c.key): since or NOW for c, since in conds}
+    return Matured(pending, frozenset(c.key for c, _ in conds), desired, waiting)
+
+
+@pytest.mark.parametrize(("state", "wide", "kept", "clocks", "reasons"), [
+    (SiteState.OK, {}, {NODE_KEY, "kube-proxy"}, {NODE_KEY, "kube-proxy", "edgecore"},
+     [NoteReason.PENDING]),
+    (SiteState.GUARDED, {}, {"kube-proxy"}, {NODE_KEY, "kube-proxy", "edgecore"},
+     [NoteReason.PENDING, NoteReason.SITE_GUARD]),
+    (SiteState.OK, {"kube-proxy": 7}, {NODE_KEY}, {NODE_KEY, "edgecore"},
+     [NoteReason.PENDING, NoteReason.SITE_WIDE]),
+    (SiteState.OK, {"edgecore": 9}, {NODE_KEY, "kube-proxy"}, {NODE_KEY, "kube-proxy"},
+     [NoteReason.SITE_WIDE]),
+    (SiteState.GUARDED, {NODE_KEY: 8}, {"kube-proxy"}, {"kube-proxy", "edgecore"},
+     [NoteReason.PENDING, NoteReason.SITE_WIDE]),
+], ids=["ok-site", "guarded-site-drops-level2", "site-wide-drops-that-key-at-level1",
+        "site-wide-pending-key-restarts-its-clock", "site-wide-level2"])
+def test_guard(state: SiteState, wide: dict[str, int], kept: set[str], clocks: set[str],
+               reasons: list[NoteReason]) -> None:
+    edge = Condition("edgecore", Level.COMPONENT, "cloud-link", 60.0, None, "Ready")
+    m = _matured((DOWN, NOW - 40), (PROXY, NOW - 70), (edge, None))
+    det = Detection({}, {S: SiteStatus(S, state, True, 1.0, 10, 8, widespread=wide)})
+    out = guard(node(), m, det)
+    assert set(out.desired) == kept
+    assert {pk[2] for pk in out.pending} == clocks
+    assert [n.reason for n in out.all_notes] == reasons
+    if wide:
+        key, n = next(iter(wide.items()))
+        text = [x.text for x in out.all_notes if x.reason is NoteReason.SITE_WIDE][0]
+        assert text == (f"{key} failing on {n * 10} % of site s ({n} of 10 nodes): site-wide, "
+                        "not isolating nodes one by one")
 
 
 @pytest.mark.parametrize(("n", "manual", "paused", "effects", "reason"), [

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentinel.core.decide import DecideParams, PolicyState, decide
-from sentinel.core.detect import detect
+from sentinel.core.detect import DetectParams, detect
 from sentinel.core.explain import VERDICT_MEANING, explain_node
 from sentinel.core.model import (
     NODE_KEY,
@@ -35,13 +35,13 @@ DEFAULT = DecideParams()
 
 def run(nodes: dict[str, NodeInfo], v: SiteView, *, params: DecideParams = DEFAULT,
         overrides: tuple[Override, ...] = (), mode: str = "enforce", steps: int = 2,
-        who: str = "n1") -> dict[str, Any]:
+        who: str = "n1", detect_params: DetectParams = P) -> dict[str, Any]:
     """Cycles 100 s apart (past every `for`), then explain `who` after the last one."""
     state = PolicyState()
     now = T0
     for _ in range(steps):
         snap = Snapshot(now, nodes, {"s": v}, {}, overrides)
-        det = detect(snap, RULES, P)
+        det = detect(snap, RULES, detect_params)
         plan, state = decide(snap, det, state, params, now)
         now += 100
     return explain_node(nodes[who], snapshot=snap, detection=det, plan=plan, state=state,
@@ -96,7 +96,8 @@ def test_release_time_is_told() -> None:
 def test_budget_stop_is_explained() -> None:
     nodes = {f"n{i}": node(f"n{i}", Ready.TRUE) for i in range(1, 5)}
     v = view(present=tuple(nodes), firing={"proxy-down": dict.fromkeys(nodes, 0.0)})
-    out = run(nodes, v, params=DecideParams(site_max_fraction=0.25), who="n4")
+    out = run(nodes, v, params=DecideParams(site_max_fraction=0.25), who="n4",
+              detect_params=DetectParams(site_wide_threshold=1.0))
     assert out["planned"] == []
     assert "Not done (budget stop): would isolate (proxy-down" in text(out)
     assert "1 of 4 nodes of site s isolated (max 1)" in text(out)
@@ -105,11 +106,20 @@ def test_budget_stop_is_explained() -> None:
 def test_site_guard_hold_is_explained() -> None:
     nodes = {f"n{i}": node(f"n{i}", Ready.FALSE) for i in range(1, 4)}
     v = view(present=(), firing={"node-down": dict.fromkeys(nodes, 0.0)})
-    out = run(nodes, v)
+    out = run(nodes, v, detect_params=DetectParams(site_wide_threshold=1.0))
     assert out["site_state"] == "guarded"
     assert "GUARDED: 3 of 3 nodes fail together" in text(out)
     assert "Not done (site guard): 3 of 3 nodes of site s fail together" in text(out)
     assert all(p["key"] != NODE_KEY for p in out["planned"])
+
+
+def test_site_wide_symptom_is_explained() -> None:
+    nodes = {f"n{i}": node(f"n{i}", Ready.TRUE) for i in range(1, 6)}
+    failing = {n: 0.0 for n in list(nodes)[:4]}
+    out = run(nodes, view(present=tuple(nodes), firing={"proxy-down": failing}))
+    assert out["planned"] == []
+    assert "Not done (site-wide symptom): kube-proxy failing on 80 % of site s (4 of 5 " \
+        "nodes): site-wide, not isolating nodes one by one" in text(out)
 
 
 def test_exemption_is_explained() -> None:

@@ -265,6 +265,14 @@ class _StateCollector(Collector):
         guard = GaugeMetricFamily("sentinel_site_guard_active",
                                   "1 while too many of the site's nodes fail together.",
                                   labels=["site"])
+        wide = GaugeMetricFamily("sentinel_site_wide_symptom_nodes",
+                                 "Nodes failing one isolation key while that is a site-wide "
+                                 "symptom (more than its threshold of the site): no node is "
+                                 "isolated for it one by one. Only such keys.",
+                                 labels=["site", "key"])
+        young = GaugeMetricFamily("sentinel_site_prometheus_young_rules",
+                                  "Rules whose `for` is longer than the site's Prometheus has "
+                                  "been running: not a witness there yet.", labels=["site"])
         failing = GaugeMetricFamily("sentinel_site_failing_nodes",
                                     "Nodes failing by either witness.", labels=["site"])
         isolated = GaugeMetricFamily("sentinel_isolated_nodes",
@@ -307,6 +315,9 @@ class _StateCollector(Collector):
                 part.add_metric([st.site], 1.0 if st.state is SiteState.PARTITIONED else 0.0)
                 guard.add_metric([st.site], 1.0 if st.state is SiteState.GUARDED else 0.0)
                 failing.add_metric([st.site], float(st.failing))
+                young.add_metric([st.site], float(len(st.young_rules)))
+                for key, n in sorted(st.widespread.items()):
+                    wide.add_metric([st.site, key], float(n))
                 counts[(st.site, "1")] = 0
                 counts[(st.site, "2")] = 0
             for n in rep.nodes_after.values():
@@ -327,8 +338,8 @@ class _StateCollector(Collector):
                 budget.add_metric([b, ""], 1.0 if b in spent else 0.0)
             for site in rep.detection.sites:
                 budget.add_metric(["site", site], 1.0 if f"site:{site}" in spent else 0.0)
-        yield from (reach, age, part, guard, failing, isolated, level, verdict, unassigned,
-                    active, budget, overrides, paused)
+        yield from (reach, age, part, guard, wide, young, failing, isolated, level, verdict,
+                    unassigned, active, budget, overrides, paused)
 
     def describe(self) -> Sequence[GaugeMetricFamily]:
         return []

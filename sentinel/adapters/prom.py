@@ -7,9 +7,11 @@ Each site has its own deadline, so a slow or dark site never stalls the others: 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 
@@ -19,6 +21,9 @@ from sentinel.core.ruleset import Rule
 __all__ = ["PromError", "SiteCollector", "SiteTarget"]
 
 AGE_QUERY = "time() - max(timestamp(up))"
+#: The server's own clock, against which its start time is read (no skew with ours).
+NOW_QUERY = "time()"
+_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 class PromError(Exception):
@@ -82,6 +87,26 @@ class SiteCollector:
             raise PromError(f"HTTP {r.status_code}, not JSON") from None
         return _parse_vector(body, expr)
 
+    async def _started(self, site: SiteTarget, timeout: float) -> float | None:
+        """The Prometheus process' start time (runtime info), or None where the server does
+        not say: Thanos, Mimir and VictoriaMetrics answer 404 or leave it out. A failure here
+        is never a reason to call the site unreachable."""
+        async with self._sem:
+            try:
+                r = await self._client.get(f"{site.url}/api/v1/status/runtimeinfo",
+                                           timeout=timeout)
+                raw = r.json().get("data", {}).get("startTime") if r.status_code == 200 \
+                    else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                return None
+        if not isinstance(raw, str) or raw.startswith("0001-"):
+            return None
+        try:
+            return datetime.fromisoformat(_FRACTION.sub(r"\1", raw.replace("Z", "+00:00")))\
+                .timestamp()
+        except ValueError:
+            return None
+
     async def collect_site(self, site: SiteTarget, rules: Sequence[Rule],
                            features: Sequence[tuple[str, str]] = ()) -> SiteView:
         name = SiteName(site.name)
@@ -100,15 +125,23 @@ class SiteCollector:
         # whose targets are all down is not "serving"; without a node rule matching it, it is
         # unknown — never taken for healthy.
         present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
-        exprs = [AGE_QUERY, *(r.expr for r in rules), *(e for _, e in features)]
+        exprs = [AGE_QUERY, NOW_QUERY, *(r.expr for r in rules), *(e for _, e in features)]
+        start_task = asyncio.ensure_future(asyncio.wait_for(self._started(site, left()), left()))
         results = await asyncio.gather(
             *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
             return_exceptions=True)
-        age_res = results[0]
-        rule_res, feature_res = results[1:1 + len(rules)], results[1 + len(rules):]
+        try:
+            started = await start_task
+        except TimeoutError:
+            started = None
+        age_res, now_res = results[0], results[1]
+        rule_res, feature_res = results[2:2 + len(rules)], results[2 + len(rules):]
         age = None
         if isinstance(age_res, list) and age_res:
             age = max(0.0, age_res[0][1])
+        uptime = None
+        if started is not None and isinstance(now_res, list) and now_res:
+            uptime = max(0.0, now_res[0][1] - started)
         firing: dict[str, dict[str, float]] = {}
         errors: dict[str, str] = {}
         for rule, res in zip(rules, rule_res, strict=True):
@@ -131,7 +164,8 @@ class SiteCollector:
             if res and not values[fname]:
                 feature_errors[fname] = f"{len(res)} series, none with a `node` label"
         return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
-                        rule_errors=errors, features=values, feature_errors=feature_errors)
+                        rule_errors=errors, features=values, feature_errors=feature_errors,
+                        uptime=uptime)
 
     async def collect(self, rules: Sequence[Rule],
                       features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:

@@ -28,6 +28,16 @@ class _RuleSpec(BaseModel):
     component: str | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
     description: str = ""
+    site_wide: float | bool = True
+    """true: the configured default (`guard.site_wide_threshold`); a fraction in (0, 1]: this
+    rule's own; false: never treat it as site-wide (a rule that really is per node)."""
+
+    @field_validator("site_wide")
+    @classmethod
+    def _site_wide(cls, v: float | bool) -> float | bool:
+        if not isinstance(v, bool) and not 0 < v <= 1:
+            raise ValueError("site_wide is true, false or a fraction of the site in (0, 1]")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -69,6 +79,12 @@ class _RuleFile(BaseModel):
     rules: list[dict[str, object]]
 
 
+def _site_wide_value(v: float | bool) -> float | None:
+    if v is True:
+        return -1.0
+    return None if v is False else float(v)
+
+
 def parse_rules(text: str, filename: str) -> list[Rule]:
     source = Source.parse(text, filename)
     if source.data is None:
@@ -90,6 +106,7 @@ def parse_rules(text: str, filename: str) -> list[Rule]:
             name=spec.name, level=Level(spec.level), expr=spec.expr, for_seconds=spec.for_,
             component=spec.component, severity=spec.severity, description=spec.description,
             origin=source.where(("rules", i)),
+            site_wide=_site_wide_value(spec.site_wide),
         ))
     if problems:
         raise SourceError(problems)

@@ -159,6 +159,15 @@ class Guard(_Strict):
     action there. 0.55 is Kubernetes' unhealthy-zone threshold."""
     min_failing: int = Field(2, ge=1)
     """A single failing node is never a site event, however small the site."""
+    site_wide_threshold: float = Field(0.5, gt=0, le=1)
+    """Above this fraction of a site's nodes failing one rule (one isolation key) at once, at
+    either level, it is a site-level condition: no node of the site is isolated for it one by
+    one (a site Prometheus that restarts or is overloaded, a bad config pushed to a whole
+    site). A rule may set its own `site_wide`. Half: a real per-node fault is rarely shared by
+    half a site at once, and a site-wide one rarely spares half of it."""
+    site_wide_min_nodes: int = Field(3, ge=2)
+    """Fewer matching nodes are never site-wide: in a five-node site two nodes with the same
+    fault are two faults."""
 
 
 class Budgets(_Strict):

@@ -7,7 +7,8 @@ caller passes `now` and applies the plan. Each phase is a pure function of its o
 (`phases.py`, `budgets.py`), tested by its own table; `decide` only runs them in order, per
 node, then spends the budgets on what they asked for:
 
-  hand_back (exempt, override) -> manual -> mature (`for`) -> guard (site guard, site-wide)
+  hand_back (exempt, override) -> manual -> mature (`for`) -> guard (site guard, site-wide
+  symptoms)
   -> wanted (pause, effect) -> releases (release_after, pause, flap damping) -> budgets
 """
 
@@ -135,13 +136,12 @@ def _node_turn(node: NodeInfo, detection: Detection, ovs: Overrides, state: Poli
         return NodeTurn(candidates=cands,
                         notes=(Note(node.name, site, hold_reason(f), hold_text(f)),))
     paused = ovs.pause_for(site)
-    m = mature(node, f, state.pending, now)
-    desired, guard_notes = guard(node, m.desired, detection)
-    want, want_notes = wanted(node, f, desired, manual, paused)
+    m = guard(node, mature(node, f, state.pending, now), detection)
+    want, want_notes = wanted(node, f, m.desired, manual, paused)
     firing = m.firing | ({manual.key} if manual is not None else set())
     rel = releases(node, f, evidence_of(f, ov), firing, state.clear_since, paused,
                    last_release.get(node.name), params.release_after, params.flap_window, now)
     return NodeTurn(pending=m.pending, clear_since=rel.clear_since, releases=rel.actions,
-                    notes=(*m.notes, *guard_notes, *want_notes, *rel.notes),
+                    notes=(*m.all_notes, *want_notes, *rel.notes),
                     candidates=(*cands, *want), frees=rel.frees,
                     freed_at=now if rel.frees_by_timer else None)

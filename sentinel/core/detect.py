@@ -7,7 +7,7 @@ snapshot carries everything, so the same snapshot always gives the same findings
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from sentinel.core.model import (
@@ -44,6 +44,8 @@ class DetectParams:
     cloud_link_component: str = "edgecore"
     site_disruption_threshold: float = 0.55
     min_failing: int = 2
+    site_wide_threshold: float = 0.5
+    site_wide_min_nodes: int = 3
     anomaly_isolates: bool = False
     """`anomaly.action: isolate`: a raised anomaly alarm is a level-1 condition."""
     anomaly_for: float = 300.0
@@ -59,11 +61,46 @@ class Detection:
         st = self.sites.get(site)
         return st is not None and st.state is SiteState.GUARDED
 
+    def widespread(self, site: str, key: str) -> int | None:
+        """How many of the site's nodes fail `key` when that is a site-level condition."""
+        st = self.sites.get(site)
+        return None if st is None else st.widespread.get(key)
 
-def _site_hits(view: SiteView, by_name: Mapping[str, Rule]) -> dict[str, list[tuple[Rule, float]]]:
+
+@dataclass(frozen=True, slots=True)
+class _SiteInput:
+    """One site's answer, prepared for classifying its nodes."""
+
+    view: SiteView
+    usable: bool
+    hits: Mapping[str, list[tuple[Rule, float]]]
+    node_unknown: bool
+    comp_unknown: frozenset[str]
+    young: frozenset[str]
+
+
+def _prepare(view: SiteView, rules: RuleSet, by_name: Mapping[str, Rule],
+             params: DetectParams) -> _SiteInput:
+    """A rule whose `for` is longer than the site's Prometheus has run is not a witness yet:
+    its matches are dropped and its keys unknown (held, never released), like a failed query."""
+    fresh = view.data_age is None or view.data_age <= params.max_data_age
+    young = frozenset() if view.uptime is None else frozenset(
+        r.name for r in rules.rules if r.for_seconds > view.uptime)
+    blind = {**view.rule_errors, **dict.fromkeys(young, "too young")}
+    firing = {k: v for k, v in view.firing.items() if k not in young}
+    node_rule_names = {r.name for r in rules.node_rules}
+    return _SiteInput(
+        view, view.reachable and fresh, _site_hits(firing, by_name),
+        any(r in node_rule_names for r in blind),
+        frozenset(by_name[r].key for r in blind if r in by_name and r not in node_rule_names),
+        young)
+
+
+def _site_hits(firing: Mapping[str, Mapping[str, float]],
+               by_name: Mapping[str, Rule]) -> dict[str, list[tuple[Rule, float]]]:
     """Invert rule -> node -> value into node -> [(rule, value)]; results are sparse."""
     hits: dict[str, list[tuple[Rule, float]]] = {}
-    for rule_name, per_node in view.firing.items():
+    for rule_name, per_node in firing.items():
         rule = by_name.get(rule_name)
         if rule is None:
             continue
@@ -107,19 +144,8 @@ def _cond(rule: Rule, value: float, *, key: str | None = None,
 
 def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detection:
     by_name = {r.name: r for r in rules.rules}
-    node_rule_names = {r.name for r in rules.node_rules}
-    usable: dict[str, bool] = {}
-    hits: dict[str, dict[str, list[tuple[Rule, float]]]] = {}
-    node_unknown: dict[str, bool] = {}
-    comp_unknown: dict[str, frozenset[str]] = {}
-    for name, view in snapshot.sites.items():
-        fresh = view.data_age is None or view.data_age <= params.max_data_age
-        usable[name] = view.reachable and fresh
-        hits[name] = _site_hits(view, by_name)
-        node_unknown[name] = any(r in node_rule_names for r in view.rule_errors)
-        comp_unknown[name] = frozenset(
-            by_name[r].key for r in view.rule_errors if r in by_name and r not in node_rule_names)
-
+    inputs = {name: _prepare(view, rules, by_name, params)
+              for name, view in snapshot.sites.items()}
     totals: dict[str, int] = dict.fromkeys(snapshot.sites, 0)
     failing: dict[str, int] = dict.fromkeys(snapshot.sites, 0)
     findings: dict[str, Finding] = {}
@@ -131,51 +157,87 @@ def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detectio
         if site is None or site not in totals:
             continue
         totals[site] += 1
-        ready = node.ready is Ready.TRUE
-        if not usable[site]:
-            view = snapshot.sites[site]
-            if not ready:
-                failing[site] += 1
-            if not ready or node.held:
-                verdict = Verdict.PARTITION if not view.reachable and not ready else Verdict.UNKNOWN
-                findings[node.name] = Finding(node.name, SiteName(site), verdict, node.ready,
-                                              SiteSees.UNKNOWN, view.reachable, hold_all=True)
+        f = _node_finding(node, SiteName(site), inputs[site], snapshot, params, cloud_link)
+        if f is None:
             continue
-        h = hits[site].get(node.name)
-        alerts = snapshot.alerts.get(node.name) if snapshot.alerts else None
-        if alerts:
-            h = [*(h or []), *((alert_rule(ev), 0.0) for ev in alerts)]
-        unknown = comp_unknown[site]
-        if params.anomaly_isolates:
-            reading = snapshot.anomalies.get(node.name)
-            if reading is not None:
-                h = [*(h or []), (anomaly_rule(params), reading.score)]
-            if node.name in snapshot.anomaly_unknown:
-                unknown = unknown | {ANOMALY_KEY}
-        if ready and h is None and not node.held:
-            continue  # the common case at 100,000 nodes: nothing to say
-        f = _classify(node, SiteName(site), h or [], snapshot.sites[site], node_unknown[site],
-                      unknown, cloud_link)
-        if f.verdict in (Verdict.NODE_FAILURE, Verdict.CLOUD_LINK) or \
-                (f.site_sees is SiteSees.DOWN):
+        if not inputs[site].usable:
+            failing[site] += node.ready is not Ready.TRUE  # the cloud's word is all there is
+        elif f.verdict in (Verdict.NODE_FAILURE, Verdict.CLOUD_LINK) or \
+                f.site_sees is SiteSees.DOWN:
             failing[site] += 1
         if f.verdict is not Verdict.HEALTHY or node.held:
             findings[node.name] = f
-
-    sites: dict[str, SiteStatus] = {}
-    for name, view in snapshot.sites.items():
-        n, bad = totals[name], failing[name]
-        if not view.reachable:
-            state = SiteState.PARTITIONED
-        elif not usable[name]:
-            state = SiteState.STALE
-        elif bad >= params.min_failing and bad > params.site_disruption_threshold * n:
-            state = SiteState.GUARDED
-        else:
-            state = SiteState.OK
-        sites[name] = SiteStatus(SiteName(name), state, view.reachable, view.data_age, n, bad,
-                                 view.error)
+    wide = _widespread(findings.values(), totals, by_name, params)
+    sites = {name: _site_status(inp, totals[name], failing[name], wide.get(name, {}), params)
+             for name, inp in inputs.items()}
     return Detection(findings, sites)
+
+
+def _node_finding(node: NodeInfo, site: SiteName, inp: _SiteInput, snapshot: Snapshot,
+                  params: DetectParams, cloud_link: Condition) -> Finding | None:
+    """None for the common case at 100,000 nodes: ready, nothing matching, nothing held."""
+    ready = node.ready is Ready.TRUE
+    if not inp.usable:
+        if ready and not node.held:
+            return None
+        verdict = Verdict.PARTITION if not inp.view.reachable and not ready else Verdict.UNKNOWN
+        return Finding(node.name, site, verdict, node.ready, SiteSees.UNKNOWN,
+                       inp.view.reachable, hold_all=True)
+    h = inp.hits.get(node.name)
+    alerts = snapshot.alerts.get(node.name) if snapshot.alerts else None
+    if alerts:
+        h = [*(h or []), *((alert_rule(ev), 0.0) for ev in alerts)]
+    unknown = inp.comp_unknown
+    if params.anomaly_isolates:
+        reading = snapshot.anomalies.get(node.name)
+        if reading is not None:
+            h = [*(h or []), (anomaly_rule(params), reading.score)]
+        if node.name in snapshot.anomaly_unknown:
+            unknown = unknown | {ANOMALY_KEY}
+    if ready and h is None and not node.held:
+        return None
+    return _classify(node, site, h or [], inp.view, inp.node_unknown, unknown, cloud_link)
+
+
+def _widespread(findings: Iterable[Finding], totals: Mapping[str, int],
+                by_name: Mapping[str, Rule],
+                params: DetectParams) -> dict[str, dict[str, int]]:
+    """Site -> key -> nodes, for the keys that fail on more than their threshold of a site.
+    A key's threshold is the lowest of the rules that drive it on the site (built-in checks,
+    alerts and anomalies take the default); a key whose every rule says `site_wide: false`
+    is never site-wide."""
+    counts: dict[tuple[str, str], int] = {}
+    limit: dict[tuple[str, str], float] = {}
+    for f in findings:
+        for key, rule in {c.key: c.rule for c in f.conditions}.items():
+            sk = (f.site, key)
+            counts[sk] = counts.get(sk, 0) + 1
+            r = by_name.get(rule)
+            own = params.site_wide_threshold if r is None or r.site_wide == -1.0 \
+                else r.site_wide
+            if own is not None:
+                limit[sk] = min(limit.get(sk, 1.0), own)
+    out: dict[str, dict[str, int]] = {}
+    for (site, key), n in counts.items():
+        lim = limit.get((site, key))
+        if lim is not None and n >= params.site_wide_min_nodes and n > lim * totals[site]:
+            out.setdefault(site, {})[key] = n
+    return out
+
+
+def _site_status(inp: _SiteInput, n: int, bad: int, wide: Mapping[str, int],
+                 params: DetectParams) -> SiteStatus:
+    view = inp.view
+    if not view.reachable:
+        state = SiteState.PARTITIONED
+    elif not inp.usable:
+        state = SiteState.STALE
+    elif bad >= params.min_failing and bad > params.site_disruption_threshold * n:
+        state = SiteState.GUARDED
+    else:
+        state = SiteState.OK
+    return SiteStatus(view.site, state, view.reachable, view.data_age, n, bad, view.error,
+                      wide if inp.usable else {}, inp.young)
 
 
 def _classify(node: NodeInfo, site: SiteName, h: list[tuple[Rule, float]], view: SiteView,

@@ -232,6 +232,9 @@ class SiteView:
     features: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Anomaly feature name -> node -> value, this cycle."""
     feature_errors: Mapping[str, str] = field(default_factory=dict)
+    uptime: float | None = None
+    """How long the site's Prometheus has been running, by its own clock (runtime info's
+    startTime against its `time()`); None where the store does not say (Thanos, Mimir...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +347,12 @@ class SiteStatus:
     nodes: int
     failing: int
     error: str | None = None
+    widespread: Mapping[str, int] = field(default_factory=dict)
+    """Isolation key -> nodes it fails on, for every key failing on more than its rule's
+    site-wide threshold of the site: the site's problem, not each node's."""
+    young_rules: frozenset[str] = frozenset()
+    """Rules whose `for` is longer than the site's Prometheus has been running: its matches
+    are not a witness yet (a restart's first scrapes fail broadly)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,14 @@ class Matured:
     firing: frozenset[str]
     desired: Mapping[str, tuple[Condition, float]]
     """Key -> the first condition that has matched for its `for`, and since when."""
-    notes: tuple[Note, ...]
+    waiting: tuple[tuple[str, Note], ...]
+    """(key, note) of every condition still short of its `for`."""
+    notes: tuple[Note, ...] = ()
+    """What a later phase (the guards) has to say."""
+
+    @property
+    def all_notes(self) -> tuple[Note, ...]:
+        return (*(n for _, n in self.waiting), *self.notes)
 
 
 def mature(node: NodeInfo, f: Finding | None, pending: Mapping[tuple[str, str, str], float],
@@ -138,7 +145,7 @@ def mature(node: NodeInfo, f: Finding | None, pending: Mapping[tuple[str, str, s
     """`for`: a condition counts once it has matched without a break for its duration."""
     clocks: dict[tuple[str, str, str], float] = {}
     desired: dict[str, tuple[Condition, float]] = {}
-    notes: list[Note] = []
+    waiting: list[tuple[str, Note]] = []
     firing: set[str] = set()
     for c in (f.conditions if f else ()):
         pk = (node.name, c.rule, c.key)
@@ -148,26 +155,36 @@ def mature(node: NodeInfo, f: Finding | None, pending: Mapping[tuple[str, str, s
         if now - since >= c.for_seconds:
             desired.setdefault(c.key, (c, since))
         else:
-            notes.append(Note(node.name, _site(node), NoteReason.PENDING,
-                              f"{cond_text(c)} matching for {now - since:.0f}s of "
-                              f"{c.for_seconds:.0f}s"))
-    return Matured(clocks, frozenset(firing), desired, tuple(notes))
+            waiting.append((c.key, Note(node.name, _site(node), NoteReason.PENDING,
+                                        f"{cond_text(c)} matching for {now - since:.0f}s of "
+                                        f"{c.for_seconds:.0f}s")))
+    return Matured(clocks, frozenset(firing), desired, tuple(waiting))
 
 
-def guard(node: NodeInfo, desired: Mapping[str, tuple[Condition, float]],
-          detection: Detection) -> tuple[dict[str, tuple[Condition, float]], tuple[Note, ...]]:
-    """The site guard: when too many of a site's nodes fail together, level 2 is a site event,
-    not each node's."""
+def guard(node: NodeInfo, m: Matured, detection: Detection) -> Matured:
+    """The site's problems are not the node's. The site guard: when too many of a site's nodes
+    fail together, level 2 is a site event. A site-wide symptom: when one key fails on more
+    than its threshold of the site, no node is isolated for it one by one, and its `for`
+    clocks start again, so that a node still failing after the site recovers waits a whole
+    `for` of its own."""
     site = _site(node)
-    out = dict(desired)
+    desired = dict(m.desired)
     notes: list[Note] = []
-    if NODE_KEY in out and detection.guarded(site):
-        del out[NODE_KEY]
-        st = detection.sites[site]
+    st = detection.sites.get(site)
+    wide = {k: n for k in m.firing if (n := detection.widespread(site, k)) is not None}
+    if NODE_KEY in desired and NODE_KEY not in wide and detection.guarded(site) and st:
+        del desired[NODE_KEY]
         notes.append(Note(node.name, site, NoteReason.SITE_GUARD,
                           f"{st.failing} of {st.nodes} nodes of site {site} fail together: "
                           "a site event, no level-2 action there"))
-    return out, tuple(notes)
+    for key, n in sorted(wide.items()):
+        desired.pop(key, None)
+        total = st.nodes if st else n
+        notes.append(Note(node.name, site, NoteReason.SITE_WIDE,
+                          f"{key} failing on {100 * n / max(1, total):.0f} % of site {site} "
+                          f"({n} of {total} nodes): site-wide, not isolating nodes one by one"))
+    return Matured({pk: v for pk, v in m.pending.items() if pk[2] not in wide}, m.firing,
+                   desired, tuple((k, n) for k, n in m.waiting if k not in wide), tuple(notes))
 
 
 def wanted(node: NodeInfo, f: Finding | None, desired: Mapping[str, tuple[Condition, float]],

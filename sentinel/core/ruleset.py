@@ -21,6 +21,10 @@ class Rule:
     description: str
     origin: str
     """file:line of the rule, for explanations and errors."""
+    site_wide: float | None = -1.0
+    """Above this fraction of a site's nodes matching at once, the rule's matches are a
+    site-level condition and isolate no node one by one. -1: the configured default
+    (`guard.site_wide_threshold`); None: never (the rule really is per node)."""
 
     @property
     def key(self) -> str:

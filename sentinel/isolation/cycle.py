@@ -98,6 +98,8 @@ def detect_params(cfg: Config) -> DetectParams:
                         cloud_link_for=cfg.durations.cloud_link_for,
                         site_disruption_threshold=cfg.guard.site_disruption_threshold,
                         min_failing=cfg.guard.min_failing,
+                        site_wide_threshold=cfg.guard.site_wide_threshold,
+                        site_wide_min_nodes=cfg.guard.site_wide_min_nodes,
                         anomaly_isolates=cfg.anomaly.enabled and cfg.anomaly.action == "isolate",
                         anomaly_for=cfg.anomaly.isolate_after)
 

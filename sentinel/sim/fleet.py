@@ -275,6 +275,15 @@ class Fleet:
         for n in self.nodes(site):
             self.set_ready(n, "Unknown")
 
+    def restart_prometheus(self, site: str) -> None:
+        """Stop the site's Prometheus and start it again on the same port and data: what a
+        rescheduled or OOM-killed edge Prometheus does. Returns once it answers again."""
+        if site not in self.proms:
+            raise KeyError(f"no site {site!r}; sites: {', '.join(self.sites)}")
+        prom = self.proms[site]
+        prom.terminate()
+        prom.start().wait_ready()
+
     def flap(self, node: str, period: float = 10.0) -> None:
         self._site(node)
         self.stop_flapping(node)
