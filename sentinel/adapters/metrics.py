@@ -316,8 +316,8 @@ class _StateCollector(Collector):
                 guard.add_metric([st.site], 1.0 if st.state is SiteState.GUARDED else 0.0)
                 failing.add_metric([st.site], float(st.failing))
                 young.add_metric([st.site], float(len(st.young_rules)))
-                for key, n in sorted(st.widespread.items()):
-                    wide.add_metric([st.site, key], float(n))
+                for key, count in sorted(st.widespread.items()):
+                    wide.add_metric([st.site, key], float(count))
                 counts[(st.site, "1")] = 0
                 counts[(st.site, "2")] = 0
             for n in rep.nodes_after.values():
