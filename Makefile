@@ -24,3 +24,4 @@ bench: install
 	.venv/bin/python bench/registry.py
 	.venv/bin/python bench/anomaly.py
 	.venv/bin/python bench/rollout.py
+	.venv/bin/python bench/startup.py

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sentinel.anomaly.arrays import feature_matrix
 from sentinel.anomaly.dataset import read_dataset
 from sentinel.anomaly.evaluation import evaluate_entity, summarize
-from sentinel.anomaly.score import AlarmState, feature_matrix, fit_model, score_fleet
+from sentinel.anomaly.score import AlarmState, fit_model, score_fleet
 from sentinel.core.model import SiteName, SiteView
 from sentinel.sim.dataset import DatasetSpec, generate
 from sentinel.sim.signals import FEATURES, NodeSignals

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
-from sentinel.config.schema import parse_config
+from sentinel.config.loading import parse_config
 from sentinel.registry.guard import RegistryGuard
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.registry import RegistryProcess

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
-from sentinel.config.schema import parse_config
+from sentinel.config.loading import parse_config
 from sentinel.rollouts.guard import RolloutGuard
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.store import Resource

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
+from sentinel.config.loading import parse_config
 from sentinel.config.rules import load_rules
-from sentinel.config.schema import parse_config
 from sentinel.http.app import Runtime, build_runtime
 from sentinel.isolation.cycle import CycleReport
 from sentinel.sim.fleet import NODES, PODS, Fleet, FleetSpec

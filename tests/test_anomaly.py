@@ -18,18 +18,18 @@ import yaml
 from prometheus_client import generate_latest
 from sklearn.metrics import average_precision_score
 
+from sentinel.anomaly.arrays import Calibration
 from sentinel.anomaly.keeper import AnomalyKeeper
 from sentinel.anomaly.score import (
     AlarmState,
     AnomalyModel,
     AnomalyParams,
-    Calibration,
     FitError,
     fit_model,
     score_fleet,
 )
 from sentinel.anomaly.store import ModelRefused, load_model, save_model
-from sentinel.config.schema import parse_config
+from sentinel.config.loading import parse_config
 from sentinel.core.decide import DecideParams, PolicyState, decide
 from sentinel.core.detect import DetectParams, detect
 from sentinel.core.explain import explain_node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sentinel.config.loading import load_config, parse_config
 from sentinel.config.rules import load_rules
-from sentinel.config.schema import load_config, parse_config
 from sentinel.config.yamlsrc import SourceError
 
 GOOD_SITE = "sites:\n  - name: a\n    prometheus: http://127.0.0.1:9090\n"
@@ -90,6 +91,29 @@ def test_environment_overrides_and_their_errors() -> None:
         parse_config(GOOD_SITE, "c.yaml", {"SENTINEL_BUDGETS__MAX_NEW_PER_MINUTE": "lots"})
     assert "budgets.max_new_per_minute" in e.value.problems[0]
     assert "SENTINEL_BUDGETS__MAX_NEW_PER_MINUTE" in e.value.problems[-1]
+
+
+#: What the kubelet puts in the environment of every pod for a Service `sentinel` (port 8080,
+#: named http) and a Service `sentinel-webhook` in the same namespace (service links).
+SERVICE_LINKS = {
+    "SENTINEL_SERVICE_HOST": "10.0.0.11", "SENTINEL_SERVICE_PORT": "8080",
+    "SENTINEL_SERVICE_PORT_HTTP": "8080", "SENTINEL_PORT": "tcp://10.0.0.11:8080",
+    "SENTINEL_PORT_8080_TCP": "tcp://10.0.0.11:8080", "SENTINEL_PORT_8080_TCP_PROTO": "tcp",
+    "SENTINEL_PORT_8080_TCP_PORT": "8080", "SENTINEL_PORT_8080_TCP_ADDR": "10.0.0.11",
+    "SENTINEL_WEBHOOK_SERVICE_HOST": "10.0.0.12", "SENTINEL_WEBHOOK_PORT": "tcp://10.0.0.12:80",
+    "SENTINEL_WEBHOOK_PORT_80_UDP_ADDR": "10.0.0.12",
+}
+
+
+def test_service_link_variables_are_not_configuration() -> None:
+    cfg = parse_config(GOOD_SITE, "c.yaml", {**SERVICE_LINKS, "SENTINEL_MODE": "enforce"})
+    assert cfg.mode == "enforce"
+    with pytest.raises(SourceError, match="mdoe: unknown key"):  # a typo is still an error
+        parse_config(GOOD_SITE, "c.yaml", {**SERVICE_LINKS, "SENTINEL_MDOE": "enforce"})
+    out = subprocess.run([sys.executable, "-m", "sentinel", "config", "check",
+                          "sentinel.example.yaml"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **SERVICE_LINKS})
+    assert out.returncode == 0, out.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import yaml
 from kubernetes import client
 
 from sentinel.adapters.kube import ClusterView
-from sentinel.config.schema import parse_config
+from sentinel.config.loading import parse_config
 from sentinel.core.model import Ready
 
 CFG = parse_config(yaml.safe_dump({"sites": [{"name": "a", "prometheus": "http://x:1"}]}),

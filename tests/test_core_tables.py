@@ -274,3 +274,31 @@ def test_a_young_site_prometheus_is_not_a_witness(uptime: float | None, ready: R
     f = det.findings.get("n1")
     assert (f.verdict if f else None) is verdict
     assert det.sites["s"].young_rules == young
+
+
+def test_checks_failing_broadly_over_a_site_isolate_no_node_there() -> None:
+    """Three of five nodes each fail another check (a Prometheus that cannot keep up with its
+    scrapes): no key is site-wide, but the site's checks fail broadly."""
+    text = RULES_TEXT + """  - {name: dns-down, level: component, component: coredns,
+     expr: 'up{job="dns"} == 0', for: 60s}
+  - {name: edge-down, level: component, component: edgecore,
+     expr: 'up{job="ec"} == 0', for: 60s}
+"""
+    rules = RuleSet(tuple(parse_rules(text, "t.yaml")))
+    nodes = {f"n{i}": node(f"n{i}") for i in range(5)}
+    firing = {"proxy-down": {"n0": 0.0}, "dns-down": {"n1": 0.0}, "edge-down": {"n2": 0.0}}
+    v = view(present=tuple(nodes), firing=firing)
+    snap = Snapshot(100.0, nodes, {"s": v})
+    det = detect(snap, rules, P)
+    assert det.sites["s"].widespread == {} and det.sites["s"].broad == 3
+    st = PolicyState(pending={(n, r, k): 0.0 for n, r, k in (
+        ("n0", "proxy-down", "kube-proxy"), ("n1", "dns-down", "coredns"),
+        ("n2", "edge-down", "edgecore"))})
+    plan, st = decide(snap, det, st, DEFAULTS, 100.0)
+    assert plan.actions == () and not st.pending
+    assert {n.reason for n in plan.notes} == {NoteReason.SITE_WIDE}
+    assert "3 of 5 nodes of site s (60 %) fail checks at once" in plan.notes[0].text
+    # two of five is not broad: each is its own node's fault
+    two = view(present=tuple(nodes), firing={k: firing[k] for k in ("proxy-down", "dns-down")})
+    det = detect(Snapshot(100.0, nodes, {"s": two}), rules, P)
+    assert det.sites["s"].broad == 0

@@ -148,7 +148,7 @@ def test_guard(state: SiteState, wide: dict[str, int], kept: set[str], clocks: s
     assert [n.reason for n in out.all_notes] == reasons
     if wide:
         key, n = next(iter(wide.items()))
-        text = [x.text for x in out.all_notes if x.reason is NoteReason.SITE_WIDE][0]
+        text = next(x.text for x in out.all_notes if x.reason is NoteReason.SITE_WIDE)
         assert text == (f"{key} failing on {n * 10} % of site s ({n} of 10 nodes): site-wide, "
                         "not isolating nodes one by one")
 

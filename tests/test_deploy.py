@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sentinel.config.loading import parse_config
 from sentinel.config.rules import load_rules
-from sentinel.config.schema import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

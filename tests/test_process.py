@@ -78,6 +78,17 @@ def test_sim_inject_cli(clean_fleet: Fleet) -> None:
     assert out.returncode == 1 and "no fault 'explode'" in out.stderr
     out = _cli("sim", "inject", "heal", "all", "--sim", url)
     assert out.returncode == 0 and not clean_fleet.exporters["site-b"].down
+    out = _cli("sim", "inject", "flap", "edge-b-02", "5", "--sim", url)
+    assert out.returncode == 1 and "flap takes --period SECONDS and --count N, not '5' as an " \
+        "argument" in \
+        out.stderr
+    out = _cli("sim", "inject", "flap", "edge-b-02", "--period", "1", "--count", "1",
+               "--sim", url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "edge-b-02: crashes for 1s, then serves for 1s, 1 time(s)"
+    poll(lambda: not clean_fleet.flapping("edge-b-02"), 20, "one flap, then done")
+    assert "edge-b-02" not in clean_fleet.exporters["site-b"].crashed
+    assert clean_fleet.node("edge-b-02")["status"]["conditions"][-1]["status"] == "True"
     dead = f"http://127.0.0.1:{free_port()}"
     out = _cli("sim", "inject", "heal", "all", "--sim", dead)
     assert out.returncode == 1 and f"no simulator at {dead}" in out.stderr

@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
-from sentinel.config.schema import Config, Registries, parse_config
+from sentinel.config.capabilities import Registries
+from sentinel.config.loading import parse_config
+from sentinel.config.schema import Config
 from sentinel.registry.guard import RegistryGuard
 from sentinel.registry.probe import MirrorConfig
 from sentinel.registry.state import (

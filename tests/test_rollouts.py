@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
-from sentinel.config.schema import parse_config
+from sentinel.config.loading import parse_config
 from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,

@@ -73,3 +73,22 @@ def test_a_restarted_site_prometheus_is_no_witness_until_it_has_run_for_the_rule
     # old enough: both witnesses count again, and the dead node is isolated
     h.until(lambda r: our_taints(f, node).get("node") == "NoExecute", 20, "level 2 after")
     assert all(our_taints(f, n) == {} for n in f.nodes() if n != node)
+
+
+def test_a_scrape_storm_over_a_site_isolates_none_of_its_healthy_nodes(harness: Any) -> None:
+    """Half the site's scrapes fail at random, on every node and job (an overloaded site
+    Prometheus): each node's `up == 0` outlasts the rules' 2 s `for` again and again."""
+    h = harness()
+    f: Fleet = h.fleet
+    site = "site-a"
+    f.scrape_storm(site, 0.5)
+    h.until(lambda r: r.detection.sites[site].broad > 0, 15, "checks failing broadly")
+    reports = h.run_for(12)
+    f.heal(site)
+    reports += h.run_for(4)
+    assert not any(a.site == site for r in reports for a in r.plan.actions), \
+        [a.reason for r in reports for a in r.plan.actions]
+    assert all(our_taints(f, n) == {} for n in f.nodes(site))
+    assert sum(1 for r in reports if r.detection.sites[site].broad) >= len(reports) // 2
+    assert any(n.reason is NoteReason.SITE_WIDE and "fail checks at once" in n.text
+               for r in reports for n in r.plan.notes)

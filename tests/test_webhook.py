@@ -19,8 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.config.loading import parse_config
 from sentinel.config.rules import parse_rules
-from sentinel.config.schema import Alerts, parse_config
+from sentinel.config.schema import Alerts
 from sentinel.core.alerts import Alert, map_alert
 from sentinel.core.detect import DetectParams, detect
 from sentinel.core.model import (

@@ -72,13 +72,17 @@ class Reflector:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
         self._stop.set()
         resp = self._resp
         if resp is not None:
             with contextlib.suppress(Exception):  # best effort: the thread is daemonic anyway
                 resp.shutdown()
-        self._thread.join(timeout=5)
+
+    def stop(self) -> None:
+        self.request_stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -164,6 +168,9 @@ class ClusterView:
         return self
 
     def stop(self) -> None:
+        """Both watches are told first, then waited for: at most one wait, not two."""
+        self.nodes_reflector.request_stop()
+        self.pods_reflector.request_stop()
         self.nodes_reflector.stop()
         self.pods_reflector.stop()
 

@@ -268,7 +268,8 @@ class _StateCollector(Collector):
         wide = GaugeMetricFamily("sentinel_site_wide_symptom_nodes",
                                  "Nodes failing one isolation key while that is a site-wide "
                                  "symptom (more than its threshold of the site): no node is "
-                                 "isolated for it one by one. Only such keys.",
+                                 "isolated for it one by one. Only such keys; key=\"any "
+                                 "check\": nodes failing some check, when checks fail broadly.",
                                  labels=["site", "key"])
         young = GaugeMetricFamily("sentinel_site_prometheus_young_rules",
                                   "Rules whose `for` is longer than the site's Prometheus has "
@@ -318,6 +319,8 @@ class _StateCollector(Collector):
                 young.add_metric([st.site], float(len(st.young_rules)))
                 for key, count in sorted(st.widespread.items()):
                     wide.add_metric([st.site, key], float(count))
+                if st.broad:
+                    wide.add_metric([st.site, "any check"], float(st.broad))
                 counts[(st.site, "1")] = 0
                 counts[(st.site, "2")] = 0
             for n in rep.nodes_after.values():

@@ -18,7 +18,7 @@ import httpx
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["PromError", "SiteCollector", "SiteTarget"]
+__all__ = ["PromError", "SiteCollector", "SiteTarget", "describe"]
 
 AGE_QUERY = "time() - max(timestamp(up))"
 #: The server's own clock, against which its start time is read (no skew with ours).
@@ -28,6 +28,17 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 class PromError(Exception):
     """A query failed: the site did not answer, or answered with an error."""
+
+
+def describe(e: httpx.HTTPError) -> str:
+    """An HTTP failure in words. httpx leaves some empty (a ReadError when the peer closes
+    the connection without an answer): never show an operator "ReadError: " and nothing."""
+    text = str(e).strip()
+    if text:
+        return f"{type(e).__name__}: {text}"
+    if isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):
+        return f"{type(e).__name__}: the connection closed without an answer"
+    return f"{type(e).__name__}: no answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,7 @@ class SiteCollector:
             except httpx.TimeoutException:
                 raise PromError(f"timed out after {timeout:g}s") from None
             except httpx.HTTPError as e:
-                raise PromError(f"{type(e).__name__}: {e}") from None
+                raise PromError(describe(e)) from None
         if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
             raise PromError(f"HTTP {r.status_code} from {site.url}")
         try:

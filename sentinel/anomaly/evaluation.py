@@ -21,11 +21,10 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 from sklearn.neighbors import NearestNeighbors
 
+from sentinel.anomaly.arrays import Calibration, calibration_steps
 from sentinel.anomaly.score import (
     ESTIMATORS,
     AnomalyParams,
-    Calibration,
-    calibration_steps,
     fit_model,
     score_series,
     series_alarms,

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sentinel.adapters.prom import SiteTarget
+from sentinel.anomaly.arrays import site_codes
 from sentinel.anomaly.history import fetch_history
-from sentinel.anomaly.score import AnomalyModel, AnomalyParams, FitError, fit_model, site_codes
+from sentinel.anomaly.score import AnomalyModel, AnomalyParams, FitError, fit_model
 from sentinel.anomaly.store import (
     ModelRefused,
     features_digest,

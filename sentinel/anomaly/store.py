@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import sklearn
 
-from sentinel.anomaly.score import AnomalyModel, AnomalyParams, Calibration
+from sentinel.anomaly.arrays import Calibration
+from sentinel.anomaly.score import AnomalyModel, AnomalyParams
 
 __all__ = ["FORMAT", "ModelRefused", "features_digest", "library_versions", "load_model",
            "save_model"]

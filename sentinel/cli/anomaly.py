@@ -132,8 +132,9 @@ def score(config: ConfigOpt,
     import asyncio
 
     from sentinel.adapters.prom import SiteCollector, SiteTarget
+    from sentinel.anomaly.arrays import feature_matrix
     from sentinel.anomaly.keeper import AnomalyKeeper
-    from sentinel.anomaly.score import AlarmState, feature_matrix, score_fleet
+    from sentinel.anomaly.score import AlarmState, score_fleet
 
     cfg = config_or_exit(config)
     keeper = AnomalyKeeper(cfg)

@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import yaml
 
+from sentinel.cli import demofile
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.prometheus import free_port
 
-__all__ = ["run_demo"]
+__all__ = ["Demo", "DemoError", "run_demo"]
 
 DOMAIN = "sentinel.edge.io"
 DEMO_RULES = """\
@@ -54,13 +55,19 @@ def _say(msg: str) -> None:
     print(f"\033[1m{msg}\033[0m" if sys.stdout.isatty() else msg, flush=True)
 
 
-class _Demo:
-    def __init__(self, sites: int, nodes: int, scrape_interval: float) -> None:
+class Demo:
+    def __init__(self, sites: int, nodes: int, scrape_interval: float,
+                 relay: Callable[[str], None] | None = None) -> None:
+        self.relay = relay or (lambda line: print(f"  sentinel | {line}", flush=True))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
         self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval))
+        self.scrape = scrape_interval
         # Demo-sized durations that stay meaningful against the scrape interval.
         self.for_s = max(6, round(2 * scrape_interval))
         self.release_s = 2 * self.for_s
+        # Long enough that a node flapping with the banner's period is released at most once
+        # in it (its releases come 2 periods apart).
+        self.flap_window = 12 * self.for_s
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.control = ""
@@ -81,11 +88,17 @@ class _Demo:
                       for s, u in self.fleet.prometheus_urls().items()],
             "rules": ["rules.yaml"], "taint_domain": DOMAIN,
             "cluster": {"url": self.fleet.api.url, "events_namespace": "default"},
-            "durations": {"release_after": f"{self.release_s}s", "flap_window": "60s",
+            "durations": {"release_after": f"{self.release_s}s",
+                          "flap_window": f"{self.flap_window}s",
                           "cloud_link_for": f"{self.for_s}s", "max_data_age": "30s"},
             "budgets": {"site_max_fraction": 0.5, "fleet_max_fraction": 0.34,
                         "max_new_per_minute": 10},
             "journal": "journal.db", "listen": f"127.0.0.1:{port}",
+            # Train as soon as 30 scrapes of history exist, instead of production's hours.
+            "anomaly": {"training_step": f"{self.scrape:g}s",
+                        "rate_window": f"{max(4 * self.scrape, 1):g}s",
+                        "training_window": "1h", "retry_after": f"{max(30, 6 * self.scrape):g}s",
+                        "model_file": "anomaly.npz"},
         }
         (self.dir / "sentinel.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.proc = subprocess.Popen(
@@ -94,44 +107,61 @@ class _Demo:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         threading.Thread(target=self._relay, daemon=True).start()
-        self._wait(lambda: self._ready(), 60, "sentinel ready")
-        self.fleet.wait_scraped()
+        if not self._wait(lambda: self._ready(), 60, "sentinel ready"):
+            raise DemoError("sentinel serve did not become ready within 60s (its log is "
+                            "above)")
+        # 26 x 60 on 2 cores needs about a minute before every target has scraped healthy.
+        total = self.fleet.spec.sites * self.fleet.spec.nodes_per_site
+        self.fleet.wait_scraped(timeout=max(30.0, 6 * self.scrape, total / 12))
         self._banner()
 
     def _relay(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
-            print(f"  sentinel | {line.rstrip()}", flush=True)
+            self.relay(line.rstrip())
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError("sentinel exited; see its log above")
+            raise DemoError(f"sentinel serve exited with code {self.proc.returncode} before it "
+                            "was ready (its log is above)")
         try:
             return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     def _banner(self) -> None:
-        sim = "" if self.control.endswith(":18099") else f" --sim {self.control}"
         cli = _command()
+        where = demofile.remember(self.url, self.control)
         _say("\nsentinel demo is running")
+        if where is not None:
+            print(f"  the CLI finds it without flags ({where}); from another shell or host:")
+        print(f"    export SENTINEL_URL={self.url} SENTINEL_SIM={self.control}")
         print(f"  sentinel API       {self.url}  (/metrics /healthz /readyz /api/v1/status)")
         print(f"  Kubernetes API     {self.fleet.api.url}  (emulator)")
         for s, p in self.fleet.proms.items():
             print(f"  Prometheus {s:<7} {p.url}  (sentinel reaches it via "
                   f"{self.fleet.uplinks[s].url})")
         print(f"  config             {self.dir / 'sentinel.yaml'}")
+        history = 30 * self.scrape
+        print(f"  anomaly model      trains once 30 scrapes of history exist (about "
+              f"{history:.0f}s); until then `explain` says it is not trained yet")
         print("  faults to try:")
         a, b = self.fleet.nodes(self.fleet.sites[0])[:2]
+        flap = 3 * self.for_s  # down long enough to be isolated, up long enough to be released
         for cmd in (f"crash {a}", f"component {b} kube-proxy", f"link-loss {a}",
-                    f"partition {self.fleet.sites[-1]}", f"flap {b} 5", f"autonomy {a}",
-                    "heal all"):
-            print(f"    {cli} sim inject {cmd}{sim}")
+                    f"partition {self.fleet.sites[-1]}",
+                    f"flap {b} --period {flap} --count 3", f"autonomy {a}", "heal all"):
+            print(f"    {cli} sim inject {cmd}")
+        print(f"    {cli} status; {cli} explain {b}   (flap damping: the second release "
+              f"waits for flap_window, {self.flap_window}s here)")
         print(flush=True)
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DemoError(f"sentinel serve exited with code {self.proc.returncode} "
+                                "(its log is above); the fleet is stopped with it")
             if pred():
                 return True
             time.sleep(0.5)
@@ -213,13 +243,38 @@ class _Demo:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class DemoError(Exception):
+    """The demo cannot go on; the message is the one line the operator reads."""
+
+
+def _start(demo: Demo) -> None:
+    try:
+        demo.start()
+    except (TimeoutError, RuntimeError, OSError) as e:
+        spec = demo.fleet.spec
+        size = f"{spec.sites} sites x {spec.nodes_per_site} nodes"
+        hint = ". Try fewer nodes (--nodes) or sites (--sites), or a longer --scrape-interval" \
+            if isinstance(e, TimeoutError) else ""
+        raise DemoError(f"the simulated fleet ({size}) did not start: {e}{hint}") from None
+
+
+def _watch(demo: Demo, stop: threading.Event) -> None:
+    """Free play until Ctrl-C; `sentinel serve` exiting ends the demo at once, loudly: a demo
+    with nothing enforcing would mislead whoever injects the next fault."""
+    while not stop.wait(0.5):
+        code = demo.proc.poll() if demo.proc is not None else None
+        if code is not None:
+            raise DemoError(f"sentinel serve exited with code {code} (its log is above); the "
+                            "fleet is stopped with it")
+
+
 def run_demo(sites: int, nodes: int, *, scrape_interval: float, tour: bool,
              exit_after_tour: bool) -> int:
-    demo = _Demo(sites, nodes, scrape_interval)
+    demo = Demo(sites, nodes, scrape_interval)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        demo.start()
+        _start(demo)
         ok = True
         if tour:
             ok = demo.tour()
@@ -229,11 +284,18 @@ def run_demo(sites: int, nodes: int, *, scrape_interval: float, tour: bool,
             return 0 if ok else 1
         _say("\nfree play: inject faults from another terminal; Ctrl-C stops everything")
         sys.stdout.flush()
-        stop.wait()
+        _watch(demo, stop)
         return 0
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave servers behind.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         _say("\nstopping: sentinel, the Prometheus servers, the emulator...")
+        demofile.forget()
         demo.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)

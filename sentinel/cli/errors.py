@@ -8,7 +8,8 @@ from typing import NoReturn
 
 import typer
 
-from sentinel.config.schema import Config, load_config
+from sentinel.config.loading import load_config
+from sentinel.config.schema import Config
 from sentinel.config.yamlsrc import SourceError
 
 __all__ = ["config_or_exit", "fail"]

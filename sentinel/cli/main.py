@@ -128,18 +128,28 @@ def sim_run(sites: int = 3, nodes: int = 5, scrape_interval: float = 5.0,
 
 @sim_app.command("inject")
 def sim_inject(fault: str = typer.Argument(..., help="crash | component | link-loss | "
-                                           "partition | flap | heal | autonomy | bind"),
+                                           "partition | flap | heal | autonomy | bind | gray "
+                                           "| version"),
                target: str = typer.Argument(..., help="A node, a site, or `all` for heal."),
                arg: str = typer.Argument(None, help="component: the job; partition: refuse|"
-                                         "blackhole; flap: the period in seconds."),
+                                         "blackhole; gray: the kind; version: the behaviour."),
+               period: float = typer.Option(None, help="flap: seconds down, then as many "
+                                            "up (default 10)."),
+               count: int = typer.Option(None, help="flap: how many times it goes down "
+                                         "(default: until healed)."),
                sim: str = typer.Option(DEFAULT_SIM, envvar="SENTINEL_SIM",
-                                       help="The simulator's control URL.")) -> None:
+                                       help="The simulator's control URL (default: the "
+                                       "running demo's).")) -> None:
     """Inject a fault into a running simulator (`sentinel demo` or `sentinel sim run`)."""
     import httpx
 
+    from sentinel.cli import demofile
+
+    if sim == DEFAULT_SIM:
+        sim = demofile.read("sim") or sim
     try:
-        r = httpx.post(f"{sim}/inject", json={"fault": fault, "target": target, "arg": arg},
-                       timeout=10)
+        r = httpx.post(f"{sim}/inject", json={"fault": fault, "target": target, "arg": arg,
+                                              "period": period, "count": count}, timeout=10)
     except httpx.HTTPError as e:
         typer.echo(f"error: no simulator at {sim} ({type(e).__name__}); is `sentinel demo` "
                    "running?", err=True)
@@ -172,8 +182,13 @@ def sim_dataset(out: Path = typer.Argument(..., help="Folder to write train/, te
 
 
 @app.command()
-def demo(sites: int = 3, nodes: int = 5,
-         scrape_interval: float = typer.Option(5.0, help="Seconds between the sites' scrapes."),
+def demo(sites: int = typer.Option(3, min=1, max=26, help="Simulated sites, one real "
+                                   "Prometheus each (at most 26 on 2 cores)."),
+         nodes: int = typer.Option(5, min=3, max=50, help="Nodes per site (at most 50: past "
+                                   "about 52, 26 sites' simulated exporters cannot keep up on "
+                                   "2 cores; bench/startup.py)."),
+         scrape_interval: float = typer.Option(5.0, min=0.5, help="Seconds between the "
+                                               "sites' scrapes."),
          tour: bool = typer.Option(
              True, help="Walk through each fault automatically first."),
          exit_after_tour: bool = typer.Option(False, help="Stop after the tour (for CI).")

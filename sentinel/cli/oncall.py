@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from sentinel.cli import demofile
 from sentinel.cli.client import DEFAULT_URL, Client, ClientError
 from sentinel.core.timefmt import ago, span
 
@@ -64,6 +65,8 @@ def _client(server: str, token: str | None, token_file: Path | None) -> Client:
         except OSError as e:
             raise ClientError(f"cannot read the token file {token_file}: {e.strerror}") from None
     user = os.environ.get("SENTINEL_USER") or getpass.getuser()
+    if server == DEFAULT_URL:  # neither --server nor SENTINEL_URL: a running demo, if any
+        server = demofile.read("url") or server
     return Client(server, token, user)
 
 

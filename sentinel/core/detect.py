@@ -66,6 +66,12 @@ class Detection:
         st = self.sites.get(site)
         return None if st is None else st.widespread.get(key)
 
+    def broad(self, site: str) -> int:
+        """How many of the site's nodes fail some check, when that is a site-level
+        condition (0 otherwise)."""
+        st = self.sites.get(site)
+        return 0 if st is None else st.broad
+
 
 @dataclass(frozen=True, slots=True)
 class _SiteInput:
@@ -168,7 +174,7 @@ def detect(snapshot: Snapshot, rules: RuleSet, params: DetectParams) -> Detectio
         if f.verdict is not Verdict.HEALTHY or node.held:
             findings[node.name] = f
     wide = _widespread(findings.values(), totals, by_name, params)
-    sites = {name: _site_status(inp, totals[name], failing[name], wide.get(name, {}), params)
+    sites = {name: _site_status(inp, totals[name], failing[name], wide.get(name, _CALM), params)
              for name, inp in inputs.items()}
     return Detection(findings, sites)
 
@@ -199,16 +205,27 @@ def _node_finding(node: NodeInfo, site: SiteName, inp: _SiteInput, snapshot: Sna
     return _classify(node, site, h or [], inp.view, inp.node_unknown, unknown, cloud_link)
 
 
+@dataclass(frozen=True, slots=True)
+class _Wide:
+    keys: Mapping[str, int]
+    """Key -> nodes failing it, for the keys over their threshold."""
+    broad: int
+    """Nodes failing any check, when that is over the default threshold; else 0."""
+
+
 def _widespread(findings: Iterable[Finding], totals: Mapping[str, int],
-                by_name: Mapping[str, Rule],
-                params: DetectParams) -> dict[str, dict[str, int]]:
-    """Site -> key -> nodes, for the keys that fail on more than their threshold of a site.
-    A key's threshold is the lowest of the rules that drive it on the site (built-in checks,
-    alerts and anomalies take the default); a key whose every rule says `site_wide: false`
-    is never site-wide."""
+                by_name: Mapping[str, Rule], params: DetectParams) -> dict[str, _Wide]:
+    """Per site: the keys that fail on more than their threshold of it, and whether checks
+    fail broadly (many nodes, each on some key: a Prometheus that cannot keep up with its
+    scrapes fails them all over the site, a little under the threshold on each key). A key's
+    threshold is the lowest of the rules that drive it on the site (built-in checks, alerts
+    and anomalies take the default); a key whose every rule says `site_wide: false` is never
+    site-wide, and does not count towards the broad failure."""
     counts: dict[tuple[str, str], int] = {}
     limit: dict[tuple[str, str], float] = {}
+    nodes_failing: dict[str, int] = {}
     for f in findings:
+        eligible = False
         for key, rule in {c.key: c.rule for c in f.conditions}.items():
             sk = (f.site, key)
             counts[sk] = counts.get(sk, 0) + 1
@@ -217,15 +234,27 @@ def _widespread(findings: Iterable[Finding], totals: Mapping[str, int],
                 else r.site_wide
             if own is not None:
                 limit[sk] = min(limit.get(sk, 1.0), own)
-    out: dict[str, dict[str, int]] = {}
+                eligible = True
+        if eligible:
+            nodes_failing[f.site] = nodes_failing.get(f.site, 0) + 1
+
+    def over(n: int, fraction: float, site: str) -> bool:
+        return n >= params.site_wide_min_nodes and n > fraction * totals[site]
+
+    keys: dict[str, dict[str, int]] = {}
     for (site, key), n in counts.items():
         lim = limit.get((site, key))
-        if lim is not None and n >= params.site_wide_min_nodes and n > lim * totals[site]:
-            out.setdefault(site, {})[key] = n
-    return out
+        if lim is not None and over(n, lim, site):
+            keys.setdefault(site, {})[key] = n
+    return {site: _Wide(keys.get(site, {}),
+                        n if over(n, params.site_wide_threshold, site) else 0)
+            for site, n in nodes_failing.items()}
 
 
-def _site_status(inp: _SiteInput, n: int, bad: int, wide: Mapping[str, int],
+_CALM = _Wide({}, 0)
+
+
+def _site_status(inp: _SiteInput, n: int, bad: int, wide: _Wide,
                  params: DetectParams) -> SiteStatus:
     view = inp.view
     if not view.reachable:
@@ -236,8 +265,10 @@ def _site_status(inp: _SiteInput, n: int, bad: int, wide: Mapping[str, int],
         state = SiteState.GUARDED
     else:
         state = SiteState.OK
+    if not inp.usable:
+        wide = _CALM
     return SiteStatus(view.site, state, view.reachable, view.data_age, n, bad, view.error,
-                      wide if inp.usable else {}, inp.young)
+                      wide.keys, inp.young, wide.broad)
 
 
 def _classify(node: NodeInfo, site: SiteName, h: list[tuple[Rule, float]], view: SiteView,

@@ -353,6 +353,10 @@ class SiteStatus:
     young_rules: frozenset[str] = frozenset()
     """Rules whose `for` is longer than the site's Prometheus has been running: its matches
     are not a witness yet (a restart's first scrapes fail broadly)."""
+    broad: int = 0
+    """Nodes failing some check, when more than the site-wide threshold of the site do (each
+    on its own key, perhaps): the site's scrapes fail broadly, no node is isolated one by one.
+    0 otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

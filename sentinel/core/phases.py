@@ -172,6 +172,7 @@ def guard(node: NodeInfo, m: Matured, detection: Detection) -> Matured:
     notes: list[Note] = []
     st = detection.sites.get(site)
     wide = {k: n for k in m.firing if (n := detection.widespread(site, k)) is not None}
+    broad = detection.broad(site)
     if NODE_KEY in desired and NODE_KEY not in wide and detection.guarded(site) and st:
         del desired[NODE_KEY]
         notes.append(Note(node.name, site, NoteReason.SITE_GUARD,
@@ -183,6 +184,15 @@ def guard(node: NodeInfo, m: Matured, detection: Detection) -> Matured:
         notes.append(Note(node.name, site, NoteReason.SITE_WIDE,
                           f"{key} failing on {100 * n / max(1, total):.0f} % of site {site} "
                           f"({n} of {total} nodes): site-wide, not isolating nodes one by one"))
+    if broad and m.firing - wide.keys():
+        total = st.nodes if st else broad
+        wide.update(dict.fromkeys(m.firing - wide.keys(), broad))
+        desired.clear()
+        notes.append(Note(node.name, site, NoteReason.SITE_WIDE,
+                          f"{broad} of {total} nodes of site {site} "
+                          f"({100 * broad / max(1, total):.0f} %) fail checks at once: the "
+                          "site's scrapes or network fail broadly, not isolating nodes one by "
+                          "one"))
     return Matured({pk: v for pk, v in m.pending.items() if pk[2] not in wide}, m.firing,
                    desired, tuple((k, n) for k, n in m.waiting if k not in wide), tuple(notes))
 

@@ -8,12 +8,13 @@ and the alert webhook (webhook.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fastapi import FastAPI, Response
@@ -27,6 +28,36 @@ from sentinel.http.webhook import add_alert_routes
 __all__ = ["Runtime", "build_runtime", "create_app"]
 
 log = logging.getLogger("sentinel")
+T = TypeVar("T")
+
+
+async def in_daemon_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` off the event loop in a daemon thread: unlike asyncio.to_thread's pool, whose
+    threads the interpreter joins at exit, it never holds a stopping sentinel (a training
+    reading hours of history from 26 sites' Prometheus kept Ctrl-C waiting). Only for work that
+    may be dropped half-way: the model file is replaced atomically or not at all."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as e:  # handed to the awaiting coroutine, raised there
+            loop.call_soon_threadsafe(_settle, done, None, e)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="sentinel-train", daemon=True).start()
+    return await done
+
+
+def _settle(fut: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if fut.cancelled():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)  # type: ignore[arg-type]
 
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
@@ -41,10 +72,23 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
                 log.warning("node list still not synced (%s); no cycle yet",
                             rt.cluster.nodes_reflector.last_error or "no answer")
                 return
-        with contextlib.suppress(Exception):  # logged and counted in run_cycle; keep going
+        started = time.monotonic()
+        try:
             await rt.sentinel.run_cycle()
+        except asyncio.CancelledError:
+            log.info("cycle cut short: sentinel is stopping")
+            return
+        except Exception:  # logged and counted in run_cycle; keep going
+            return
+        took = time.monotonic() - started
+        if took > interval:
+            log.warning("cycle took %.1fs, longer than the interval (%.1fs): the next starts "
+                        "late; raise `interval` or the sites' timeouts", took, interval)
 
     scheduler = AsyncIOScheduler()
+    # Its "skipped: maximum number of running instances" is said once per overrun, in our
+    # words, by tick() itself.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
     async def elect() -> None:
         assert rt.elector is not None
@@ -77,7 +121,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         if keeper is None or keeper.training or not keeper.due() or not rt.leading():
             return
         try:
-            result = await asyncio.to_thread(keeper.train)
+            result = await in_daemon_thread(keeper.train)
         except Exception as e:
             rt.sentinel.metrics.trained("failed")
             log.warning("anomaly training failed: %s; next try in %.0fs", e,

@@ -19,11 +19,11 @@ from sentinel.adapters.actuate import ActionResult, Actuator
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
 from sentinel.adapters.prom import SiteCollector
+from sentinel.anomaly.arrays import feature_matrix
 from sentinel.anomaly.score import (
     AlarmState,
     AnomalyModel,
     FleetScores,
-    feature_matrix,
     score_fleet,
 )
 from sentinel.config.schema import Config

@@ -21,7 +21,8 @@ from kubernetes import client
 from sentinel.adapters.actuate import record_event
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
-from sentinel.config.schema import Config, RegistryEndpoint, SiteConfig
+from sentinel.config.capabilities import RegistryEndpoint
+from sentinel.config.schema import Config, SiteConfig
 from sentinel.core.ids import action_id
 from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
 from sentinel.registry.state import (

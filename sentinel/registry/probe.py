@@ -19,7 +19,8 @@ from kubernetes.client.exceptions import ApiException
 
 from sentinel.adapters.actuate import api_reason
 from sentinel.adapters.secrets import read_secret
-from sentinel.config.schema import Config, RegistryEndpoint, SiteConfig
+from sentinel.config.capabilities import RegistryEndpoint
+from sentinel.config.schema import Config, SiteConfig
 from sentinel.registry.state import Probe, Role, host_of, render_hosts_toml, rewrite_image
 
 __all__ = ["ImageOverride", "MirrorConfig", "RegistryProber"]

@@ -11,6 +11,7 @@ every scrape still succeeds. `/metrics/_pods/apps` serves the site's application
 from __future__ import annotations
 
 import math
+import random
 import sys
 import threading
 import time
@@ -101,6 +102,10 @@ class SiteExporters:
         self.nodes = list(nodes)
         self.crashed: set[str] = set()
         self.down: set[tuple[str, str]] = set()
+        self.flaky = 0.0
+        """Fraction of scrapes that fail at random (a scrape storm: a Prometheus or a network
+        that cannot keep up); 0 normally."""
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._state = {n: _NodeState(seed * 1000 + i, seed) for i, n in enumerate(nodes)}
         self.apps: AppPods | None = None
@@ -143,6 +148,7 @@ class SiteExporters:
     def heal(self, node: str | None = None) -> None:
         with self._lock:
             if node is None:
+                self.flaky = 0.0
                 self.crashed.clear()
                 self.down.clear()
                 for st in self._state.values():
@@ -159,6 +165,8 @@ class SiteExporters:
             if node not in self.nodes or job not in JOBS:
                 return None
             if node in self.crashed or (node, job) in self.down:
+                return None
+            if self.flaky and self._rng.random() < self.flaky:
                 return None
             st = self._state[node]
             if job == "node-exporter":

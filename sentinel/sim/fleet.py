@@ -22,19 +22,19 @@ EdgeApplication generates them per node group, run by the emulated workload cont
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
 from sentinel.sim.apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
+from sentinel.sim.control import serve_control
 from sentinel.sim.exporters import JOBS, SiteExporters
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.process import wait_until
@@ -123,6 +123,8 @@ class Fleet:
         if self._control is not None:
             self._control.shutdown()
             self._control.server_close()
+        for prom in self.proms.values():
+            prom.signal_stop()
         for up in self.uplinks.values():
             up.stop()
         for prom in self.proms.values():
@@ -275,6 +277,16 @@ class Fleet:
         for n in self.nodes(site):
             self.set_ready(n, "Unknown")
 
+    def scrape_storm(self, site: str, fraction: float) -> None:
+        """A fraction of the site's scrapes fail at random, on every node and job: what an
+        overloaded site Prometheus (or its scrape network) looks like. Healing the site ends
+        it."""
+        if site not in self.exporters:
+            raise KeyError(f"no site {site!r}; sites: {', '.join(self.sites)}")
+        if not 0 <= fraction <= 1:
+            raise ValueError("a scrape storm fails a fraction of the scrapes, from 0 to 1")
+        self.exporters[site].flaky = fraction
+
     def restart_prometheus(self, site: str) -> None:
         """Stop the site's Prometheus and start it again on the same port and data: what a
         rescheduled or OOM-killed edge Prometheus does. Returns once it answers again."""
@@ -284,21 +296,34 @@ class Fleet:
         prom.terminate()
         prom.start().wait_ready()
 
-    def flap(self, node: str, period: float = 10.0) -> None:
+    def flap(self, node: str, period: float = 10.0, count: int | None = None) -> None:
+        """Crash and heal the node in turn, each state for `period` seconds; after `count`
+        crashes it stays healthy (None: until healed)."""
         self._site(node)
+        if period <= 0 or (count is not None and count < 1):
+            raise ValueError("flap needs a period above 0 s and a count of at least 1")
         self.stop_flapping(node)
         stop = threading.Event()
         self._flappers[node] = stop
 
         def run() -> None:
-            down = False
-            while not stop.wait(period):
-                down = not down
-                if down:
-                    self.crash(node)
-                else:
-                    self.heal_node(node)
+            crashes = 0
+            while not stop.is_set():
+                self.crash(node)
+                crashes += 1
+                if stop.wait(period):
+                    return
+                self.heal_node(node)
+                if count is not None and crashes >= count:
+                    if self._flappers.get(node) is stop:
+                        del self._flappers[node]  # done: it serves from now on
+                    return
+                if stop.wait(period):
+                    return
         threading.Thread(target=run, daemon=True, name=f"flap-{node}").start()
+
+    def flapping(self, node: str) -> bool:
+        return node in self._flappers
 
     def stop_flapping(self, node: str) -> None:
         ev = self._flappers.pop(node, None)
@@ -315,6 +340,7 @@ class Fleet:
             sites = [target] if target else self.sites
             for s in sites:
                 self.uplinks[s].restore()
+                self.exporters[s].flaky = 0.0
                 for n in self.nodes(s):
                     self.stop_flapping(n)
                     self.heal_node(n)
@@ -339,7 +365,8 @@ class Fleet:
         })
         return name
 
-    def inject(self, kind: str, target: str, arg: str | None = None) -> str:
+    def inject(self, kind: str, target: str, arg: str | None = None, *,
+               period: float | None = None, count: int | None = None) -> str:
         """The one entry point of `sentinel sim inject`; returns what it did, in words."""
         if kind == "crash":
             self.crash(target)
@@ -354,8 +381,13 @@ class Fleet:
             self.partition(target, arg or "refuse")
             return f"{target}: uplink cut ({arg or 'refuse'}), its nodes Ready -> Unknown"
         if kind == "flap":
-            self.flap(target, float(arg or 10))
-            return f"{target}: flapping every {float(arg or 10):g}s"
+            if arg is not None:
+                raise ValueError(f"flap takes --period SECONDS and --count N, not {arg!r} as "
+                                 "an argument")
+            p = 10.0 if period is None else period
+            self.flap(target, p, count)
+            times = "until healed" if count is None else f"{count} time(s)"
+            return f"{target}: crashes for {p:g}s, then serves for {p:g}s, {times}"
         if kind == "heal":
             self.heal(None if target == "all" else target)
             return f"{target}: healed"
@@ -382,43 +414,13 @@ class Fleet:
         return [p["metadata"]["name"] for p in items if p["spec"].get("nodeName") in wanted]
 
     # -- control over HTTP ---------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"sites": {s: self.nodes(s) for s in self.sites}, "kube_api": self.api.url,
+                "prometheus": {s: p.url for s, p in self.proms.items()},
+                "uplinks": self.prometheus_urls()}
+
     def serve_control(self, port: int = 0) -> str:
-        fleet = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                try:
-                    req = json.loads(self.rfile.read(n) or b"{}")
-                    msg = fleet.inject(str(req["fault"]), str(req["target"]), req.get("arg"))
-                    code, body = 200, {"ok": True, "message": msg}
-                except (KeyError, ValueError, TypeError) as e:
-                    code, body = 400, {"ok": False, "error": str(e).strip("'\"")}
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                data = json.dumps({"sites": {s: fleet.nodes(s) for s in fleet.sites},
-                                   "kube_api": fleet.api.url,
-                                   "prometheus": {s: p.url for s, p in fleet.proms.items()},
-                                   "uplinks": fleet.prometheus_urls()}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._control = ThreadingHTTPServer(("127.0.0.1", port), H)
-        self._control.daemon_threads = True
-        threading.Thread(target=self._control.serve_forever, daemon=True,
-                         name="sim-control").start()
+        self._control = serve_control(self, port)
         return f"http://127.0.0.1:{self._control.server_address[1]}"
 
     def wait_scraped(self, timeout: float = 30.0) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sentinel.config.schema import DEFAULT_FEATURES
+from sentinel.config.capabilities import DEFAULT_FEATURES
 
 __all__ = ["FEATURES", "GRAY_FAULTS", "GrayFault", "NodeSignals", "labels"]
 

@@ -92,8 +92,10 @@ class WorkloadControllers:
         return self
 
     def stop(self) -> None:
+        """Safe before start: a fleet that failed to start stops what it did start."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick):
