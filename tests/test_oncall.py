@@ -285,10 +285,10 @@ def test_tables_print_data_literally() -> None:
     """A reason or an error holding "[...]" is data, not rich markup."""
     from rich.console import Console
 
-    from sentinel.cli.oncall import _render_history
+    from sentinel.cli.render import render_history
 
     con = Console(file=io.StringIO(), width=300, no_color=True)
-    _render_history([{"type": "action", "ts": 0.0, "mode": "enforce", "outcome": "failed",
+    render_history([{"type": "action", "ts": 0.0, "mode": "enforce", "outcome": "failed",
                       "kind": "isolate", "key": "node", "reason": "x [bold]y[/]",
                       "error": "HTTP 409: [conflict]", "node": "n", "site": "s"}], con, 10.0)
     out = con.file.getvalue()  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sentinel.adapters.journal import open_sqlite
 from sentinel.core.alerts import MappedAlert
+from sentinel.core.errors import AdapterError
 from sentinel.core.model import AlertEvidence, Level, NodeName
 
 __all__ = ["Accepted", "AlertStore", "StoreError"]
@@ -37,7 +38,7 @@ CREATE INDEX IF NOT EXISTS alerts_node ON alerts(node, received_at);
 """
 
 
-class StoreError(Exception):
+class StoreError(AdapterError):
     """The alerts could not be made durable; the caller must answer 5xx so they are resent."""
 
 

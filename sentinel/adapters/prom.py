@@ -15,6 +15,7 @@ from datetime import datetime
 
 import httpx
 
+from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
@@ -26,7 +27,7 @@ NOW_QUERY = "time()"
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
-class PromError(Exception):
+class PromError(AdapterError):
     """A query failed: the site did not answer, or answered with an error."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sentinel.core.errors import InputError
+
 __all__ = ["DatasetError", "Entity", "read_dataset", "write_entity", "write_scores"]
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """The dataset does not have the layout; the message names the file and line."""
 
 

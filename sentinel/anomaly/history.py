@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from sentinel.adapters.prom import SiteTarget
+from sentinel.adapters.prom import PromError, SiteTarget, describe
 
 __all__ = ["History", "fetch_history", "query_range"]
 
@@ -41,10 +41,12 @@ def query_range(client: httpx.Client, url: str, expr: str, start: float, end: fl
                        params={"query": expr, "start": start, "end": end, "step": step},
                        timeout=timeout)
         body = r.json()
-    except (httpx.HTTPError, ValueError) as e:
-        raise RuntimeError(f"{type(e).__name__}: {e}") from None
+    except httpx.HTTPError as e:
+        raise PromError(describe(e)) from None
+    except ValueError:
+        raise PromError(f"HTTP {r.status_code}, not JSON") from None
     if body.get("status") != "success":
-        raise RuntimeError(f"HTTP {r.status_code}: {body.get('error') or 'unexpected answer'}")
+        raise PromError(f"HTTP {r.status_code}: {body.get('error') or 'unexpected answer'}")
     result = body["data"]["result"]
     assert isinstance(result, list)
     return result
@@ -81,7 +83,7 @@ def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start
                             k = round((float(ts) - start) / step)
                             if 0 <= k < steps:
                                 col[k, f] = float(v)
-            except RuntimeError as e:
+            except PromError as e:
                 errors[site.name] = f"feature {name!r}: {e}"
                 continue
             per_site[site.name] = cols

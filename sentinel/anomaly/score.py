@@ -46,6 +46,7 @@ from sentinel.anomaly.arrays import (
     smooth_step,
     tail,
 )
+from sentinel.core.errors import InputError
 from sentinel.core.model import AnomalyReading
 
 __all__ = [
@@ -70,7 +71,7 @@ PEER_Z_FLOOR = 1.0
 PCA_ROWS = 50_000
 
 
-class FitError(ValueError):
+class FitError(InputError):
     """Training data that cannot give a model (too short, no node with data)."""
 
 

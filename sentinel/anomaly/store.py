@@ -21,6 +21,7 @@ import sklearn
 
 from sentinel.anomaly.arrays import Calibration
 from sentinel.anomaly.score import AnomalyModel, AnomalyParams
+from sentinel.core.errors import SentinelError
 
 __all__ = ["FORMAT", "ModelRefused", "features_digest", "library_versions", "load_model",
            "save_model"]
@@ -28,7 +29,7 @@ __all__ = ["FORMAT", "ModelRefused", "features_digest", "library_versions", "loa
 FORMAT = 1
 
 
-class ModelRefused(Exception):
+class ModelRefused(SentinelError):
     """The saved model cannot be used; the message says why, for the log and the API."""
 
 

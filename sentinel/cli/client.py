@@ -3,20 +3,55 @@ message is the single line the on-call reads, and whose code is the exit status.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
-__all__ = ["EXIT_AUTH", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "Client", "ClientError"]
+from sentinel.core.errors import SentinelError, WiringError
+from sentinel.http import models
+
+__all__ = ["ANSWERS", "EXIT_AUTH", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "Client", "ClientError",
+           "answer_model"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 3, 4, 5
 
 
-class ClientError(Exception):
+class ClientError(SentinelError):
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.message, self.code = message, code
+
+
+#: The model of every answer, by method and path: the same models the server answers with
+#: (http/models.py); tests/test_http_contract.py checks that this covers every route.
+ANSWERS: tuple[tuple[str, re.Pattern[str], Any], ...] = tuple(
+    (m, re.compile(f"^/api/v1/{p}$"), t) for m, p, t in (
+        ("GET", "status", models.StatusOut),
+        ("GET", "sites", list[models.SiteRow]),
+        ("GET", "nodes", list[models.NodeRow]),
+        ("GET", r"nodes/[^/]+/explain", models.ExplainOut),
+        ("GET", "history", list[models.HistoryEntry]),
+        ("GET", "registries", list[models.RegistryRow]),
+        ("GET", "rollouts", models.RolloutsOut),
+        ("POST", "rollouts/rollback", models.RolloutActionOut),
+        ("POST", "rollouts/resume", models.RolloutActionOut),
+        ("GET", "overrides", list[models.OverrideRecord]),
+        ("POST", "overrides", models.OverrideCreated),
+        ("DELETE", r"overrides/[^/]+", models.Lifted),
+        ("POST", "pause", models.OverrideCreated),
+        ("POST", "resume", models.LiftedMany),
+        ("POST", "alerts", models.AlertsAccepted),
+    ))
+
+
+def answer_model(method: str, path: str) -> TypeAdapter[Any]:
+    for m, pattern, model in ANSWERS:
+        if m == method and pattern.match(path):
+            return TypeAdapter(model)
+    raise WiringError(f"the CLI has no model for {method} {path}")
 
 
 class Client:
@@ -47,6 +82,17 @@ class Client:
         return self._call("DELETE", path)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
+        body = self._request(method, path, **kw)
+        adapter = answer_model(method, path)
+        try:
+            parsed = adapter.validate_python(body)
+        except ValidationError as e:
+            raise ClientError(f"{self.server} answered {method} {path} with something this CLI "
+                              f"does not understand (is it another version of sentinel?): "
+                              f"{e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        return adapter.dump_python(parsed, mode="json", exclude_unset=True)
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self._http.request(method, path, **kw)
         except httpx.TimeoutException:

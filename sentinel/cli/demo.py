@@ -20,6 +20,7 @@ import httpx
 import yaml
 
 from sentinel.cli import demofile
+from sentinel.core.errors import SentinelError
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.prometheus import free_port
 
@@ -243,7 +244,7 @@ class Demo:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class DemoError(Exception):
+class DemoError(SentinelError):
     """The demo cannot go on; the message is the one line the operator reads."""
 
 

@@ -13,20 +13,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from sentinel.cli import demofile
 from sentinel.cli.client import DEFAULT_URL, Client, ClientError
-from sentinel.core.timefmt import ago, span
+from sentinel.cli.render import (
+    override_table,
+    render_explain,
+    render_history,
+    render_lifted,
+    render_nodes,
+    render_override,
+    render_registries,
+    render_rollout_action,
+    render_rollouts,
+    render_status,
+    site_table,
+)
 
 __all__ = ["register"]
 
@@ -84,209 +93,6 @@ def _run(server: str, token: str | None, token_file: Path | None, output: Output
     render(data, _console(), time.time())
 
 
-def _when(ts: float | None, now: float) -> str:
-    return "-" if ts is None else ago(ts, now)
-
-
-def _table(title: str | None, cols: Iterable[str], rows: Iterable[Iterable[object]]) -> Table:
-    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for c in cols:
-        t.add_column(c)
-    for r in rows:  # cells are data, never markup: a reason may hold "[...]"
-        t.add_row(*(v if isinstance(v, Text) else Text("-" if v is None else str(v))
-                    for v in r))
-    return t
-
-
-_STATE_STYLE = {"ok": "green", "partitioned": "bold red", "stale": "yellow",
-                "guarded": "bold yellow"}
-
-
-def _site_table(sites: list[dict[str, Any]], now: float) -> Table:
-    rows = []
-    for s in sites:
-        state = s["state"]
-        style = _STATE_STYLE.get(state, "")
-        age = s["data_age_seconds"]
-        pause = s.get("paused")
-        rows.append((s["site"], Text(state, style=style),
-                     "-" if age is None else span(age), s["nodes"], s["failing"],
-                     s["isolated_level1"], s["isolated_level2"],
-                     f"until {ago(pause['expires'], now)}" if pause else "",
-                     s["error"] or ""))
-    return _table("Sites", ("site", "state", "data age", "nodes", "failing", "L1", "L2",
-                            "paused", "error"), rows)
-
-
-def _action_rows(actions: list[dict[str, Any]], now: float) -> list[tuple[object, ...]]:
-    return [(_when(a["ts"], now), "DRY-RUN" if a["mode"] != "enforce" else a["outcome"],
-             a["kind"], a["node"], a["key"], a["reason"]) for a in actions]
-
-
-def _render_status(d: dict[str, Any], con: Console, now: float) -> None:
-    last = d.get("last_cycle")
-    mode = d["mode"].upper()
-    if last is None:
-        con.print(f"sentinel {mode}: no cycle completed yet (node list "
-                  f"{'synced' if d['synced'] else 'not synced'})")
-        return
-    con.print(f"[bold]sentinel {mode}[/] - last cycle {ago(last['at'], now)} "
-              f"({last['duration_seconds']:.2f} s, {last['actions']} action"
-              f"{'' if last['actions'] == 1 else 's'})")
-    for p in d.get("pauses", []):
-        scope = p["target"] if p["site"] else p["target"].upper()
-        con.print(f"[bold red]PAUSED[/] {scope} by {escape(p['by'])} until "
-                  f"{ago(p['expires'], now)}: {escape(p['reason'])}")
-    con.print(_site_table(d["sites"], now))
-    b = d["budgets"]
-    spent = f" - SPENT: {', '.join(b['exhausted'])}" if b["exhausted"] else ""
-    con.print(f"Budgets: fleet {b['fleet']['isolated']}/{b['fleet']['max']} isolated of "
-              f"{b['fleet']['size']}, new in the last minute {b['rate']['last_minute']}/"
-              f"{b['rate']['max']}{spent}")
-    if d["guards"]:
-        con.print(f"[bold yellow]Site guard active[/] on {', '.join(d['guards'])}: no level-2 "
-                  "action there")
-    for r in d.get("registries", []):
-        if r["active"] == "standby" or r["no_healthy_endpoint"]:
-            con.print(f"[bold yellow]Registry[/] site {r['site']}: {r['active'].upper()} "
-                      f"active since {_when(r['since'], now)} ({escape(r['note'])})")
-    for w in d.get("rollouts", {}).get("workloads", []):
-        if w["state"].startswith(("rolled-back", "rolling-back", "held")) or w["hold_overdue"]:
-            con.print(f"[bold yellow]Rollout[/] {w['namespace']}/{w['name']}: {w['state']}"
-                      f"{' (hold past its deadline)' if w['hold_overdue'] else ''} - "
-                      f"`sentinel rollouts` tells why")
-    if d["isolated"]:
-        con.print(_table("Isolated", ("node", "site", "level", "keys", "since"), (
-            (i["node"], i["site"], i["level"], ", ".join(
-                f"{k}={v['effect']}" for k, v in sorted(i["keys"].items())),
-             _when(min((v["since"] for v in i["keys"].values() if v["since"]), default=None),
-                   now)) for i in d["isolated"])))
-    else:
-        con.print("Isolated: none")
-    if d["held_back"]:
-        con.print(_table("Not acted on (see `sentinel explain NODE`)", ("node", "site",
-                                                                         "reason", "why"),
-                         ((h["node"], h["site"], h["reason"], h["why"])
-                          for h in d["held_back"])))
-    if d["overrides"]:
-        con.print(_override_table(d["overrides"], now))
-    if d["recent_actions"]:
-        con.print(_table("Last actions", ("when", "outcome", "kind", "node", "key", "reason"),
-                         _action_rows(d["recent_actions"], now)))
-
-
-def _override_table(items: list[dict[str, Any]], now: float) -> Table:
-    return _table("Overrides in force", ("id", "kind", "target", "key", "by", "expires",
-                                         "reason"), (
-        (o["id"], o["kind"] + (" --force" if o["force"] else ""),
-         o["target"], o["key"] or "",
-         o["by"], ago(o["expires"], now), o["reason"]) for o in items))
-
-
-def _render_nodes(rows: list[dict[str, Any]], con: Console, now: float) -> None:
-    if not rows:
-        con.print("no nodes match")
-        return
-    con.print(_table(None, ("node", "site", "ready", "verdict", "state", "level", "keys",
-                            "held back"), (
-        (r["node"], r["site"], r["ready"], r["verdict"], r["state"], r["level"],
-         ", ".join(r["keys"]), r["held_back"]["reason"] if r["held_back"] else "")
-        for r in rows)))
-
-
-def _render_explain(d: dict[str, Any], con: Console, now: float) -> None:
-    for line in d["story"]:
-        con.print(f"- {line}", markup=False)
-
-
-def _render_history(rows: list[dict[str, Any]], con: Console, now: float) -> None:
-    if not rows:
-        con.print("nothing in the journal matches")
-        return
-    out = []
-    for e in rows:
-        if e["type"] == "action":
-            what = f"{'DRY-RUN' if e['mode'] != 'enforce' else e['outcome']} {e['kind']} " \
-                   f"{e['key']}"
-            text = e["reason"] + (f" [error: {e['error']}]" if e.get("error") else "")
-        elif e["type"] == "note":
-            what, text = f"held: {e['reason']}", e["text"]
-        else:
-            what, text = f"override {e['event']}", e["text"]
-        out.append((_when(e["ts"], now), e["node"] or "-", e["site"] or "-", what, text))
-    con.print(_table(None, ("when", "node", "site", "what", "details"), out))
-
-
-def _render_registries(rows: list[dict[str, Any]], con: Console, now: float) -> None:
-    if not rows:
-        con.print("no site has a registry configured (sites[].registry)")
-        return
-
-    def health(e: dict[str, Any]) -> str:
-        if e["up"] is None:
-            return "not probed yet"
-        return f"up ({e['seconds'] * 1000:.0f} ms)" if e["up"] else f"DOWN: {e['error']}"
-
-    con.print(_table(None, ("site", "strategy", "active", "since", "primary", "standby",
-                            "why"), (
-        (r["site"], r["strategy"], r["active"].upper() if r["active"] == "standby"
-         else r["active"], _when(r["since"], now), f"{r['primary']['url']} {health(r['primary'])}",
-         f"{r['standby']['url']} {health(r['standby'])}", r["note"]) for r in rows)))
-
-
-def _version(r: dict[str, Any] | None) -> str:
-    return "-" if r is None else f"{r['version'] or '?'} (rev {r['revision']})"
-
-
-def _render_rollouts(d: dict[str, Any], con: Console, now: float) -> None:
-    if not d["enabled"]:
-        con.print("the rollout guard is off (rollouts.enabled: false)")
-        return
-    rows = d["workloads"]
-    if not rows:
-        con.print("no workload opted in to the rollout guard")
-        return
-    con.print(_table(None, ("workload", "app", "state", "version", "previous", "pods new/all",
-                            "verdict", "why"), (
-        (f"{w['namespace']}/{w['name']}", w["app"], w["state"] + (" PAUSED" if w["paused"]
-                                                                  else ""),
-         _version(w["current"]), _version(w["previous"]), f"{w['updated']}/{w['desired']}",
-         (w["analysis"] or {}).get("verdict", "-") + (
-             f" {span(w['hold_seconds'])}" if w["hold_seconds"] is not None else "") + (
-             " OVERDUE" if w["hold_overdue"] else ""),
-         _rollout_why(w)) for w in rows)))
-
-
-def _rollout_why(w: dict[str, Any]) -> str:
-    if w["analysis"] is not None:
-        return str(w["analysis"]["reason"])
-    if w["hold"] is not None:
-        return f"held by {w['hold']['by']}: {w['hold']['reason']}"
-    rec = w["record"] or {}
-    if w["state"].startswith("rolled-back") and rec:
-        return f"rolled back from {rec.get('version')} by {rec.get('by')}: {rec.get('reason')}"
-    return ""
-
-
-def _render_rollout_action(d: dict[str, Any], con: Console, now: float) -> None:
-    what = "DRY-RUN (planned only)" if d["mode"] != "enforce" else "done"
-    extra = f" from {d['from']} to {d['to']}" if d["action"] == "rollback" else ""
-    con.print(f"{d['action']} {d['workload']}{extra} by {d['by']}: {what}", markup=False)
-
-
-def _render_override(d: dict[str, Any], con: Console, now: float) -> None:
-    o = d["override"]
-    con.print(f"override {o['id']}: {o['kind']} {o['target']} until {ago(o['expires'], now)} "
-              f"by {o['by']}; applies {d['applies']}", markup=False)
-
-
-def _render_lifted(d: dict[str, Any], con: Console, now: float) -> None:
-    lifted = d["lifted"] if isinstance(d["lifted"], list) else [d["lifted"]]
-    for o in lifted:
-        con.print(f"lifted override {o['id']} ({o['kind']} {o['target']}) by {d['by']}",
-                  markup=False)
-
-
 def register(app: typer.Typer) -> None:
     """Add the on-call commands to the `sentinel` command."""
 
@@ -295,14 +101,14 @@ def register(app: typer.Typer) -> None:
                output: OutputOpt = Output.table) -> None:
         """The fleet in one screen: sites, isolations, budgets, guards, pauses, last actions."""
         _run(server, token, token_file, output, lambda c: c.get("/api/v1/status"),
-             _render_status)
+             render_status)
 
     @app.command(rich_help_panel="On call")
     def sites(server: Server = DEFAULT_URL, token: Token = None, token_file: TokenFile = None,
               output: OutputOpt = Output.table) -> None:
         """Each site: reachable, partitioned, data age, failing and isolated nodes."""
         _run(server, token, token_file, output, lambda c: c.get("/api/v1/sites"),
-             lambda d, con, now: con.print(_site_table(d, now)))
+             lambda d, con, now: con.print(site_table(d, now)))
 
     @app.command(rich_help_panel="On call")
     def nodes(site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
@@ -315,7 +121,7 @@ def register(app: typer.Typer) -> None:
         """The managed nodes with their verdict and isolation level."""
         _run(server, token, token_file, output,
              lambda c: c.get("/api/v1/nodes", site=site, level=level, state=state),
-             _render_nodes)
+             render_nodes)
 
     @app.command(rich_help_panel="On call")
     def explain(node: Annotated[str, typer.Argument(help="The node.")],
@@ -323,7 +129,7 @@ def register(app: typer.Typer) -> None:
                 token_file: TokenFile = None, output: OutputOpt = Output.table) -> None:
         """One node's whole story: witnesses, rules, what was done or not and why, release."""
         _run(server, token, token_file, output,
-             lambda c: c.get(f"/api/v1/nodes/{node}/explain"), _render_explain)
+             lambda c: c.get(f"/api/v1/nodes/{node}/explain"), render_explain)
 
     @app.command(rich_help_panel="On call")
     def history(node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
@@ -335,14 +141,14 @@ def register(app: typer.Typer) -> None:
         """The journal: actions, hold reasons and overrides, oldest first."""
         _run(server, token, token_file, output,
              lambda c: c.get("/api/v1/history", node=node, site=site, since=since,
-                             limit=limit), _render_history)
+                             limit=limit), render_history)
 
     @app.command(rich_help_panel="On call")
     def registries(server: Server = DEFAULT_URL, token: Token = None,
                    token_file: TokenFile = None, output: OutputOpt = Output.table) -> None:
         """Each site's image registries: health, the active one, since when and why."""
         _run(server, token, token_file, output, lambda c: c.get("/api/v1/registries"),
-             _render_registries)
+             render_registries)
 
     def _override(kind: str, node: str, reason: str, ttl: str, server: str,
                   token: str | None, token_file: Path | None, output: Output,
@@ -351,7 +157,7 @@ def register(app: typer.Typer) -> None:
         if key is not None:
             body["key"] = key
         _run(server, token, token_file, output, lambda c: c.post("/api/v1/overrides", body),
-             _render_override)
+             render_override)
 
     @app.command(rich_help_panel="On call")
     def isolate(node: Annotated[str, typer.Argument(help="The node.")], reason: Reason,
@@ -395,7 +201,7 @@ def register(app: typer.Typer) -> None:
         """Stop every rule-driven action (isolations and releases) until resume or expiry."""
         _run(server, token, token_file, output,
              lambda c: c.post("/api/v1/pause", {"site": site, "reason": reason, "ttl": ttl}),
-             _render_override)
+             render_override)
 
     @app.command(rich_help_panel="On call")
     def resume(site: Annotated[str | None, typer.Option(
@@ -404,7 +210,7 @@ def register(app: typer.Typer) -> None:
                output: OutputOpt = Output.table) -> None:
         """Lift a pause."""
         _run(server, token, token_file, output,
-             lambda c: c.post("/api/v1/resume", {"site": site}), _render_lifted)
+             lambda c: c.post("/api/v1/resume", {"site": site}), render_lifted)
 
     rollouts_app = typer.Typer(help="Workloads under the rollout guard; `rollouts resume "
                                "NAME` lifts a hold, `rollouts rollback NAME` undoes by hand.",
@@ -418,7 +224,7 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         _run(server, token, token_file, output, lambda c: c.get("/api/v1/rollouts"),
-             _render_rollouts)
+             render_rollouts)
 
     @rollouts_app.command("resume")
     def rollouts_resume(workload: Annotated[str, typer.Argument(
@@ -428,7 +234,7 @@ def register(app: typer.Typer) -> None:
         """Lift the hold sentinel put on a workload: its rollout goes on."""
         _run(server, token, token_file, output,
              lambda c: c.post("/api/v1/rollouts/resume", {"workload": workload}),
-             _render_rollout_action)
+             render_rollout_action)
 
     @rollouts_app.command("rollback")
     def rollouts_rollback(workload: Annotated[str, typer.Argument(
@@ -440,7 +246,7 @@ def register(app: typer.Typer) -> None:
         _run(server, token, token_file, output,
              lambda c: c.post("/api/v1/rollouts/rollback",
                               {"workload": workload, "reason": reason}),
-             _render_rollout_action)
+             render_rollout_action)
 
     overrides_app = typer.Typer(help="Overrides in force; `overrides lift ID` ends one.",
                                 invoke_without_command=True)
@@ -453,7 +259,7 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         _run(server, token, token_file, output, lambda c: c.get("/api/v1/overrides"),
-             lambda d, con, now: con.print(_override_table(d, now) if d
+             lambda d, con, now: con.print(override_table(d, now) if d
                                            else "no overrides in force"))
 
     @overrides_app.command("lift")
@@ -462,4 +268,4 @@ def register(app: typer.Typer) -> None:
              output: OutputOpt = Output.table) -> None:
         """End an override before it expires."""
         _run(server, token, token_file, output,
-             lambda c: c.delete(f"/api/v1/overrides/{override_id}"), _render_lifted)
+             lambda c: c.delete(f"/api/v1/overrides/{override_id}"), render_lifted)

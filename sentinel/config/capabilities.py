@@ -64,6 +64,8 @@ class Registries(_Strict):
     """Deployments with this label "true" are rewritten by the image-override strategy."""
 
 
+#: The anomaly features: one value per node from node-exporter and kube-state-metrics, with
+#: the `node` label the sites' scrape configs attach. `$rate_window` is `anomaly.rate_window`.
 DEFAULT_FEATURES: dict[str, str] = {
     "cpu": '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[$rate_window]))',
     "load": "max by (node) (node_load1)",

@@ -183,10 +183,12 @@ class Api(_Strict):
     """Reads (status, nodes, explain, history) without a token. Set false to require one."""
     max_override_ttl: Duration = Field(7 * 86400.0, gt=0)
     """No override outlives this (s): a forgotten pause must end by itself."""
+    max_body_bytes: int = Field(65_536, ge=1024)
+    """Larger request bodies get 413 before they are read: an override or a pause is a few
+    hundred bytes, and a 50 MiB body must not cost the pod 150 MiB (the alert webhook has
+    its own, `alerts.max_body_bytes`)."""
 
 
-#: The anomaly features: one value per node from node-exporter and kube-state-metrics, with
-#: the `node` label the sites' scrape configs attach. `$rate_window` is `anomaly.rate_window`.
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""

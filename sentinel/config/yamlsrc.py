@@ -14,12 +14,14 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
+from sentinel.core.errors import InputError
+
 __all__ = ["Duration", "Source", "SourceError", "parse_duration", "validate"]
 
 Path = tuple[str | int, ...]
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A file that cannot be used as written. `problems` holds every one, each with file:line."""
 
     def __init__(self, problems: Sequence[str]) -> None:

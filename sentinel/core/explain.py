@@ -137,6 +137,62 @@ def _anomaly_sentence(r: AnomalyReading | None, problem: str | None, action: str
     return f"{text[0].upper()}{text[1:]} — {state}; {consequence}."
 
 
+def _node_sentences(node: NodeInfo, now: float) -> list[str]:
+    """What the node's own labels and sentinel's holds on it say."""
+    out = []
+    if node.exempt:
+        out.append("The node is exempt by its labels: sentinel never isolates it.")
+    if node.protected:
+        out.append("The node is autonomous or holds a bound pod: level 2 never evicts here "
+                   "(NoSchedule instead of NoExecute).")
+    for k, h in sorted(node.held.keys.items()):
+        by = f"override {h.rule.removeprefix(MANUAL)}" if h.rule.startswith(MANUAL) else \
+            f"rule {h.rule}"
+        since = "" if h.since is None else f" since {ago(h.since, now)}"
+        out.append(f"Holds {k} ({h.effect}) by {by}{since}, decision {h.decision or '?'}.")
+    return out
+
+
+def _people_sentences(ov: Override | None, pause: Override | None, now: float) -> list[str]:
+    out = []
+    if ov is not None:
+        out.append(f"Override {ov.id} ({ov.kind.value}) by {ov.by}, set {ago(ov.created, now)}, "
+                   f"expires {ago(ov.expires, now)}: {ov.reason}.")
+    if pause is not None:
+        out.append(f"Actions are PAUSED on {pause.target} by {pause.by} until "
+                   f"{ago(pause.expires, now)} (override {pause.id}): {pause.reason}.")
+    return out
+
+
+def _journal_sentences(journal: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+    out = []
+    for row in journal[-5:]:
+        outcome = "DRY-RUN" if row["mode"] != "enforce" else str(row["outcome"]).upper()
+        out.append(f"Journal {ago(float(row['ts']), now)}: {outcome} {row['kind']} "
+                   f"{row['key']}: {row['reason']}")
+    return out
+
+
+def _record(node: NodeInfo, f: Finding | None, site: SiteStatus | None, snapshot: Snapshot,
+            plan: Plan, mode: str, level: int) -> dict[str, Any]:
+    """The node's facts as the API returns them beside the story."""
+    name = node.name
+    return {
+        "node": name, "site": node.site, "as_of": snapshot.taken_at, "mode": mode,
+        "dry_run": mode != "enforce", "level": level,
+        "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
+        "site_state": site.state.value if site else None,
+        "evidence": f.evidence() if f else {"verdict": "healthy"},
+        "held": {k: h.record() for k, h in node.held.keys.items()},
+        "cordoned_by_sentinel": node.held.cordoned,
+        "planned": [{"kind": a.kind.value, "key": a.key, "reason": a.reason}
+                    for a in plan.actions if a.node == name],
+        "alerts": [{"alertname": a.alertname, "fingerprint": a.fingerprint, "key": a.key,
+                    "level": a.level.value, "since": a.starts_at, "summary": a.summary,
+                    "source": a.source} for a in snapshot.alerts.get(name, ())],
+    }
+
+
 def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, plan: Plan,
                  state: PolicyState, params: DecideParams, mode: str, now: float,
                  journal: Sequence[Mapping[str, Any]], anomaly: AnomalyReading | None = None,
@@ -173,54 +229,22 @@ def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, pl
         story.append(f"Alert {ev.alertname} ({ev.level.value} {ev.key}) firing since "
                      f"{ev.starts_at}: {ev.summary}")
     story.append(_anomaly_sentence(anomaly, anomaly_problem, anomaly_action))
-    if node.exempt:
-        story.append("The node is exempt by its labels: sentinel never isolates it.")
-    if node.protected:
-        story.append("The node is autonomous or holds a bound pod: level 2 never evicts here "
-                     "(NoSchedule instead of NoExecute).")
-    for k, h in sorted(node.held.keys.items()):
-        by = f"override {h.rule.removeprefix(MANUAL)}" if h.rule.startswith(MANUAL) else \
-            f"rule {h.rule}"
-        since = "" if h.since is None else f" since {ago(h.since, now)}"
-        story.append(f"Holds {k} ({h.effect}) by {by}{since}, decision {h.decision or '?'}.")
+    story += _node_sentences(node, now)
     for a in plan.actions:
         if a.node == name:
             verb = "would" if dry else "did"
             story.append(f"This cycle sentinel {verb} {a.kind.value} {a.key}: {a.reason}.")
     for n in notes:
         story.append(f"Not done ({_NOT_DONE.get(n.reason, n.reason)}): {n.text}.")
-    if ov is not None:
-        story.append(f"Override {ov.id} ({ov.kind.value}) by {ov.by}, set {ago(ov.created, now)}, "
-                     f"expires {ago(ov.expires, now)}: {ov.reason}.")
-    if pause is not None:
-        story.append(f"Actions are PAUSED on {pause.target} by {pause.by} until "
-                     f"{ago(pause.expires, now)} (override {pause.id}): {pause.reason}.")
+    story += _people_sentences(ov, pause, now)
     release = {k: _release_sentence(k, h, firing, ov, state, params, name, now)
                for k, h in sorted(node.held.keys.items())}
     story += [f"Release of {s}" for s in release.values()]
-    for row in journal[-5:]:
-        outcome = "DRY-RUN" if row["mode"] != "enforce" else str(row["outcome"]).upper()
-        story.append(f"Journal {ago(float(row['ts']), now)}: {outcome} {row['kind']} "
-                     f"{row['key']}: {row['reason']}")
-    return {
-        "node": name, "site": node.site, "as_of": snapshot.taken_at, "mode": mode,
-        "dry_run": dry, "level": level,
-        "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
-        "site_state": site.state.value if site else None,
-        "evidence": f.evidence() if f else {"verdict": "healthy"},
-        "held": {k: h.record() for k, h in node.held.keys.items()},
-        "cordoned_by_sentinel": node.held.cordoned,
-        "planned": [{"kind": a.kind.value, "key": a.key, "reason": a.reason}
-                    for a in plan.actions if a.node == name],
-        "not_done": [{"reason": n.reason, "why": n.text} for n in notes],
-        "anomaly": anomaly.record() if anomaly else {"score": None,
-                                                     "why": anomaly_problem or "not scored"},
-        "override": ov.record() if ov else None,
-        "paused": pause.record() if pause else None,
-        "release": release,
-        "alerts": [{"alertname": a.alertname, "fingerprint": a.fingerprint, "key": a.key,
-                    "level": a.level.value, "since": a.starts_at, "summary": a.summary,
-                    "source": a.source} for a in snapshot.alerts.get(name, ())],
-        "actions": list(journal),
-        "story": story,
-    }
+    story += _journal_sentences(journal, now)
+    return {**_record(node, f, site, snapshot, plan, mode, level),
+            "not_done": [{"reason": n.reason, "why": n.text} for n in notes],
+            "anomaly": anomaly.record() if anomaly else {"score": None,
+                                                         "why": anomaly_problem or "not scored"},
+            "override": ov.record() if ov else None,
+            "paused": pause.record() if pause else None,
+            "release": release, "actions": list(journal), "story": story}

@@ -14,16 +14,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sentinel.http.api import add_api_routes
+from sentinel.http.api import add_api_routes, add_error_handlers
+from sentinel.http.auth import Access, AccessTable, AuthGate, Credentials, access_table, caller
+from sentinel.http.models import HealthOut, ReadyOut
 from sentinel.http.runtime import Runtime, build_runtime
 from sentinel.http.webhook import add_alert_routes
+from sentinel.http.writes import add_write_routes
 
 __all__ = ["Runtime", "build_runtime", "create_app"]
 
@@ -178,7 +181,11 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
 
     app = FastAPI(title="sentinel", lifespan=lifespan)
 
-    @app.get("/healthz")
+    open_route: dict[str, Any] = {"tags": [Access.OPEN.value],
+                                  "dependencies": [Depends(caller)]}
+
+    @app.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}},
+             **open_route)
     def healthz() -> JSONResponse:
         last = rt.sentinel.last
         stale = last is not None and time.time() - last.finished_at > max(60.0, 6 * interval)
@@ -186,7 +193,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return JSONResponse({"ok": False, "reason": "no cycle completed recently"}, 503)
         return JSONResponse({"ok": True})
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, **open_route)
     def readyz() -> JSONResponse:
         if not rt.cluster.synced:
             return JSONResponse({"ready": False, "reason": "node list not synced yet"}, 503)
@@ -194,7 +201,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return JSONResponse({"ready": False, "reason": "no cycle completed yet"}, 503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, **open_route)
     def metrics() -> Response:
         return Response(generate_latest(rt.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -203,7 +210,23 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         if schedule and scheduler.running:
             scheduler.modify_job("cycle", next_run_time=datetime.now().astimezone())
 
-    add_api_routes(app, rt, wake)
+    add_error_handlers(app)
+    add_api_routes(app, rt)
+    add_write_routes(app, rt, wake)
     add_alert_routes(app, rt.cfg, rt.alerts, rt.sentinel.metrics, rt.cluster.known)
+
+    def refused(access: Access, status: int) -> None:
+        if access is Access.ALERTS and status < 500:
+            rt.sentinel.metrics.alerts.labels("rejected").inc()
+
+    table: list[AccessTable] = []
+
+    def access() -> AccessTable:
+        if not table:  # once, after every route is declared
+            table.append(access_table(app.openapi()))
+        return table[0]
+
+    app.add_middleware(AuthGate, table=access, credentials=Credentials.of(rt.cfg),
+                       on_refused=refused)
     return app
 

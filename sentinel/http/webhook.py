@@ -8,21 +8,21 @@ the reason (resending them cannot help), and a failure to make the alerts durabl
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import json
 import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from sentinel.adapters.alertstore import AlertStore, StoreError
 from sentinel.adapters.metrics import Metrics
-from sentinel.adapters.secrets import read_secret
 from sentinel.config.schema import Config
 from sentinel.core.alerts import WebhookPayload, map_alert
+from sentinel.http.api import ERRORS
+from sentinel.http.auth import caller
+from sentinel.http.models import AlertsAccepted, ErrorOut
 
 __all__ = ["add_alert_routes"]
 
@@ -31,48 +31,19 @@ log = logging.getLogger("sentinel.webhook")
 
 def add_alert_routes(app: FastAPI, cfg: Config, store: AlertStore, metrics: Metrics,
                      known: Callable[[str], bool]) -> None:
+    """Credentials and the body's size are checked before the body is read (auth.py)."""
     ac = cfg.alerts
-    token = read_secret(cfg, ac.token, ac.token_file)
-    basic_pw = read_secret(cfg, None, ac.basic_password_file)
-    basic = (ac.basic_username, basic_pw) if ac.basic_username and basic_pw else None
-    if not token and not basic:
-        log.warning("the alert webhook has no token configured (alerts.token_file): it will "
-                    "answer 503 until one is set")
 
     def reject(code: int, reason: str, **extra: object) -> JSONResponse:
         metrics.alerts.labels("rejected").inc()
-        headers = {"WWW-Authenticate": 'Bearer realm="sentinel"'} if code == 401 else None
-        return JSONResponse({"error": reason, **extra}, code, headers=headers)
+        return JSONResponse({"error": reason, **extra}, code)
 
-    def authorised(header: str) -> bool:
-        scheme, _, cred = header.partition(" ")
-        if token and scheme.lower() == "bearer":
-            return hmac.compare_digest(cred.strip().encode(), token.encode())
-        if basic and scheme.lower() == "basic":
-            try:
-                user, _, pw = base64.b64decode(cred.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            return hmac.compare_digest(user.encode(), basic[0].encode()) and \
-                hmac.compare_digest(pw.encode(), basic[1].encode())
-        return False
-
-    @app.post("/api/v1/alerts")
-    async def receive(request: Request) -> JSONResponse:
-        if not token and not basic:
-            return JSONResponse({"error": "the webhook has no token configured "
-                                          "(alerts.token_file)"}, 503)
-        if not authorised(request.headers.get("authorization", "")):
-            return reject(401, "missing or wrong credentials (Authorization: Bearer <token>)")
-        limit = ac.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return reject(413, f"body larger than {limit} bytes")
+    @app.post("/api/v1/alerts", tags=["alerts"], dependencies=[Depends(caller)],
+              response_model=AlertsAccepted, responses={**ERRORS, 400: {"model": ErrorOut}})
+    async def receive(request: Request) -> AlertsAccepted | JSONResponse:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > limit:
-                return reject(413, f"body larger than {limit} bytes")
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
@@ -102,9 +73,7 @@ def add_alert_routes(app: FastAPI, cfg: Config, store: AlertStore, metrics: Metr
             log.warning("alerts kept but not used as evidence: %s",
                         "; ".join([*acc.unmapped, *(f"node {n} is not in the cluster"
                                                     for n in acc.unknown_nodes)]))
-        return JSONResponse({"accepted": len(mapped), "new": acc.new, "resolved": acc.resolved,
-                             "duplicates": acc.duplicates, "unmapped": acc.unmapped,
-                             "unknown_nodes": acc.unknown_nodes,
-                             "truncated_alerts": payload.truncated_alerts})
-
-
+        return AlertsAccepted(accepted=len(mapped), new=acc.new, resolved=acc.resolved,
+                              duplicates=acc.duplicates, unmapped=acc.unmapped,
+                              unknown_nodes=acc.unknown_nodes,
+                              truncated_alerts=payload.truncated_alerts)

@@ -21,6 +21,7 @@ from sentinel.adapters.actuate import api_reason
 from sentinel.adapters.secrets import read_secret
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import Config, SiteConfig
+from sentinel.core.errors import KubeError
 from sentinel.registry.state import Probe, Role, host_of, render_hosts_toml, rewrite_image
 
 __all__ = ["ImageOverride", "MirrorConfig", "RegistryProber"]
@@ -198,7 +199,7 @@ class ImageOverride:
                 self.apps.patch_namespaced_deployment(d.metadata.name, d.metadata.namespace,
                                                       body)
             except ApiException as e:
-                raise RuntimeError(f"{d.metadata.namespace}/{d.metadata.name}: "
+                raise KubeError(f"{d.metadata.namespace}/{d.metadata.name}: "
                                    f"{api_reason(e)}") from None
             changed.append(f"{d.metadata.namespace}/{d.metadata.name}")
         return changed

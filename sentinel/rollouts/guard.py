@@ -26,6 +26,7 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
 from sentinel.anomaly.history import query_range
 from sentinel.config.schema import Config
+from sentinel.core.errors import AdapterError, Refused
 from sentinel.core.ids import action_id
 from sentinel.core.model import NodeName, Note, NoteReason, SiteName
 from sentinel.rollouts.analysis import (
@@ -46,12 +47,8 @@ log = logging.getLogger("sentinel.rollouts")
 LEVEL = "rollout"
 
 
-class RolloutError(Exception):
+class RolloutError(Refused):
     """A manual command that cannot be carried out; `status` is the HTTP code to answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +188,7 @@ class RolloutGuard:
                     try:
                         series = query_range(self.http, site.url, q, start, now, self.r.step,
                                              site.timeout)
-                    except RuntimeError as e:
+                    except AdapterError as e:
                         errors[spec.name] = f"site {site.name}: {e}"
                         break
                     for s in series:
@@ -272,7 +269,7 @@ class RolloutGuard:
                 self.writer.restore(w, a.to, {**record, "state": "rolled-back", "done": now})
             else:
                 self.writer.stop(w, record, record)
-        except RuntimeError as e:
+        except AdapterError as e:
             self.journal.settle([(aid, "failed", str(e))])
             self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, "failed").inc()
             log.error("rollouts: %s failed: %s", text, e)
@@ -327,7 +324,7 @@ class RolloutGuard:
             if self.mode == "enforce":
                 try:
                     self.writer.resume(w, None)
-                except RuntimeError as e:
+                except AdapterError as e:
                     self.journal.settle([(aid, "failed", str(e))])
                     raise RolloutError(502, str(e)) from None
             self._done.discard(f"hold:{w.key}")

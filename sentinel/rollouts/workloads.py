@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from sentinel.adapters.actuate import api_reason
 from sentinel.adapters.kube import Reflector
 from sentinel.config.schema import Config
+from sentinel.core.errors import KubeError
 from sentinel.rollouts.analysis import Revision, Workload
 
 __all__ = ["WorkloadView", "WorkloadWriter", "pods_regex"]
@@ -216,7 +217,7 @@ class WorkloadWriter:
         try:
             out = fn(name, ns, body, _preload_content=False)
         except ApiException as e:
-            raise RuntimeError(f"{kind} {ns}/{name}: {api_reason(e)}") from None
+            raise KubeError(f"{kind} {ns}/{name}: {api_reason(e)}") from None
         result: Obj = json.loads(out.data)
         return result
 
@@ -226,7 +227,7 @@ class WorkloadWriter:
         try:
             out = fn(name, ns, _preload_content=False)
         except ApiException as e:
-            raise RuntimeError(f"{kind} {ns}/{name}: {api_reason(e)}") from None
+            raise KubeError(f"{kind} {ns}/{name}: {api_reason(e)}") from None
         result: Obj = json.loads(out.data)
         return result
 
@@ -254,7 +255,7 @@ class WorkloadWriter:
         cur = self._read(w.kind, w.namespace, w.name)
         template = (cur.get("spec") or {}).get("template") or {}
         if w.current is None or _strip_hash(template) != w.current.template:
-            raise RuntimeError(f"{w.kind} {w.key}: its template changed since the verdict; "
+            raise KubeError(f"{w.kind} {w.key}: its template changed since the verdict; "
                                "not rolled back (the next round judges the new one)")
         ann = dict(cur["metadata"].get("annotations") or {})
         ann[self.record_key] = json.dumps(dict(record))

@@ -31,14 +31,13 @@ from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-import httpx
-
 from sentinel.sim.apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
 from sentinel.sim.control import serve_control
 from sentinel.sim.exporters import JOBS, SiteExporters
+from sentinel.sim.faults import FAULTS, inject
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.process import wait_until
-from sentinel.sim.prometheus import PrometheusProcess
+from sentinel.sim.prometheus import PrometheusProcess, all_up
 from sentinel.sim.store import RESOURCES, Store
 from sentinel.sim.uplink import Uplink
 from sentinel.sim.workloads import DAEMONSETS, DEPLOYMENTS, WorkloadControllers
@@ -48,8 +47,6 @@ __all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSp
 ZONE_LABEL = "topology.kubernetes.io/zone"
 NODES = RESOURCES[("", "v1", "nodes")]
 PODS = RESOURCES[("", "v1", "pods")]
-FAULTS = ("crash", "component", "link-loss", "partition", "flap", "heal", "autonomy", "bind",
-          "gray", "version")
 APP_LABEL = "apps.kubeedge.io/edgeapplication-name"
 """What KubeEdge's EdgeApplication controller labels its per-node-group workloads with."""
 GUARD_LABEL = "sentinel.edge.io/rollout-guard"
@@ -368,41 +365,7 @@ class Fleet:
     def inject(self, kind: str, target: str, arg: str | None = None, *,
                period: float | None = None, count: int | None = None) -> str:
         """The one entry point of `sentinel sim inject`; returns what it did, in words."""
-        if kind == "crash":
-            self.crash(target)
-            return f"{target}: exporters down, Ready -> Unknown"
-        if kind == "component":
-            self.component(target, arg or "kube-proxy")
-            return f"{target}: {arg or 'kube-proxy'} down"
-        if kind == "link-loss":
-            self.link_loss(target)
-            return f"{target}: cloud link lost (Ready -> Unknown), still serving at its site"
-        if kind == "partition":
-            self.partition(target, arg or "refuse")
-            return f"{target}: uplink cut ({arg or 'refuse'}), its nodes Ready -> Unknown"
-        if kind == "flap":
-            if arg is not None:
-                raise ValueError(f"flap takes --period SECONDS and --count N, not {arg!r} as "
-                                 "an argument")
-            p = 10.0 if period is None else period
-            self.flap(target, p, count)
-            times = "until healed" if count is None else f"{count} time(s)"
-            return f"{target}: crashes for {p:g}s, then serves for {p:g}s, {times}"
-        if kind == "heal":
-            self.heal(None if target == "all" else target)
-            return f"{target}: healed"
-        if kind == "autonomy":
-            self.set_autonomy(target)
-            return f"{target}: marked autonomous"
-        if kind == "bind":
-            return f"{target}: pod {self.bind_pod(target)} bound to it"
-        if kind == "version":
-            self.set_version(target, arg or "bad-errors")
-            return f"version {target}: behaves {arg or 'bad-errors'}"
-        if kind == "gray":
-            self.gray(target, arg or "disk-slow")
-            return f"{target}: grey failure {arg or 'disk-slow'} (every probe still answers)"
-        raise KeyError(f"no fault {kind!r}; faults: {', '.join(FAULTS)}")
+        return inject(self, kind, target, arg, period=period, count=count)
 
     # -- for tests -----------------------------------------------------------------------
     def node(self, name: str) -> dict[str, Any]:
@@ -427,12 +390,6 @@ class Fleet:
         """Until every site's Prometheus has a healthy scrape of every node."""
         deadline = time.monotonic() + timeout
         for site, prom in self.proms.items():
-            wait_until(partial(_all_up, prom.url, set(self.nodes(site))),
+            wait_until(partial(all_up, prom.url, set(self.nodes(site))),
                        max(0.0, deadline - time.monotonic()),
                        f"site {site}: not every node scraped healthy in time")
-
-
-def _all_up(prometheus: str, nodes: set[str]) -> bool:
-    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "min by (node) (up)"},
-                  timeout=2).json()
-    return nodes <= {s["metric"].get("node") for s in r["data"]["result"] if s["value"][1] == "1"}

@@ -11,7 +11,7 @@ import yaml
 
 from sentinel.sim.process import ServerProcess, binary, free_port, wait_until
 
-__all__ = ["PrometheusProcess", "free_port"]
+__all__ = ["PrometheusProcess", "all_up", "free_port"]
 
 
 class PrometheusProcess(ServerProcess):
@@ -76,3 +76,11 @@ class PrometheusProcess(ServerProcess):
             return any(address in am["url"] for am in data["activeAlertmanagers"])
 
         wait_until(known, timeout, f"prometheus for site {self.site} never picked up {address}")
+
+
+def all_up(prometheus: str, nodes: set[str]) -> bool:
+    """Whether this Prometheus' last scrape of every target of every node in `nodes` was
+    healthy."""
+    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "min by (node) (up)"},
+                  timeout=2).json()
+    return nodes <= {s["metric"].get("node") for s in r["data"]["result"] if s["value"][1] == "1"}
