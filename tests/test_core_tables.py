@@ -302,3 +302,19 @@ def test_checks_failing_broadly_over_a_site_isolate_no_node_there() -> None:
     two = view(present=tuple(nodes), firing={k: firing[k] for k in ("proxy-down", "dns-down")})
     det = detect(Snapshot(100.0, nodes, {"s": two}), rules, P)
     assert det.sites["s"].broad == 0
+
+
+@pytest.mark.parametrize(("established", "ready", "verdict"), [
+    (None, Ready.UNKNOWN, Verdict.NODE_FAILURE),
+    (frozenset({"n1"}), Ready.UNKNOWN, Verdict.NODE_FAILURE),
+    (frozenset(), Ready.UNKNOWN, Verdict.UNKNOWN),
+    (frozenset(), Ready.TRUE, None),
+    (frozenset({"n1"}), Ready.TRUE, Verdict.COMPONENT_FAULT),
+], ids=["query-failed-trust", "established-node", "new-node-is-no-witness",
+        "new-ready-node-up-0-is-nothing", "established-ready-node"])
+def test_a_node_whose_series_are_newer_than_for_is_not_a_witness(
+        established: frozenset[str] | None, ready: Ready, verdict: Verdict | None) -> None:
+    v = replace(view(present=(), firing={**DOWN, **PROXY}), established=established)
+    det = detect(Snapshot(0.0, {"n1": node(ready=ready)}, {"s": v}), RULES, P)
+    f = det.findings.get("n1")
+    assert (f.verdict if f else None) is verdict

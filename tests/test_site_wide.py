@@ -30,6 +30,8 @@ def test_a_site_wide_symptom_isolates_no_node_and_a_lone_fault_is_still_found(
         f.component(n, "kube-proxy")
     rep = h.until(lambda r: "kube-proxy" in r.detection.sites[site].widespread, 15,
                   "kube-proxy seen site-wide")
+    # every node's series are older than the rules' `for`: all of them are witnesses
+    assert rep.snapshot.sites[site].established == set(nodes)
     reports = [rep, *h.run_for(4)]  # twice the rule's `for`, and more
     assert all(our_taints(f, n) == {} for n in nodes)
     assert not any(a.site == site for r in reports for a in r.plan.actions)

@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sentinel.adapters.kube import ClusterView
-from sentinel.core.model import Action, ActionKind, Held, NodeInfo, Plan
+from sentinel.core.model import Action, ActionKind, Held, Mode, NodeInfo, Outcome, Plan
 from sentinel.core.ownership import apply_actions, render_patch, unschedulable_after
 
 __all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator", "record_event"]
@@ -31,13 +31,12 @@ log = logging.getLogger("sentinel.act")
 @dataclass(frozen=True, slots=True)
 class ActionResult:
     action: Action
-    outcome: str
-    """`applied`, `noop` (already in force) or `failed`."""
+    outcome: Outcome
     error: str | None = None
 
 
 class Actuator(Protocol):
-    mode: str
+    mode: Mode
 
     def view(self, nodes: Mapping[str, NodeInfo]) -> Mapping[str, NodeInfo]:
         """The nodes as this actuator's past actions left them."""
@@ -54,7 +53,7 @@ def _by_node(actions: Sequence[Action]) -> dict[str, list[Action]]:
 
 
 class KubeActuator:
-    mode = "enforce"
+    mode = Mode.ENFORCE
 
     def __init__(self, api: client.ApiClient, view: ClusterView, domain: str,
                  events_namespace: str, retries: int = 5) -> None:
@@ -72,31 +71,31 @@ class KubeActuator:
         for node, actions in _by_node(plan.actions).items():
             outcome, error = self._patch(node, actions, now)
             results.extend(ActionResult(a, outcome, error) for a in actions)
-            if outcome == "applied":
+            if outcome is Outcome.APPLIED:
                 for a in actions:
                     self._event(a, now)
-            log.info("%s %s", "ENFORCED" if outcome == "applied" else outcome.upper(),
+            log.info("%s %s", "ENFORCED" if outcome is Outcome.APPLIED else outcome.value.upper(),
                      "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
         return results
 
-    def _patch(self, node: str, actions: list[Action], now: float) -> tuple[str, str | None]:
+    def _patch(self, node: str, actions: list[Action], now: float) -> tuple[Outcome, str | None]:
         for _ in range(self.retries):
             try:
                 raw: Any = self.core.read_node(node, _preload_content=False)
                 obj = json.loads(raw.data)
                 body = render_patch(obj, actions, self.domain, now)
                 if body is None:
-                    return "noop", None
+                    return Outcome.NOOP, None
                 resp: Any = self.core.patch_node(node, body, _preload_content=False)
                 self.cluster.written(json.loads(resp.data))
-                return "applied", None
+                return Outcome.APPLIED, None
             except ApiException as e:
                 if e.status == 409:
                     continue  # someone wrote the node since we read it: read again
-                return "failed", f"HTTP {e.status}: {api_reason(e)}"
+                return Outcome.FAILED, f"HTTP {e.status}: {api_reason(e)}"
             except Exception as e:
-                return "failed", f"{type(e).__name__}: {e}"
-        return "failed", f"gave up after {self.retries} conflicts"
+                return Outcome.FAILED, f"{type(e).__name__}: {e}"
+        return Outcome.FAILED, f"gave up after {self.retries} conflicts"
 
     def _event(self, a: Action, now: float) -> None:
         isolate = a.kind is ActionKind.ISOLATE
@@ -135,7 +134,7 @@ def api_reason(e: ApiException) -> str:
 class RecordingActuator:
     """Dry-run: the plan is applied to an overlay, never to the cluster."""
 
-    mode = "dry-run"
+    mode = Mode.DRY_RUN
 
     def __init__(self) -> None:
         self._overlay: dict[str, tuple[Held, bool]] = {}
@@ -159,7 +158,7 @@ class RecordingActuator:
             held, unsched = self._overlay.get(node, start)
             new = apply_actions(held, actions, now, already_unschedulable=unsched)
             self._overlay[node] = (new, unschedulable_after(held, new, unsched))
-            results.extend(ActionResult(a, "applied") for a in actions)
+            results.extend(ActionResult(a, Outcome.APPLIED) for a in actions)
             log.info("DRY-RUN (nothing changed) %s",
                      "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
         return results

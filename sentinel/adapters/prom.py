@@ -24,6 +24,9 @@ __all__ = ["PromError", "SiteCollector", "SiteTarget", "describe"]
 AGE_QUERY = "time() - max(timestamp(up))"
 #: The server's own clock, against which its start time is read (no skew with ours).
 NOW_QUERY = "time()"
+#: Nodes whose targets already had samples this long ago (the longest rule's `for`): a node
+#: whose series are newer is no witness yet (a node that just joined, its exporter starting).
+ESTABLISHED_QUERY = "count by (node) (up offset {seconds}s)"
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -137,7 +140,9 @@ class SiteCollector:
         # whose targets are all down is not "serving"; without a node rule matching it, it is
         # unknown — never taken for healthy.
         present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
-        exprs = [AGE_QUERY, NOW_QUERY, *(r.expr for r in rules), *(e for _, e in features)]
+        longest = max((r.for_seconds for r in rules), default=0.0)
+        exprs = [AGE_QUERY, NOW_QUERY, ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
+                 *(r.expr for r in rules), *(e for _, e in features)]
         start_task = asyncio.ensure_future(asyncio.wait_for(self._started(site, left()), left()))
         results = await asyncio.gather(
             *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
@@ -146,8 +151,10 @@ class SiteCollector:
             started = await start_task
         except TimeoutError:
             started = None
-        age_res, now_res = results[0], results[1]
-        rule_res, feature_res = results[2:2 + len(rules)], results[2 + len(rules):]
+        age_res, now_res, old_res = results[0], results[1], results[2]
+        rule_res, feature_res = results[3:3 + len(rules)], results[3 + len(rules):]
+        established = frozenset(m["node"] for m, _ in old_res if "node" in m) \
+            if isinstance(old_res, list) else None
         age = None
         if isinstance(age_res, list) and age_res:
             age = max(0.0, age_res[0][1])
@@ -177,7 +184,7 @@ class SiteCollector:
                 feature_errors[fname] = f"{len(res)} series, none with a `node` label"
         return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
                         rule_errors=errors, features=values, feature_errors=feature_errors,
-                        uptime=uptime)
+                        uptime=uptime, established=established)
 
     async def collect(self, rules: Sequence[Rule],
                       features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:

@@ -83,6 +83,8 @@ class _SiteInput:
     node_unknown: bool
     comp_unknown: frozenset[str]
     young: frozenset[str]
+    new_nodes: frozenset[str]
+    """Nodes with matches whose series are younger than the longest `for`: no witness yet."""
 
 
 def _prepare(view: SiteView, rules: RuleSet, by_name: Mapping[str, Rule],
@@ -95,11 +97,14 @@ def _prepare(view: SiteView, rules: RuleSet, by_name: Mapping[str, Rule],
     blind = {**view.rule_errors, **dict.fromkeys(young, "too young")}
     firing = {k: v for k, v in view.firing.items() if k not in young}
     node_rule_names = {r.name for r in rules.node_rules}
+    hits = _site_hits(firing, by_name)
+    new_nodes = frozenset() if view.established is None else \
+        frozenset(n for n in hits if n not in view.established)
     return _SiteInput(
-        view, view.reachable and fresh, _site_hits(firing, by_name),
+        view, view.reachable and fresh, {n: h for n, h in hits.items() if n not in new_nodes},
         any(r in node_rule_names for r in blind),
         frozenset(by_name[r].key for r in blind if r in by_name and r not in node_rule_names),
-        young)
+        young, new_nodes)
 
 
 def _site_hits(firing: Mapping[str, Mapping[str, float]],
@@ -202,6 +207,8 @@ def _node_finding(node: NodeInfo, site: SiteName, inp: _SiteInput, snapshot: Sna
             unknown = unknown | {ANOMALY_KEY}
     if ready and h is None and not node.held:
         return None
+    if node.name in inp.new_nodes:  # its series are too young to condemn it: not a witness
+        return _classify(node, site, h or [], inp.view, True, unknown, cloud_link)
     return _classify(node, site, h or [], inp.view, inp.node_unknown, unknown, cloud_link)
 
 

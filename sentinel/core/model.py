@@ -24,10 +24,12 @@ __all__ = [
     "Held",
     "HeldKey",
     "Level",
+    "Mode",
     "NodeInfo",
     "NodeName",
     "Note",
     "NoteReason",
+    "Outcome",
     "Override",
     "OverrideKind",
     "Plan",
@@ -111,6 +113,24 @@ class NoteReason(StrEnum):
     ANOMALY_CLEARED = "anomaly-cleared"
     ROLLOUT_HOLD_OVERDUE = "rollout-hold-overdue"
     ROLLOUT_PASSED = "rollout-passed"
+
+
+class Mode(StrEnum):
+    """How sentinel acts: `dry-run` plans, journals and explains, and changes nothing."""
+
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
+
+
+class Outcome(StrEnum):
+    """What became of one action, as the journal settles it and the metrics count it."""
+
+    APPLIED = "applied"
+    NOOP = "noop"
+    """Already in force: nothing to change."""
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """Planned, then the process died: settled from the nodes at the next start."""
 
 
 class ActionKind(StrEnum):
@@ -235,6 +255,9 @@ class SiteView:
     uptime: float | None = None
     """How long the site's Prometheus has been running, by its own clock (runtime info's
     startTime against its `time()`); None where the store does not say (Thanos, Mimir...)."""
+    established: frozenset[str] | None = None
+    """Nodes whose series already existed the longest rule's `for` ago; a node not among them
+    is no witness yet. None when the query failed: every node counts."""
 
 
 @dataclass(frozen=True, slots=True)

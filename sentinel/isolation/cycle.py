@@ -39,6 +39,7 @@ from sentinel.core.model import (
     NodeName,
     Note,
     NoteReason,
+    Outcome,
     Override,
     Plan,
     SiteView,
@@ -251,7 +252,7 @@ class Sentinel:
                 done = held is not None and held.decision == row["id"]
             else:
                 done = node is not None and held is None
-            out.append((row["id"], "applied" if done else "interrupted",
+            out.append((row["id"], Outcome.APPLIED if done else Outcome.INTERRUPTED,
                         None if done else "sentinel stopped before this action completed"))
             log.info("settled action %s (%s %s on %s) left by a previous run: %s", row["id"],
                      row["kind"], row["key"], row["node"], out[-1][1])
@@ -281,7 +282,7 @@ def _only_what_happened(new: PolicyState, old: PolicyState, results: list[Action
                         now: float) -> PolicyState:
     """Decide assumed its plan would succeed; undo that for the actions that failed, so a
     failed release is retried next cycle and a failed isolation does not spend the budget."""
-    failed = [r.action for r in results if r.outcome == "failed"]
+    failed = [r.action for r in results if r.outcome is Outcome.FAILED]
     if not failed:
         return new
     last_release = dict(new.last_release)

@@ -24,6 +24,7 @@ from sentinel.adapters.metrics import Metrics
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import Config, SiteConfig
 from sentinel.core.ids import action_id
+from sentinel.core.model import Mode, Outcome
 from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
 from sentinel.registry.state import (
     Probe,
@@ -53,10 +54,10 @@ class _Site:
 
 class RegistryGuard:
     def __init__(self, cfg: Config, api: client.ApiClient, journal: Journal, metrics: Metrics,
-                 partitioned: Callable[[str], bool], mode: str,
+                 partitioned: Callable[[str], bool], mode: Mode | str,
                  clock: Callable[[], float] = time.time) -> None:
         r = cfg.registries
-        self.cfg, self.journal, self.metrics, self.mode = cfg, journal, metrics, mode
+        self.cfg, self.journal, self.metrics, self.mode = cfg, journal, metrics, Mode(mode)
         self.partitioned, self.clock = partitioned, clock
         self.params = RegistryParams(r.failures_to_failover, r.healthy_for_failback,
                                      r.max_failbacks, r.failback_window)
@@ -133,8 +134,8 @@ class RegistryGuard:
                                     "standby": s.standby.url, "to": sw.to.value}
         self.journal.plan_switch(aid, now, self.mode, site, kind, host_of(s.primary.url),
                                  sw.to.value, reason, evidence)
-        if self.mode != "enforce":
-            self.journal.settle([(aid, "applied", None)])
+        if self.mode is not Mode.ENFORCE:
+            self.journal.settle([(aid, Outcome.APPLIED, None)])
             log.info("DRY-RUN %s site %s: %s", kind, site, reason)
             return True
         try:
@@ -146,12 +147,12 @@ class RegistryGuard:
                 reason += f"; workloads: {', '.join(changed) or 'none opted in'}"
                 about = client.V1ObjectReference(kind="Node", name=site, api_version="v1")
         except Exception as e:  # journaled as failed; the next round retries
-            self.journal.settle([(aid, "failed", str(e))])
-            self.metrics.registry_switches.labels(site, sw.to.value, "failed").inc()
+            self.journal.settle([(aid, Outcome.FAILED, str(e))])
+            self.metrics.registry_switches.labels(site, sw.to.value, Outcome.FAILED).inc()
             log.error("site %s: %s failed: %s", site, kind, e)
             return False
-        self.journal.settle([(aid, "applied", None)])
-        self.metrics.registry_switches.labels(site, sw.to.value, "applied").inc()
+        self.journal.settle([(aid, Outcome.APPLIED, None)])
+        self.metrics.registry_switches.labels(site, sw.to.value, Outcome.APPLIED).inc()
         record_event(self.core, self.cfg.cluster.events_namespace, f"{about.name}.sentinel-{aid}",
                      about, "SentinelRegistryFailover" if sw.to is Role.STANDBY else
                      "SentinelRegistryFailback", f"[{aid}] site {site}: {reason}",

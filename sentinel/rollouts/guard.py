@@ -28,7 +28,7 @@ from sentinel.anomaly.history import query_range
 from sentinel.config.schema import Config
 from sentinel.core.errors import AdapterError, Refused
 from sentinel.core.ids import action_id
-from sentinel.core.model import NodeName, Note, NoteReason, SiteName
+from sentinel.core.model import Mode, NodeName, Note, NoteReason, Outcome, SiteName
 from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,
@@ -69,9 +69,10 @@ def _rev(r: Any) -> str:
 
 class RolloutGuard:
     def __init__(self, cfg: Config, api: client.ApiClient, journal: Journal, metrics: Metrics,
-                 mode: str, clock: Callable[[], float] = time.time) -> None:
+                 mode: Mode | str, clock: Callable[[], float] = time.time) -> None:
         r = cfg.rollouts
-        self.cfg, self.r, self.journal, self.metrics, self.mode = cfg, r, journal, metrics, mode
+        self.cfg, self.r, self.journal, self.metrics, self.mode = cfg, r, journal, metrics, \
+            Mode(mode)
         self.clock = clock
         self.view = WorkloadView(api, cfg)
         self.writer = WorkloadWriter(api, cfg.taint_domain)
@@ -115,7 +116,7 @@ class RolloutGuard:
             verdicts: dict[str, Analysis] = {}
             for w in workloads:
                 for kind in ("rollback", "hold"):  # at 0 from the start: increase() sees a 1st
-                    self.metrics.rollout_actions.labels(w.namespace, w.name, kind, "applied")
+                    self.metrics.rollout_actions.labels(w.namespace, w.name, kind, Outcome.APPLIED)
                 if self._state(w, now) == "analysing":
                     verdicts[w.key] = self._analyse(w, now)
             actions = decide_rollouts(workloads, verdicts, frozenset(self._done))
@@ -255,8 +256,8 @@ class RolloutGuard:
                     "analysis": analysis[1].record() if analysis else None}
         self.journal.plan_other(aid, now, self.mode, f"rollout-{a.kind}", site, w.key, LEVEL,
                                 a.kind, "rollout-guard", text, evidence)
-        if self.mode != "enforce":
-            self.journal.settle([(aid, "applied", None)])
+        if self.mode is not Mode.ENFORCE:
+            self.journal.settle([(aid, Outcome.APPLIED, None)])
             self._done.add(f"{a.kind}:{w.key}")
             self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, "planned").inc()
             log.info("DRY-RUN %s", text)
@@ -270,12 +271,12 @@ class RolloutGuard:
             else:
                 self.writer.stop(w, record, record)
         except AdapterError as e:
-            self.journal.settle([(aid, "failed", str(e))])
-            self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, "failed").inc()
+            self.journal.settle([(aid, Outcome.FAILED, str(e))])
+            self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, Outcome.FAILED).inc()
             log.error("rollouts: %s failed: %s", text, e)
             return False
-        self.journal.settle([(aid, "applied", None)])
-        self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, "applied").inc()
+        self.journal.settle([(aid, Outcome.APPLIED, None)])
+        self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, Outcome.APPLIED).inc()
         about = client.V1ObjectReference(kind=w.kind, name=w.name, namespace=w.namespace,
                                          api_version="apps/v1")
         reason = "SentinelRolloutRollback" if a.kind == "rollback" else "SentinelRolloutHold"
@@ -321,18 +322,18 @@ class RolloutGuard:
             text = f"resumed {_describe(w)} by {by}"
             self.journal.plan_other(aid, now, self.mode, "rollout-resume", "", w.key, LEVEL,
                                     "resume", "manual", text, {"hold": w.hold})
-            if self.mode == "enforce":
+            if self.mode is Mode.ENFORCE:
                 try:
                     self.writer.resume(w, None)
                 except AdapterError as e:
-                    self.journal.settle([(aid, "failed", str(e))])
+                    self.journal.settle([(aid, Outcome.FAILED, str(e))])
                     raise RolloutError(502, str(e)) from None
             self._done.discard(f"hold:{w.key}")
-            self.journal.settle([(aid, "applied", None)])
+            self.journal.settle([(aid, Outcome.APPLIED, None)])
             self.metrics.rollout_actions.labels(w.namespace, w.name, "resume",
-                                                "applied" if self.mode == "enforce"
+                                                "applied" if self.mode is Mode.ENFORCE
                                                 else "planned").inc()
-            log.warning("%s %s", "ENFORCED" if self.mode == "enforce" else "DRY-RUN", text)
+            log.warning("%s %s", "ENFORCED" if self.mode is Mode.ENFORCE else "DRY-RUN", text)
             return {"workload": w.key, "action": "resume", "mode": self.mode, "by": by}
 
     # -- reading ---------------------------------------------------------------------------
