@@ -144,13 +144,17 @@ class SiteCollector:
         exprs = [AGE_QUERY, NOW_QUERY, ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
                  *(r.expr for r in rules), *(e for _, e in features)]
         start_task = asyncio.ensure_future(asyncio.wait_for(self._started(site, left()), left()))
-        results = await asyncio.gather(
-            *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
-            return_exceptions=True)
         try:
-            started = await start_task
-        except TimeoutError:
-            started = None
+            results = await asyncio.gather(
+                *(asyncio.wait_for(self._query(site, e, left()), left()) for e in exprs),
+                return_exceptions=True)
+            try:
+                started = await start_task
+            except TimeoutError:
+                started = None
+        finally:  # a cycle cut short (shutdown) must not leave it running on a closed client
+            if not start_task.done():
+                start_task.cancel()
         age_res, now_res, old_res = results[0], results[1], results[2]
         rule_res, feature_res = results[3:3 + len(rules)], results[3 + len(rules):]
         established = frozenset(m["node"] for m, _ in old_res if "node" in m) \
