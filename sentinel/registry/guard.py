@@ -23,6 +23,7 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import Config, SiteConfig
+from sentinel.core.errors import AdapterError
 from sentinel.core.ids import action_id
 from sentinel.core.model import Mode, Outcome
 from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
@@ -107,7 +108,7 @@ class RegistryGuard:
         """Where a previous sentinel left the site: read from the ConfigMap or the workloads."""
         try:
             role = self._current(s)
-        except Exception as e:  # the API or the workloads unreadable: the next round retries
+        except AdapterError as e:  # the API or the workloads unreadable: the next round retries
             log.warning("site %s: cannot read the active registry yet: %s", s.cfg.name, e)
             return
         if role is not None:
@@ -138,6 +139,7 @@ class RegistryGuard:
             self.journal.settle([(aid, Outcome.APPLIED, None)])
             log.info("DRY-RUN %s site %s: %s", kind, site, reason)
             return True
+        about: client.V1ObjectReference | None
         try:
             if reg.strategy == "mirror-config":
                 about = self.mirror.apply(s.cfg, s.standby, sw.to, reason, now)
@@ -145,18 +147,23 @@ class RegistryGuard:
                 changed = self.images.apply(self.cfg.site_selector(s.cfg), s.primary,
                                             s.standby, sw.to)
                 reason += f"; workloads: {', '.join(changed) or 'none opted in'}"
-                about = client.V1ObjectReference(kind="Node", name=site, api_version="v1")
-        except Exception as e:  # journaled as failed; the next round retries
+                # The Event is about a workload it changed (there is no object for a site).
+                ns, _, name = (changed[0] if changed else "/").partition("/")
+                about = client.V1ObjectReference(kind="Deployment", namespace=ns, name=name,
+                                                 api_version="apps/v1") if changed else None
+        except AdapterError as e:  # journaled as failed; the next round retries
             self.journal.settle([(aid, Outcome.FAILED, str(e))])
             self.metrics.registry_switches.labels(site, sw.to.value, Outcome.FAILED).inc()
             log.error("site %s: %s failed: %s", site, kind, e)
             return False
         self.journal.settle([(aid, Outcome.APPLIED, None)])
         self.metrics.registry_switches.labels(site, sw.to.value, Outcome.APPLIED).inc()
-        record_event(self.core, self.cfg.cluster.events_namespace, f"{about.name}.sentinel-{aid}",
-                     about, "SentinelRegistryFailover" if sw.to is Role.STANDBY else
-                     "SentinelRegistryFailback", f"[{aid}] site {site}: {reason}",
-                     "Warning" if sw.to is Role.STANDBY else "Normal", now)
+        if about is not None:  # an Event lives in its object's namespace
+            record_event(self.core, about.namespace or self.cfg.cluster.events_namespace,
+                         f"{about.name}.sentinel-{aid}", about,
+                         "SentinelRegistryFailover" if sw.to is Role.STANDBY else
+                         "SentinelRegistryFailback", f"[{aid}] site {site}: {reason}",
+                         "Warning" if sw.to is Role.STANDBY else "Normal", now)
         log.warning("ENFORCED %s site %s: %s", kind, site, reason)
         return True
 

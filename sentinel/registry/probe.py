@@ -103,7 +103,8 @@ class MirrorConfig:
         except ApiException as e:
             if e.status == 404:
                 return None
-            raise
+            raise KubeError(f"ConfigMap {self.namespace}/{self.name(site)}: "
+                            f"{api_reason(e)}") from None
         ann = (cm.metadata.annotations if cm.metadata else None) or {}
         role = ann.get(f"{self.domain}/registry-active")
         return Role(role) if role in (Role.PRIMARY, Role.STANDBY) else None
@@ -127,12 +128,16 @@ class MirrorConfig:
                              f"{self.domain}/registry-since": str(now),
                              f"{self.domain}/registry-reason": reason[:1000]}),
             data={"hosts.toml": toml, "host": host_of(primary.url)})
+        where = f"ConfigMap {self.namespace}/{self.name(site.name)}"
         try:
             self.core.replace_namespaced_config_map(self.name(site.name), self.namespace, body)
         except ApiException as e:
             if e.status != 404:
-                raise
-            self.core.create_namespaced_config_map(self.namespace, body)
+                raise KubeError(f"{where}: {api_reason(e)}") from None
+            try:
+                self.core.create_namespaced_config_map(self.namespace, body)
+            except ApiException as e2:
+                raise KubeError(f"{where}: {api_reason(e2)}") from None
         return client.V1ObjectReference(kind="ConfigMap", name=self.name(site.name),
                                         namespace=self.namespace, api_version="v1")
 
@@ -147,8 +152,11 @@ class ImageOverride:
         self.label, self.key = label, f"{domain}/registry-original-images"
 
     def _workloads(self, selector: Mapping[str, str]) -> list[Any]:
-        items = self.apps.list_deployment_for_all_namespaces(
-            label_selector=f"{self.label}=true").items
+        try:
+            items = self.apps.list_deployment_for_all_namespaces(
+                label_selector=f"{self.label}=true").items
+        except ApiException as e:
+            raise KubeError(f"Deployments labelled {self.label}=true: {api_reason(e)}") from None
         def pinned(d: Any) -> dict[str, str]:
             spec = d.spec.template.spec if d.spec and d.spec.template else None
             return (spec.node_selector if spec is not None else None) or {}
