@@ -198,3 +198,47 @@ def test_a_registry_needs_a_standby(tmp_path: Path) -> None:
     out = _cli("config", "check", str(tmp_path / "c.yaml"))
     assert out.returncode == 2
     assert "site 'a' has a registry but no standby" in out.stderr
+
+
+def test_version_and_build_info() -> None:
+    from importlib.metadata import version
+
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.adapters.metrics import Metrics
+
+    out = _cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"sentinel {version('sentinel-edge')}"
+    reg = CollectorRegistry()
+    Metrics(reg, "enforce")
+    samples = [s for m in reg.collect() if m.name == "sentinel_build_info" for s in m.samples]
+    assert [s.labels["version"] for s in samples] == [version("sentinel-edge")]
+
+
+def test_json_logs_keep_the_traceback() -> None:
+    import json
+    import logging
+
+    from sentinel.cli.main import JsonFormatter
+
+    try:
+        raise ValueError("the journal is locked")
+    except ValueError:
+        record = logging.getLogger("t").makeRecord("t", logging.ERROR, __file__, 1, "cycle %s",
+                                                   ("failed",), sys.exc_info())
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "cycle failed" and line["level"] == "ERROR"
+    assert "Traceback" in line["exc"] and "ValueError: the journal is locked" in line["exc"]
+
+
+def test_the_cli_starts_without_the_heavy_libraries() -> None:
+    """`sentinel --help` and the on-call commands load neither scikit-learn, numpy, the
+    configuration schema nor the HTTP models (time is a benchmark's business; the imports are
+    what make it slow)."""
+    code = ("import sys, sentinel.cli.main as m; "
+            "print(sorted(x for x in ('sklearn', 'numpy', 'sentinel.config.schema', "
+            "'sentinel.http.models', 'httpx', 'fastapi') if x in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

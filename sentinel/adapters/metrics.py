@@ -5,6 +5,7 @@ so cardinality follows trouble rather than fleet size)."""
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sentinel.adapters.actuate import ActionResult
+from sentinel.adapters.version import version
 from sentinel.core.detect import Detection
 from sentinel.core.model import NODE_KEY, NodeInfo, Plan, SiteState, Snapshot
 from sentinel.core.overrides import Overrides
@@ -77,6 +79,9 @@ class Metrics:
                               registry=registry)
         self.last_success = Gauge("sentinel_last_cycle_success_timestamp_seconds",
                                   "When the last cycle completed.", registry=registry)
+        Gauge("sentinel_build_info", "1, labelled with the running sentinel's version and "
+              "Python's.", ["version", "python"], registry=registry).labels(
+            version(), platform.python_version()).set(1)
         mode_g = Gauge("sentinel_mode", "1 for the mode sentinel runs in.", ["mode"],
                        registry=registry)
         for m in ("enforce", "dry-run"):

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.decomposition import PCA
 
+from sentinel.anomaly import ESTIMATORS
 from sentinel.anomaly.arrays import (
     Array,
     Calibration,
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 
-ESTIMATORS = ("combined", "zscore", "pca", "iforest", "knn")
 #: Fewer training steps than this and a baseline means nothing.
 MIN_STEPS = 30
 #: The smallest spread of the peers' z-scores: healthy nodes differ by about one.

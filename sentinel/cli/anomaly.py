@@ -7,14 +7,14 @@ no fleet at all: a labelled dataset in the server-machine benchmark layout.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from sentinel.anomaly.score import ESTIMATORS, AnomalyParams
+from sentinel.anomaly import ESTIMATORS
 from sentinel.cli.errors import config_or_exit
 
 __all__ = ["anomaly_app"]
@@ -27,7 +27,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Alias of --output json.",
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 @anomaly_app.command()
@@ -60,6 +60,8 @@ def evaluate(
     if not 0 < target_alarm_rate < 0.5:
         typer.echo("error: --target-alarm-rate must be between 0 and 0.5", err=True)
         raise typer.Exit(2)
+    from sentinel.anomaly.score import AnomalyParams
+
     params = AnomalyParams(target_alarm_rate=target_alarm_rate)
     results = []
     started = time.monotonic()
@@ -157,6 +159,8 @@ def score(config: ConfigOpt,
                   for n in vals}
     names, sites, x = feature_matrix(node_sites, views, list(model.features))
     scores, _ = score_fleet(model, names, sites, x, AlarmState())
+    import numpy as np
+
     order = sorted(names, key=lambda n: -np.nan_to_num(scores.score[scores.index[n]],
                                                       nan=-1))[:top]
     rows: list[dict[str, Any]] = []

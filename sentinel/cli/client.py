@@ -4,16 +4,16 @@ message is the single line the on-call reads, and whose code is the exit status.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import httpx
-from pydantic import TypeAdapter, ValidationError
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from sentinel.core.errors import SentinelError, WiringError
-from sentinel.http import models
 
-__all__ = ["ANSWERS", "EXIT_AUTH", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "Client", "ClientError",
-           "answer_model"]
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+__all__ = ["EXIT_AUTH", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "Client", "ClientError",
+           "answer_model", "answers"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_ERROR, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 3, 4, 5
@@ -25,10 +25,14 @@ class ClientError(SentinelError):
         self.message, self.code = message, code
 
 
-#: The model of every answer, by method and path: the same models the server answers with
-#: (http/models.py); tests/test_http_contract.py checks that this covers every route.
-ANSWERS: tuple[tuple[str, re.Pattern[str], Any], ...] = tuple(
-    (m, re.compile(f"^/api/v1/{p}$"), t) for m, p, t in (
+@cache
+def answers() -> tuple[tuple[str, re.Pattern[str], Any], ...]:
+    """The model of every answer, by method and path: the same models the server answers
+    with (http/models.py); tests/test_http_contract.py checks that this covers every route.
+    Built on first use: `sentinel --help` loads neither pydantic's models nor httpx."""
+    from sentinel.http import models
+
+    return tuple((m, re.compile(f"^/api/v1/{p}$"), t) for m, p, t in (
         ("GET", "status", models.StatusOut),
         ("GET", "sites", list[models.SiteRow]),
         ("GET", "nodes", list[models.NodeRow]),
@@ -48,7 +52,9 @@ ANSWERS: tuple[tuple[str, re.Pattern[str], Any], ...] = tuple(
 
 
 def answer_model(method: str, path: str) -> TypeAdapter[Any]:
-    for m, pattern, model in ANSWERS:
+    from pydantic import TypeAdapter
+
+    for m, pattern, model in answers():
         if m == method and pattern.match(path):
             return TypeAdapter(model)
     raise WiringError(f"the CLI has no model for {method} {path}")
@@ -63,6 +69,8 @@ class Client:
             headers["authorization"] = f"Bearer {token}"
         if user:
             headers["x-sentinel-user"] = user
+        import httpx  # here: `sentinel --help` does not pay for it
+
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -83,6 +91,8 @@ class Client:
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         body = self._request(method, path, **kw)
+        from pydantic import ValidationError
+
         adapter = answer_model(method, path)
         try:
             parsed = adapter.validate_python(body)
@@ -93,6 +103,8 @@ class Client:
         return adapter.dump_python(parsed, mode="json", exclude_unset=True)
 
     def _request(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
         try:
             r = self._http.request(method, path, **kw)
         except httpx.TimeoutException:

@@ -4,13 +4,12 @@ file and line, and exit status 2, before anything is touched."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from sentinel.config.loading import load_config
-from sentinel.config.schema import Config
-from sentinel.config.yamlsrc import SourceError
+if TYPE_CHECKING:
+    from sentinel.config.schema import Config
 
 __all__ = ["config_or_exit", "fail"]
 
@@ -23,6 +22,10 @@ def fail(problems: list[str], what: str) -> NoReturn:
 
 
 def config_or_exit(path: Path) -> Config:
+    # Imported here: `sentinel --help` and the on-call commands never load the schema.
+    from sentinel.config.loading import load_config
+    from sentinel.config.yamlsrc import SourceError
+
     try:
         return load_config(path)
     except SourceError as e:

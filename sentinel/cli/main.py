@@ -10,16 +10,18 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+from sentinel.adapters.version import version
 from sentinel.cli.anomaly import anomaly_app
 from sentinel.cli.errors import config_or_exit, fail
 from sentinel.cli.oncall import register
-from sentinel.config.rules import load_rules
-from sentinel.config.schema import Config
-from sentinel.config.yamlsrc import SourceError
 from sentinel.core.ruleset import RuleSet
+
+if TYPE_CHECKING:
+    from sentinel.config.schema import Config
 
 __all__ = ["main"]
 
@@ -28,6 +30,21 @@ app = typer.Typer(help="Sentinel: fault isolation for cloud-edge Kubernetes flee
 rules_app = typer.Typer(help="Isolation rules.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 sim_app = typer.Typer(help="The simulated fleet (for the demo and tests).", no_args_is_help=True)
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"sentinel {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version,
+                                            is_eager=True, help="Print the version and exit.")
+          ) -> None:
+    """Sentinel: fault isolation for cloud-edge Kubernetes fleets."""
+
+
 app.add_typer(rules_app, name="rules")
 app.add_typer(config_app, name="config")
 app.add_typer(sim_app, name="sim")
@@ -38,6 +55,9 @@ DEFAULT_SIM = "http://127.0.0.1:18099"
 
 
 def _load(config: Path) -> tuple[Config, RuleSet]:
+    from sentinel.config.rules import load_rules
+    from sentinel.config.yamlsrc import SourceError
+
     cfg = config_or_exit(config)
     try:
         rules = load_rules([cfg.resolve(r) for r in cfg.rules])
@@ -46,15 +66,22 @@ def _load(config: Path) -> tuple[Config, RuleSet]:
     return cfg, rules
 
 
-class _JsonFormatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line; `log.exception`'s traceback is kept, in `exc`."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": record.created, "level": record.levelname,
-                           "logger": record.name, "msg": record.getMessage()})
+        out: dict[str, object] = {"ts": record.created, "level": record.levelname,
+                                  "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out)
 
 
 def _logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for noisy in ("apscheduler", "httpx", "uvicorn.access"):
@@ -86,6 +113,9 @@ def rules_check(paths: list[Path] = typer.Argument(..., help="Rule files or dire
                 promql: bool = typer.Option(True, help="Also parse each expr with promtool.")
                 ) -> None:
     """Validate rule files; every problem with its file and line."""
+    from sentinel.config.rules import load_rules
+    from sentinel.config.yamlsrc import SourceError
+
     try:
         rs = load_rules(paths)
     except SourceError as e:
