@@ -35,9 +35,10 @@ class Demo:
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("SENTINEL_URL", "SENTINEL_SIM")}
         self.env.update(PYTHONUNBUFFERED="1", SENTINEL_DEMO_FILE=str(tmp / "demo.json"))
+        # its own process group, as a shell's foreground job: Ctrl-C goes to the whole group
         self.proc = subprocess.Popen([sys.executable, "-m", "sentinel", "demo", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=self.env)
+                                     env=self.env, start_new_session=True)
         self.out: list[str] = []
         self.err: list[str] = []
         self._threads = [threading.Thread(target=self._drain, args=(s, buf), daemon=True)
@@ -106,7 +107,7 @@ def test_the_largest_demo_starts_touching_no_healthy_node_and_stops_on_ctrl_c_in
     out = d.cli("sim", "inject", "component", "edge-z-50", "coredns")
     assert out.returncode == 0 and "edge-z-50: coredns down" in out.stdout, out.stderr
     t0 = time.monotonic()
-    d.proc.send_signal(signal.SIGINT)
+    os.killpg(d.proc.pid, signal.SIGINT)  # Ctrl-C at the terminal: the foreground group
     assert d.finish(timeout=30) == 0, d.text()
     took = time.monotonic() - t0
     assert took <= 10, f"Ctrl-C took {took:.1f}s to stop the demo"

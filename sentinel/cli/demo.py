@@ -106,7 +106,10 @@ class Demo:
             [sys.executable, "-m", "sentinel", "serve", "--config",
              str(self.dir / "sentinel.yaml")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Its own process group: a terminal's Ctrl-C reaches the demo only, which stops
+            # sentinel with one SIGINT (a second one makes uvicorn quit with a traceback).
+            start_new_session=True)
         threading.Thread(target=self._relay, daemon=True).start()
         if not self._wait(lambda: self._ready(), 60, "sentinel ready"):
             raise DemoError("sentinel serve did not become ready within 60s (its log is "
