@@ -277,6 +277,9 @@ def run_demo(sites: int, nodes: int, *, scrape_interval: float, tour: bool,
     demo = Demo(sites, nodes, scrape_interval)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Started in the background by a script, a process inherits SIGINT ignored: Ctrl-C (or
+    # `kill -INT`) must stop the demo all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _start(demo)
         ok = True
