@@ -26,7 +26,7 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.loading import parse_config
-from sentinel.registry.guard import RegistryGuard
+from sentinel.http.runtime import make_recorder, registry_guard
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.registry import RegistryProcess
 from sentinel.sim.store import RESOURCES, ApiError
@@ -46,8 +46,9 @@ async def main(runs: int) -> None:
                        "healthy_for_failback": "1s", "max_failbacks": 1000}}),
         str(tmp / "sentinel.yaml"), {})
     journal = Journal(tmp / "journal.db")
-    guard = RegistryGuard(cfg, make_api_client(cfg.cluster), journal,
-                          Metrics(CollectorRegistry(), "enforce"), lambda s: False, "enforce")
+    api = make_api_client(cfg.cluster)
+    guard = registry_guard(cfg, api, make_recorder(cfg, api, journal),
+                           Metrics(CollectorRegistry(), "enforce"), lambda s: False)
     interval = cfg.registries.probe_interval
 
     def active() -> str | None:

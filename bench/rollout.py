@@ -30,6 +30,7 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.loading import parse_config
+from sentinel.http.runtime import make_recorder, rollout_guard
 from sentinel.rollouts.guard import RolloutGuard
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.store import Resource
@@ -120,8 +121,9 @@ def main(batches: int, n_bad: int, n_noisy: int) -> None:
                       for s, u in fleet.prometheus_urls().items()]}),
             str(tmp / "sentinel.yaml"), {})
         journal = Journal(tmp / "journal.db")
-        guard = RolloutGuard(cfg, make_api_client(cfg.cluster), journal,
-                             Metrics(CollectorRegistry(), "enforce"), "enforce").start()
+        api = make_api_client(cfg.cluster)
+        guard = rollout_guard(cfg, api, make_recorder(cfg, api, journal),
+                              Metrics(CollectorRegistry(), "enforce")).start()
         guard.view.wait_synced(30)
         times: list[float] = []
         false = runs = missed = 0

@@ -18,6 +18,7 @@ import yaml
 
 from sentinel.config.loading import parse_config
 from sentinel.config.rules import load_rules
+from sentinel.core.explain import explain_node
 from sentinel.http.app import Runtime, build_runtime
 from sentinel.isolation.cycle import CycleReport
 from sentinel.sim.fleet import NODES, PODS, Fleet, FleetSpec
@@ -66,6 +67,7 @@ def reset(fleet: Fleet) -> None:
             ann = o["metadata"].get("annotations", {})
             ann.pop(f"{DOMAIN}/isolation", None)
             ann.pop("node.beta.openyurt.io/autonomy", None)
+            ann.pop("node.openyurt.io/autonomy-duration", None)
         fleet.store.mutate(NODES, "", n, clean)
     items, _ = fleet.store.list(PODS, None)
     for p in items:
@@ -149,6 +151,14 @@ class Harness:
             out.append(self.cycle())
             time.sleep(pause)
         return out
+
+    def explain(self, node: str, **kw: Any) -> dict[str, Any]:
+        """The node's story as of the last cycle, as the API tells it."""
+        rep = self.reports[-1]
+        return explain_node(rep.nodes_after[node], snapshot=rep.snapshot,
+                            detection=rep.detection, plan=rep.plan, state=rep.state,
+                            params=self.sentinel.decide_params, mode=rep.mode,
+                            now=rep.finished_at, journal=[], **kw)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.rt.aclose())

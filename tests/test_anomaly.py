@@ -32,7 +32,6 @@ from sentinel.anomaly.store import ModelRefused, load_model, save_model
 from sentinel.config.loading import parse_config
 from sentinel.core.decide import DecideParams, PolicyState, decide
 from sentinel.core.detect import DetectParams, detect
-from sentinel.core.explain import explain_node
 from sentinel.core.model import (
     ANOMALY_KEY,
     AnomalyReading,
@@ -430,10 +429,7 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     assert re.search(rf'sentinel_anomaly_score{{node="{node}",site="{site}"}} 0\.9', metrics)
     assert f'sentinel_anomaly_alarm{{node="{node}",site="{site}"}} 1.0' in metrics
     assert "sentinel_anomaly_model_age_seconds " in metrics
-    story = explain_node(rep.nodes_after[node], snapshot=rep.snapshot,
-                         detection=rep.detection, plan=rep.plan, state=rep.state,
-                         params=h.sentinel.decide_params, mode=rep.mode, now=rep.finished_at,
-                         journal=[], anomaly=rep.anomaly.reading(node), anomaly_action=action)
+    story = h.explain(node, anomaly=rep.anomaly.reading(node), anomaly_action=action)
     assert story["anomaly"]["alarm"] and story["anomaly"]["top"][0]["feature"] == "disk_latency"
     assert any(s.startswith("Anomaly score") and "disk_latency" in s for s in story["story"])
 

@@ -242,3 +242,17 @@ def test_the_cli_starts_without_the_heavy_libraries() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["isolate", "edge-a-01"], "error: Missing option '--reason' / '-r'. "
+                               "(see 'sentinel isolate --help')"),
+    (["isolate"], "error: Missing argument 'node'. (see 'sentinel isolate --help')"),
+    (["status", "--bogus"], "error: No such option: --bogus (see 'sentinel status --help')"),
+    (["nosuch"], "error: No such command 'nosuch'. (see 'sentinel --help')"),
+])
+def test_a_usage_error_is_one_line_naming_what_is_missing(args: list[str], says: str) -> None:
+    exe = Path(sys.executable).parent / "sentinel"  # the command an operator types
+    out = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == says, out.stderr

@@ -6,10 +6,11 @@ from collections import Counter
 
 import pytest
 
-from sentinel.core.budgets import BudgetKind, Budgets, spend
+from sentinel.core.budgets import BudgetKind, Budgets, recheck, spend
 from sentinel.core.detect import Detection
 from sentinel.core.model import (
     NODE_KEY,
+    Action,
     ActionKind,
     Condition,
     Finding,
@@ -99,7 +100,7 @@ def test_hand_back(n: NodeInfo, ov: Override | None, exempt: bool, released: lis
     (node(held=held(NODE_KEY, NO_EXECUTE)), NODE_KEY, None),
 ], ids=["level2-evicts", "protected-no-evict", "level1", "already-held"])
 def test_manual_candidate(n: NodeInfo, key: str, effect: str | None) -> None:
-    cands = manual_candidate(n, None, override(OverrideKind.ISOLATE, key))
+    cands = manual_candidate(n, None, override(OverrideKind.ISOLATE, key), NOW)
     assert [c.effect for c in cands] == ([effect] if effect else [])
 
 
@@ -161,7 +162,8 @@ def test_guard(state: SiteState, wide: dict[str, int], kept: set[str], clocks: s
 ], ids=["wanted", "paused", "manual-beats-rule", "already-held"])
 def test_wanted(n: NodeInfo, manual: Override | None, paused: Override | None,
                 effects: list[str], reason: NoteReason | None) -> None:
-    cands, notes = wanted(n, finding(PROXY), {"kube-proxy": (PROXY, NOW - 70)}, manual, paused)
+    cands, notes = wanted(n, finding(PROXY), {"kube-proxy": (PROXY, NOW - 70)}, manual, paused,
+                          NOW)
     assert [c.effect for c in cands] == effects
     assert [nt.reason for nt in notes] == ([reason] if reason else [])
 
@@ -218,3 +220,50 @@ def test_spend_takes_level2_first_and_counts_the_fleet() -> None:
     out = spend([_cand("a"), _cand("b", Level.NODE)], b, detection(nodes=10), [], NOW)
     assert [(a.node, a.level) for a in out.actions] == [("b", Level.NODE)]
     assert out.exhausted == {BudgetKind.FLEET}
+
+
+def _fleet(held_nodes: list[str], size: int = 10) -> dict[str, NodeInfo]:
+    return {f"n{i}": node(f"n{i}", held("kube-proxy") if f"n{i}" in held_nodes else None)
+            for i in range(size)}
+
+
+def _release(name: str, key: str = "kube-proxy") -> Action:
+    return Action(f"r-{name}", ActionKind.RELEASE, NodeName(name), S, key, Level.COMPONENT,
+                  NO_SCHEDULE, "proxy-down", "clear")
+
+
+@pytest.mark.parametrize(("held_now", "recent", "plan", "kept", "refused"), [
+    # the plan as made: the site (10 nodes, max half) has room for the three
+    (["n0", "n1"], 0, ["n5", "n6", "n7"], ["n5", "n6", "n7"], set()),
+    # another writer isolated two more nodes meanwhile: only one fits now
+    (["n0", "n1", "n2", "n3"], 0, ["n5", "n6", "n7"], ["n5"], {BudgetKind.site("s")}),
+    # a node already held gets another key: no new node, no site budget spent
+    (["n0", "n1", "n2", "n3", "n4"], 0, ["n4"], ["n4"], set()),
+    # the plan's own release frees a node first: its place is free again
+    (["n0", "n1", "n2", "n3", "n4"], 0, ["-n4", "n5"], ["-n4", "n5"], set()),
+    # isolations journaled by now (by anyone) spend the rate budget
+    ([], 9, ["n5", "n6"], ["n5"], {BudgetKind.RATE}),
+    # a person's --force spends none
+    (["n0", "n1", "n2", "n3", "n4"], 10, ["f"], ["f"], set()),
+], ids=["as-planned", "spent-meanwhile", "same-node", "release-first", "rate", "forced"])
+def test_recheck_counts_the_budgets_again_where_the_plan_is_applied(
+        held_now: list[str], recent: int, plan: list[str], kept: list[str],
+        refused: set[str]) -> None:
+    nodes = _fleet(held_now)
+    nodes["f"] = node("f")
+    actions = []
+    for name in plan:
+        if name.startswith("-"):
+            actions.append(_release(name[1:]))
+            continue
+        c = _cand(name, force=name == "f")
+        ev: dict[str, object] = {"override": c.override.record()} if c.override else {}
+        actions.append(Action(f"i-{name}", ActionKind.ISOLATE, NodeName(name), S,
+                              "kube-proxy", Level.COMPONENT, NO_SCHEDULE, "proxy-down", "why",
+                              ev))
+    b = Budgets(Counter(), 11, 0.5, 0.9, 10)
+    ok, no = recheck(actions, nodes, {S: 10}, b, [NOW - 5] * recent, NOW)
+    assert [("-" if a.kind is ActionKind.RELEASE else "") + a.node for a in ok] == kept
+    assert {r.budget for r in no} == refused
+    assert all(r.why.startswith("refused where applied: ") for r in no)
+    assert len(ok) + len(no) == len(actions)

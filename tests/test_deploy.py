@@ -18,6 +18,8 @@ import yaml
 
 from sentinel.config.loading import parse_config
 from sentinel.config.rules import load_rules
+from sentinel.config.schema import Config
+from sentinel.registry.probe import MirrorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -116,6 +118,21 @@ def test_rbac_grants_only_what_sentinel_needs(base: list[dict[str, Any]],
     assert _rules(role) == {(g, r, v) for g, r in (("coordination.k8s.io", "leases"),
                                                    ("", "configmaps"))
                             for v in ("get", "create", "update")}
+    cfg = _shipped_config(base)
+    named: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        if rule["verbs"] == ["create"]:  # RBAC cannot limit create by name
+            assert "resourceNames" not in rule
+            continue
+        assert set(rule["verbs"]) <= {"get", "update"} and rule.get("resourceNames"), \
+            f"{rule}: get and update only by name (not its own configuration and rules)"
+        for r in rule["resources"]:
+            named.setdefault(r, set()).update(rule["resourceNames"])
+    assert named["leases"] == {cfg.leader_election.name}
+    assert named["configmaps"] == {MirrorConfig.name(s.name) for s in cfg.sites}, \
+        "one mirror-config ConfigMap per site of the shipped configuration"
+    assert not any(n.startswith(("sentinel-config", "sentinel-rules"))
+                   for n in named["configmaps"])
     assert _rules(by(full, "ClusterRole", "sentinel-rollouts")) == {
         ("apps", r, v) for r in ("deployments", "daemonsets")
         for v in ("get", "list", "watch", "patch")} | {
@@ -130,6 +147,30 @@ def test_rbac_grants_only_what_sentinel_needs(base: list[dict[str, Any]],
               and d["roleRef"]["name"] in {r["metadata"]["name"] for r in ours}):
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "sentinel",
                                   "namespace": "sentinel"}]
+
+
+def _shipped_config(base: list[dict[str, Any]]) -> Config:
+    cfg_map = next(d for d in base if d["kind"] == "ConfigMap"
+                   and d["metadata"]["name"].startswith("sentinel-config"))
+    return parse_config(cfg_map["data"]["sentinel.yaml"], "deploy/sentinel.yaml", {})
+
+
+def test_only_alertmanager_prometheus_and_labelled_clients_reach_sentinel(
+        base: list[dict[str, Any]]) -> None:
+    np = by(base, "NetworkPolicy", "sentinel")["spec"]
+    assert np["policyTypes"] == ["Ingress"]
+    allowed = [{"app.kubernetes.io/name": "alertmanager"},
+               {"app.kubernetes.io/name": "prometheus"}, {"sentinel.edge.io/client": "true"}]
+    for rule in np["ingress"]:
+        assert rule.get("from"), "an ingress rule without `from` admits every pod"
+        assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer["podSelector"]["matchLabels"] in allowed, peer
+    peers = [p["podSelector"]["matchLabels"] for r in np["ingress"] for p in r["from"]]
+    assert sorted(map(str, peers)) == sorted(map(str, allowed))
+    readme = (DEPLOY / "networkpolicy.yaml").read_text()
+    assert all(k in readme for m in allowed for k in m), "every label documented"
 
 
 def test_the_podmonitor_scrapes_the_deployment(full: list[dict[str, Any]]) -> None:

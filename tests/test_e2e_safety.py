@@ -132,6 +132,7 @@ def test_actions_interrupted_by_a_crash_are_settled_from_the_nodes(harness: Any)
     `planned`; the next sentinel reads the node's decision id and settles it."""
     import sqlite3
 
+    from sentinel.core.effects import effect_of
     from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
     h1 = harness()
@@ -141,7 +142,7 @@ def test_actions_interrupted_by_a_crash_are_settled_from_the_nodes(harness: Any)
     (row,) = h1.rt.journal.actions(node="edge-c-04")
     ghost = Action("feedfacecafe", ActionKind.ISOLATE, NodeName("edge-c-05"), SiteName("site-c"),
                    "kube-proxy", Level.COMPONENT, "NoSchedule", "kube-proxy-down", "never ran")
-    h1.rt.journal.plan([ghost], "enforce", time.time())
+    h1.rt.journal.write_ahead([effect_of(ghost)], "enforce", time.time())
     with sqlite3.connect(h1.cfg.journal) as db:
         db.execute("UPDATE actions SET outcome = 'planned' WHERE id = ?", (row["id"],))
     h1.rt.cluster.stop()

@@ -23,7 +23,7 @@ from sentinel.adapters.metrics import Metrics
 from sentinel.config.capabilities import Registries
 from sentinel.config.loading import parse_config
 from sentinel.config.schema import Config
-from sentinel.registry.guard import RegistryGuard
+from sentinel.http.runtime import make_recorder, registry_guard
 from sentinel.registry.probe import MirrorConfig
 from sentinel.registry.state import (
     Probe,
@@ -172,9 +172,9 @@ class Guard:
         self.loop = asyncio.new_event_loop()
         self.registry = CollectorRegistry()
         self.journal = Journal(tmp / "journal.db")
-        self.guard = RegistryGuard(cfg, make_api_client(cfg.cluster), self.journal,
-                                   Metrics(self.registry, cfg.mode), lambda s: partitioned,
-                                   cfg.mode)
+        api = make_api_client(cfg.cluster)
+        self.guard = registry_guard(cfg, api, make_recorder(cfg, api, self.journal),
+                                    Metrics(self.registry, cfg.mode), lambda s: partitioned)
 
     def round(self) -> list[tuple[str, Any]]:
         return self.loop.run_until_complete(self.guard.run_round())

@@ -22,6 +22,7 @@ from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import make_api_client
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.loading import parse_config
+from sentinel.http.runtime import make_recorder, rollout_guard
 from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,
@@ -34,7 +35,6 @@ from sentinel.rollouts.analysis import (
     judge_metric,
     rank_test,
 )
-from sentinel.rollouts.guard import RolloutGuard
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.store import RESOURCES
 from sentinel.sim.workloads import DAEMONSETS, DEPLOYMENTS, PODS, REPLICASETS, REVISIONS
@@ -228,8 +228,9 @@ class G:
             "rollouts": {**GUARD, **rollouts}}), str(tmp / "sentinel.yaml"), {})
         self.registry = CollectorRegistry()
         self.journal = Journal(tmp / "journal.db")
-        self.guard = RolloutGuard(self.cfg, make_api_client(self.cfg.cluster), self.journal,
-                                  Metrics(self.registry, mode), mode).start()
+        api = make_api_client(self.cfg.cluster)
+        self.guard = rollout_guard(self.cfg, api, make_recorder(self.cfg, api, self.journal),
+                                   Metrics(self.registry, mode)).start()
         assert self.guard.view.wait_synced(10)
         self.acted: list[tuple[str, str]] = []
 

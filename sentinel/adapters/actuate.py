@@ -1,38 +1,49 @@
-"""Apply a Plan: the one place that changes the cluster, and its dry-run twin.
+"""Apply a Plan to the nodes, and its dry-run twin.
 
 `KubeActuator` patches nodes (read, render, patch with the resourceVersion as precondition,
-re-read on 409) and records an Event. `RecordingActuator` takes the same plan and simulates its
-effect on an overlay of the nodes, so the next cycle sees what enforce would have made; nothing
-else in sentinel knows which one it has.
+re-read on 409). `RecordingActuator` takes the same plan and simulates its effect on an overlay
+of the nodes, so the next cycle sees what enforce would have made; nothing else in sentinel
+knows which one it has. Journal, Events and log lines are the shared path's
+(adapters/acting.py), as for workloads and registries.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import ClusterView
+from sentinel.adapters.kube import ClusterView, api_reason
+from sentinel.core.effects import EventSpec
 from sentinel.core.model import Action, ActionKind, Held, Mode, NodeInfo, Outcome, Plan
 from sentinel.core.ownership import apply_actions, render_patch, unschedulable_after
 
-__all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator", "record_event"]
-
-log = logging.getLogger("sentinel.act")
+__all__ = ["ActionResult", "Actuator", "KubeActuator", "RecordingActuator"]
 
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
+    """How one node action went (adapters.acting.Settled)."""
+
     action: Action
     outcome: Outcome
     error: str | None = None
+    event: EventSpec | None = None
+    planned: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.action.id
+
+    @property
+    def line(self) -> str:
+        a = self.action
+        return f"{a.kind.value} {a.key} on {a.node}: {a.reason}"
 
 
 class Actuator(Protocol):
@@ -56,11 +67,10 @@ class KubeActuator:
     mode = Mode.ENFORCE
 
     def __init__(self, api: client.ApiClient, view: ClusterView, domain: str,
-                 events_namespace: str, retries: int = 5) -> None:
+                 retries: int = 5) -> None:
         self.core = client.CoreV1Api(api)
         self.cluster = view
         self.domain = domain
-        self.events_namespace = events_namespace
         self.retries = retries
 
     def view(self, nodes: Mapping[str, NodeInfo]) -> Mapping[str, NodeInfo]:
@@ -70,12 +80,7 @@ class KubeActuator:
         results: list[ActionResult] = []
         for node, actions in _by_node(plan.actions).items():
             outcome, error = self._patch(node, actions, now)
-            results.extend(ActionResult(a, outcome, error) for a in actions)
-            if outcome is Outcome.APPLIED:
-                for a in actions:
-                    self._event(a, now)
-            log.info("%s %s", "ENFORCED" if outcome is Outcome.APPLIED else outcome.value.upper(),
-                     "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
+            results.extend(ActionResult(a, outcome, error, _event(a)) for a in actions)
         return results
 
     def _patch(self, node: str, actions: list[Action], now: float) -> tuple[Outcome, str | None]:
@@ -97,38 +102,12 @@ class KubeActuator:
                 return Outcome.FAILED, f"{type(e).__name__}: {e}"
         return Outcome.FAILED, f"gave up after {self.retries} conflicts"
 
-    def _event(self, a: Action, now: float) -> None:
-        isolate = a.kind is ActionKind.ISOLATE
-        record_event(self.core, self.events_namespace, f"{a.node}.sentinel-{a.id}",
-                     client.V1ObjectReference(kind="Node", name=a.node, api_version="v1"),
-                     "SentinelIsolated" if isolate else "SentinelReleased",
-                     f"[{a.id}] {a.reason}", "Warning" if isolate else "Normal", now)
 
-
-def record_event(core: client.CoreV1Api, namespace: str, name: str,
-                 about: client.V1ObjectReference, reason: str, message: str, kind: str,
-                 now: float) -> None:
-    """A core/v1 Event, as `kubectl describe` shows it; failing to write one is logged, never
-    fatal: the journal has the record."""
-    ts = datetime.fromtimestamp(now, UTC)
-    ev = client.CoreV1Event(
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace), involved_object=about,
-        reason=reason, message=message[:1024], type=kind,
-        source=client.V1EventSource(component="sentinel"),
-        first_timestamp=ts, last_timestamp=ts, count=1)
-    try:
-        core.create_namespaced_event(namespace, ev)
-    except ApiException as e:
-        log.warning("could not record the Event %s about %s %s: %s", name, about.kind,
-                    about.name, api_reason(e))
-
-
-def api_reason(e: ApiException) -> str:
-    try:
-        body: Any = json.loads(e.body or "{}")
-        return str(body.get("message") or e.reason)
-    except ValueError:
-        return str(e.reason)
+def _event(a: Action) -> EventSpec:
+    isolate = a.kind is ActionKind.ISOLATE
+    return EventSpec("Node", a.node, None, "v1",
+                     "SentinelIsolated" if isolate else "SentinelReleased", a.reason,
+                     "Warning" if isolate else "Normal")
 
 
 class RecordingActuator:
@@ -158,7 +137,5 @@ class RecordingActuator:
             held, unsched = self._overlay.get(node, start)
             new = apply_actions(held, actions, now, already_unschedulable=unsched)
             self._overlay[node] = (new, unschedulable_after(held, new, unsched))
-            results.extend(ActionResult(a, Outcome.APPLIED) for a in actions)
-            log.info("DRY-RUN (nothing changed) %s",
-                     "; ".join(f"{a.kind.value} {a.key} on {a.node}: {a.reason}" for a in actions))
+            results.extend(ActionResult(a, Outcome.APPLIED, planned=True) for a in actions)
         return results

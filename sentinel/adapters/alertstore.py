@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sentinel.adapters.journal import open_sqlite
+from sentinel.adapters.journal import open_sqlite, transaction
 from sentinel.core.alerts import MappedAlert
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import AlertEvidence, Level, NodeName
@@ -63,11 +63,11 @@ class _Batch:
 
 class AlertStore:
     def __init__(self, path: str | Path, stale_after: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, busy_timeout: float = 10.0) -> None:
         self.path = str(path)
         self.stale_after = stale_after
         self.clock = clock
-        self._db = open_sqlite(self.path, _SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA, busy_timeout)
         self._lock = threading.Lock()
         self._active: dict[str, tuple[AlertEvidence, float]] = {}
         self._load()
@@ -150,8 +150,7 @@ class AlertStore:
         db = self._db
         out: list[Accepted] = []
         changes: list[tuple[str, MappedAlert, bool, float]] = []  # fp, alert, is_new, now
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db, "BEGIN IMMEDIATE"):
             for b in batches:
                 acc = Accepted()
                 for m in b.alerts:
@@ -186,10 +185,6 @@ class AlertStore:
                     if not resolved_first:
                         changes.append((a.fingerprint, m, is_new, b.now))
                 out.append(acc)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         for fp, m, is_new, now in changes:  # only after the commit: memory follows the disk
             if m.alert.status == "resolved":
                 prev = self._active.get(fp)

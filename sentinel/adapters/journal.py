@@ -6,16 +6,23 @@ rebuilds its memory (flap damping and the rate budget); the nodes themselves are
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sentinel.core.model import Action, ActionKind, Note
+from sentinel.core.effects import Effect
+from sentinel.core.errors import AdapterError
+from sentinel.core.model import ActionKind, Note
 
-__all__ = ["PLANNED", "Journal", "open_sqlite"]
+__all__ = ["PLANNED", "Journal", "JournalError", "open_sqlite", "transaction"]
+
+log = logging.getLogger("sentinel.journal")
 
 PLANNED = "planned"
 
@@ -38,55 +45,97 @@ CREATE INDEX IF NOT EXISTS notes_ts ON notes(ts);
 """
 
 
-def open_sqlite(path: str, schema: str) -> sqlite3.Connection:
+class JournalError(AdapterError):
+    """The journal could not be written (disk full, the lock held past the busy timeout):
+    nothing is acted on until it can be again."""
+
+
+def open_sqlite(path: str, schema: str, busy_timeout: float = 10.0) -> sqlite3.Connection:
     """The journal file as every writer opens it: WAL, each commit on disk (synchronous=FULL),
     autocommit unless a transaction is begun, and waiting for the other writer's lock rather
     than failing (the journal and the alert store share the file)."""
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                         timeout=busy_timeout)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(schema)
     return db
 
 
-class Journal:
-    """Thread-safe; one connection, serialised writes, committed before returning."""
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """BEGIN ... COMMIT, and ROLLBACK on any failure: a failed write (disk full, the lock
+    held past the busy timeout) must not leave the connection inside a transaction, where
+    every later BEGIN would fail until a restart."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
-    def __init__(self, path: str | Path) -> None:
+
+class Journal:
+    """Thread-safe; one connection, serialised writes, committed before returning. A write
+    that fails raises JournalError and is remembered (`failure`), so status, metrics and the
+    alert can say why sentinel stopped acting; the next write that succeeds clears it."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time,
+                 on_error: Callable[[], None] = lambda: None) -> None:
         self.path = str(path)
-        self._db = open_sqlite(self.path, _SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA, busy_timeout)
         self._lock = threading.Lock()
+        self.failure: str | None = None
+        self.failing_since: float | None = None
+        self._clock, self._on_error = clock, on_error
+        self._backlog: list[tuple[str, str | None, str]] = []
+        """Settles that could not be written: retried before the next one."""
+
+    @property
+    def writable(self) -> bool:
+        return self.failure is None
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with transaction(self._db):
+                    yield self._db
+            except sqlite3.Error as e:
+                self._on_error()
+                if self.failure is None:
+                    self.failing_since = self._clock()
+                    log.error("the journal cannot be written (%s: %s): sentinel acts on "
+                              "nothing until it can", what, e)
+                self.failure = f"{what}: {e}"
+                raise JournalError(f"the journal {self.path} cannot be written ({what}): "
+                                   f"{e}") from e
+            if self.failure is not None:
+                log.warning("the journal can be written again (it could not for %.0fs: %s)",
+                            self._clock() - (self.failing_since or self._clock()),
+                            self.failure)
+                self.failure = self.failing_since = None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def plan(self, actions: Iterable[Action], mode: str, ts: float) -> None:
-        """Write-ahead: every action is on disk as `planned` before the cluster is touched, so
-        a crash between the change and its record cannot lose it."""
-        data = [(a.id, ts, mode, PLANNED, a.kind.value, a.node, a.site, a.key, a.level.value,
-                 a.effect, a.rule, a.reason, json.dumps(a.evidence, default=str), None)
-                for a in actions]
+    def write_ahead(self, effects: Iterable[Effect], mode: str, ts: float) -> None:
+        """Every effect on disk as `planned` before anything is touched, so a crash between
+        the change and its record cannot lose it (adapters/acting.py)."""
+        data = [(f.id, ts, mode, PLANNED, f.kind.value, f.node, f.site, f.key, f.level,
+                 f.effect, f.rule, f.reason, json.dumps(f.evidence, default=str), None)
+                for f in effects]
         self._insert_planned(data)
 
-    def plan_switch(self, aid: str, ts: float, mode: str, site: str, kind: str, host: str,
-                    to: str, reason: str, evidence: Mapping[str, object]) -> None:
-        """A registry switch (`level` `registry`, `effect` the role switched to)."""
-        self.plan_other(aid, ts, mode, kind, site, host, "registry", to, "registry-failover",
-                        reason, evidence)
-
-    def plan_other(self, aid: str, ts: float, mode: str, kind: str, site: str, key: str,
-                   level: str, effect: str, rule: str, reason: str,
-                   evidence: Mapping[str, object]) -> None:
-        """An action on something other than a node (a registry switch, a rollback),
-        write-ahead like a node action with `node` empty, so history lists it."""
-        self._insert_planned([(aid, ts, mode, PLANNED, kind, "", site, key, level, effect,
-                               rule, reason, json.dumps(evidence, default=str), None)])
-
     def unsettled_other(self, level: str) -> list[dict[str, Any]]:
-        """Non-node actions of this level a dead predecessor left `planned`, any mode."""
+        """Actions on what is not a node (`node` empty), of this level, that a dead
+        predecessor left `planned`, any mode."""
         with self._lock:
             cur = self._db.execute("SELECT id, kind, key, mode FROM actions WHERE outcome = ? "
                                    "AND node = '' AND level = ?", (PLANNED, level))
@@ -96,21 +145,24 @@ class Journal:
     def _insert_planned(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            self._db.execute("COMMIT")
+        with self._writing("write-ahead") as db:
+            db.executemany("INSERT INTO actions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def settle(self, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
-        """(action id, outcome, error) for actions written by `plan`."""
-        data = [(outcome, err, aid) for aid, outcome, err in outcomes]
+        """(action id, outcome, error) for actions written ahead. What cannot be written now
+        is kept and written first by the next settle, so an applied action does not stay
+        `planned` until a restart."""
+        data = [*self._backlog, *((outcome, err, aid) for aid, outcome, err in outcomes)]
         if not data:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("UPDATE actions SET outcome = ?, error = ? WHERE id = ? "
-                                 f"AND outcome = '{PLANNED}'", data)
-            self._db.execute("COMMIT")
+        try:
+            with self._writing("settle") as db:
+                db.executemany("UPDATE actions SET outcome = ?, error = ? WHERE id = ? "
+                               f"AND outcome = '{PLANNED}'", data)
+        except JournalError:
+            self._backlog = data
+            raise
+        self._backlog = []
 
     def unsettled(self, mode: str) -> list[dict[str, Any]]:
         """Actions planned by a process that died before it could say how they went."""
@@ -124,10 +176,8 @@ class Journal:
         data = [(ts, n.node, n.site, n.reason, n.text) for n in notes]
         if not data:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO notes VALUES (?,?,?,?,?)", data)
-            self._db.execute("COMMIT")
+        with self._writing("notes") as db:
+            db.executemany("INSERT INTO notes VALUES (?,?,?,?,?)", data)
 
     def actions(self, *, node: str | None = None, site: str | None = None,
                 since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from sentinel.config.schema import ClusterConfig, Config
 from sentinel.core.model import NodeInfo, SiteName
 from sentinel.core.ownership import node_info, pod_binds
 
-__all__ = ["ClusterView", "Reflector", "make_api_client"]
+__all__ = ["ClusterView", "Reflector", "api_reason", "make_api_client"]
 
 log = logging.getLogger("sentinel.kube")
 PIN_SECONDS = 30.0
@@ -267,8 +267,18 @@ class ClusterView:
                 labels = o["metadata"].get("labels") or {}
                 info = node_info(o, self.site_of(labels), self.cfg.taint_domain,
                                  autonomy_key=self.cfg.protect.autonomy_key, bound=is_bound,
-                                 exempt=self._exempt)
+                                 exempt=self._exempt,
+                                 duration_key=self.cfg.protect.autonomy_duration_key)
             cache[name] = (rv, is_bound, info)
             out[name] = info
         self._cache = cache
         return out
+
+
+def api_reason(e: ApiException) -> str:
+    """The API server's own message for a failed call (its Status body), else the HTTP reason."""
+    try:
+        body: Any = json.loads(e.body or "{}")
+        return str(body.get("message") or e.reason)
+    except ValueError:
+        return str(e.reason)

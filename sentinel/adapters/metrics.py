@@ -91,6 +91,14 @@ class Metrics:
         Gauge("sentinel_leader", "1 on the replica that acts (holds the lease, or leader "
               "election is off); 0 on a follower, which serves reads and changes nothing.",
               registry=registry).set_function(lambda: 1.0 if self.leading() else 0.0)
+        self.journal_writable: Callable[[], bool] = lambda: True
+        """Set by the runtime: whether the journal's last write succeeded."""
+        Gauge("sentinel_journal_writable", "0 while the journal cannot be written (disk full, "
+              "its lock held past journal_busy_timeout): sentinel then acts on nothing.",
+              registry=registry).set_function(lambda: 1.0 if self.journal_writable() else 0.0)
+        self.journal_write_errors = Counter(
+            "sentinel_journal_write_errors_total", "Journal writes that failed (and were "
+            "rolled back).", registry=registry)
         self.state = _StateCollector()
         registry.register(self.state)
         self.registry_switches = Counter(

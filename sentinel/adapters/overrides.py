@@ -36,8 +36,8 @@ def _row(r: tuple[object, ...]) -> Override:
 
 
 class OverrideStore:
-    def __init__(self, path: str | Path) -> None:
-        self._db = open_sqlite(str(path), _SCHEMA)
+    def __init__(self, path: str | Path, busy_timeout: float = 10.0) -> None:
+        self._db = open_sqlite(str(path), _SCHEMA, busy_timeout)
         self._lock = threading.Lock()
 
     def close(self) -> None:

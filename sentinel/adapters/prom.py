@@ -10,16 +10,21 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
 
+from sentinel.adapters.promhttp import PromClients
+from sentinel.config.sources import HttpSettings
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["PromError", "SiteCollector", "SiteTarget", "describe"]
+__all__ = ["ESTABLISHED_QUERY", "PromError", "Samples", "SiteCollector", "SiteTarget",
+           "build_view", "describe", "query_instant"]
+
+Samples = list[tuple[Mapping[str, str], float]]
 
 AGE_QUERY = "time() - max(timestamp(up))"
 #: The server's own clock, against which its start time is read (no skew with ours).
@@ -49,7 +54,9 @@ def describe(e: httpx.HTTPError) -> str:
 class SiteTarget:
     name: str
     url: str
+    """The base URL queries go to, with the settings' `path_prefix` already on it."""
     timeout: float
+    http: HttpSettings = field(default_factory=HttpSettings)
 
 
 def _parse_vector(body: object, what: str) -> list[tuple[Mapping[str, str], float]]:
@@ -70,37 +77,53 @@ def _parse_vector(body: object, what: str) -> list[tuple[Mapping[str, str], floa
     return out
 
 
+async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
+                        timeout: float) -> Samples:
+    """One instant query; every failure a PromError in words."""
+    try:
+        r = await client.get(f"{site.url}/api/v1/query", params={"query": expr},
+                             timeout=timeout)
+    except httpx.TimeoutException:
+        raise PromError(f"timed out after {timeout:g}s") from None
+    except httpx.HTTPError as e:
+        raise PromError(describe(e)) from None
+    except AdapterError as e:  # a secret file that cannot be read
+        raise PromError(str(e)) from None
+    if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
+        raise PromError(f"HTTP {r.status_code} from {site.url}")
+    try:
+        body = r.json()
+    except ValueError:
+        raise PromError(f"HTTP {r.status_code}, not JSON") from None
+    return _parse_vector(body, expr)
+
+
 class SiteCollector:
-    """Owns one pooled HTTP client for the life of the process (not one per cycle)."""
+    """Owns its pooled HTTP clients (one per distinct http setting) for the life of the
+    process, not one per cycle."""
 
     def __init__(self, sites: Sequence[SiteTarget], presence_query: str,
-                 client: httpx.AsyncClient | None = None, max_concurrency: int = 64) -> None:
+                 client: httpx.AsyncClient | None = None, max_concurrency: int = 64,
+                 clients: PromClients | None = None) -> None:
         self.sites = list(sites)
         self.presence_query = presence_query
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=64))
+        self._client = client
+        self._clients = clients or PromClients(limits=httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=64))
         self._sem = asyncio.Semaphore(max_concurrency)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        await self._clients.aclose()
 
-    async def _query(self, site: SiteTarget, expr: str, timeout: float) -> list[
-            tuple[Mapping[str, str], float]]:
+    async def _query(self, site: SiteTarget, expr: str, timeout: float) -> Samples:
         async with self._sem:
-            try:
-                r = await self._client.get(f"{site.url}/api/v1/query", params={"query": expr},
-                                           timeout=timeout)
-            except httpx.TimeoutException:
-                raise PromError(f"timed out after {timeout:g}s") from None
-            except httpx.HTTPError as e:
-                raise PromError(describe(e)) from None
-        if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
-            raise PromError(f"HTTP {r.status_code} from {site.url}")
-        try:
-            body = r.json()
-        except ValueError:
-            raise PromError(f"HTTP {r.status_code}, not JSON") from None
-        return _parse_vector(body, expr)
+            return await query_instant(self._client_for(site), site, expr, timeout)
+
+    def _client_for(self, site: SiteTarget) -> httpx.AsyncClient:
+        return self._client if self._client is not None else \
+            self._clients.async_client(site.http)
 
     async def _started(self, site: SiteTarget, timeout: float) -> float | None:
         """The Prometheus process' start time (runtime info), or None where the server does
@@ -108,11 +131,11 @@ class SiteCollector:
         is never a reason to call the site unreachable."""
         async with self._sem:
             try:
-                r = await self._client.get(f"{site.url}/api/v1/status/runtimeinfo",
-                                           timeout=timeout)
+                r = await self._client_for(site).get(f"{site.url}/api/v1/status/runtimeinfo",
+                                                     timeout=timeout)
                 raw = r.json().get("data", {}).get("startTime") if r.status_code == 200 \
                     else None
-            except (httpx.HTTPError, ValueError, AttributeError):
+            except (httpx.HTTPError, ValueError, AttributeError, AdapterError):
                 return None
         if not isinstance(raw, str) or raw.startswith("0001-"):
             return None
@@ -136,10 +159,6 @@ class SiteCollector:
                 self._query(site, self.presence_query, site.timeout), site.timeout)
         except (PromError, TimeoutError) as e:
             return SiteView(name, reachable=False, error=str(e) or "timed out")
-        # Seen serving at the site: at least one of the node's targets scraped fine. A node
-        # whose targets are all down is not "serving"; without a node rule matching it, it is
-        # unknown — never taken for healthy.
-        present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
         longest = max((r.for_seconds for r in rules), default=0.0)
         exprs = [AGE_QUERY, NOW_QUERY, ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
                  *(r.expr for r in rules), *(e for _, e in features)]
@@ -155,40 +174,15 @@ class SiteCollector:
         finally:  # a cycle cut short (shutdown) must not leave it running on a closed client
             if not start_task.done():
                 start_task.cancel()
-        age_res, now_res, old_res = results[0], results[1], results[2]
-        rule_res, feature_res = results[3:3 + len(rules)], results[3 + len(rules):]
-        established = frozenset(m["node"] for m, _ in old_res if "node" in m) \
-            if isinstance(old_res, list) else None
+        age_res, now_res = results[0], results[1]
         age = None
         if isinstance(age_res, list) and age_res:
             age = max(0.0, age_res[0][1])
         uptime = None
         if started is not None and isinstance(now_res, list) and now_res:
             uptime = max(0.0, now_res[0][1] - started)
-        firing: dict[str, dict[str, float]] = {}
-        errors: dict[str, str] = {}
-        for rule, res in zip(rules, rule_res, strict=True):
-            if isinstance(res, BaseException):
-                errors[rule.name] = str(res) or type(res).__name__
-                continue
-            hits = {m["node"]: v for m, v in res if "node" in m}
-            if res and not hits:
-                # The rule is misconfigured for this site: its state is unknown, not clear.
-                errors[rule.name] = f"{len(res)} series, none with a `node` label"
-            if hits:
-                firing[rule.name] = hits
-        values: dict[str, dict[str, float]] = {}
-        feature_errors: dict[str, str] = {}
-        for (fname, _), res in zip(features, feature_res, strict=True):
-            if isinstance(res, BaseException):
-                feature_errors[fname] = str(res) or type(res).__name__
-                continue
-            values[fname] = {m["node"]: v for m, v in res if "node" in m}
-            if res and not values[fname]:
-                feature_errors[fname] = f"{len(res)} series, none with a `node` label"
-        return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
-                        rule_errors=errors, features=values, feature_errors=feature_errors,
-                        uptime=uptime, established=established)
+        return build_view(name, age, uptime, presence, results[2], rules,
+                          results[3:3 + len(rules)], features, results[3 + len(rules):])
 
     async def collect(self, rules: Sequence[Rule],
                       features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:
@@ -196,3 +190,42 @@ class SiteCollector:
         views = await asyncio.gather(*(self.collect_site(s, rules, features)
                                        for s in self.sites))
         return {v.site: v for v in views}
+
+
+def build_view(name: SiteName, age: float | None, uptime: float | None, presence: Samples,
+               established_res: Samples | BaseException, rules: Sequence[Rule],
+               rule_res: Sequence[Samples | BaseException],
+               features: Sequence[tuple[str, str]],
+               feature_res: Sequence[Samples | BaseException]) -> SiteView:
+    """One site's view from its answers, whichever store gave them (per-site or central)."""
+    # Seen serving at the site: at least one of the node's targets scraped fine. A node whose
+    # targets are all down is not "serving"; without a node rule matching it, it is unknown —
+    # never taken for healthy.
+    present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
+    established = frozenset(m["node"] for m, _ in established_res if "node" in m) \
+        if isinstance(established_res, list) else None
+    firing: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    for rule, res in zip(rules, rule_res, strict=True):
+        if isinstance(res, BaseException):
+            errors[rule.name] = str(res) or type(res).__name__
+            continue
+        hits = {m["node"]: v for m, v in res if "node" in m}
+        if res and not hits:
+            # The rule is misconfigured for this site: its state is unknown, not clear.
+            errors[rule.name] = f"{len(res)} series, none with a `node` label"
+        if hits:
+            firing[rule.name] = hits
+    values: dict[str, dict[str, float]] = {}
+    feature_errors: dict[str, str] = {}
+    for (fname, _), res in zip(features, feature_res, strict=True):
+        if isinstance(res, BaseException):
+            feature_errors[fname] = str(res) or type(res).__name__
+            continue
+        values[fname] = {m["node"]: v for m, v in res if "node" in m}
+        if res and not values[fname]:
+            feature_errors[fname] = f"{len(res)} series, none with a `node` label"
+    return SiteView(name, reachable=True, data_age=age, present=present, firing=firing,
+                    rule_errors=errors, features=values, feature_errors=feature_errors,
+                    uptime=uptime, established=established)
+

@@ -162,7 +162,9 @@ def sim_inject(fault: str = typer.Argument(..., help="crash | component | link-l
                                            "| version"),
                target: str = typer.Argument(..., help="A node, a site, or `all` for heal."),
                arg: str = typer.Argument(None, help="component: the job; partition: refuse|"
-                                         "blackhole; gray: the kind; version: the behaviour."),
+                                         "blackhole; gray: the kind; version: the behaviour; "
+                                         "autonomy: an OpenYurt autonomy-duration (24h, 0) "
+                                         "instead of the older flag."),
                period: float = typer.Option(None, help="flap: seconds down, then as many "
                                             "up (default 10)."),
                count: int = typer.Option(None, help="flap: how many times it goes down "
@@ -214,9 +216,9 @@ def sim_dataset(out: Path = typer.Argument(..., help="Folder to write train/, te
 @app.command()
 def demo(sites: int = typer.Option(3, min=1, max=26, help="Simulated sites, one real "
                                    "Prometheus each (at most 26 on 2 cores)."),
-         nodes: int = typer.Option(5, min=3, max=50, help="Nodes per site (at most 50: past "
-                                   "about 52, 26 sites' simulated exporters cannot keep up on "
-                                   "2 cores; bench/startup.py)."),
+         nodes: int = typer.Option(5, min=3, max=40, help="Nodes per site (at most 40: from "
+                                   "about 50 on a busy machine, 26 sites' simulated exporters "
+                                   "cannot keep up on 2 cores; bench/startup.py)."),
          scrape_interval: float = typer.Option(5.0, min=0.5, help="Seconds between the "
                                                "sites' scrapes."),
          tour: bool = typer.Option(
@@ -239,4 +241,25 @@ def _wait_for_signal() -> None:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    try:
+        rv = app(standalone_mode=False)
+    except typer.TyperException as e:  # typer's click: a usage error, a missing option
+        raise SystemExit(_usage_error(e)) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_error(e: Exception) -> int:
+    """One line an on-call can read at 3 a.m., not a framed box; a group called bare
+    (`sentinel rules`) shows its help, as before."""
+    code = int(getattr(e, "exit_code", 2))
+    if type(e).__name__ == "NoArgsIsHelpError":
+        e.show()  # type: ignore[attr-defined]
+        return code
+    ctx = getattr(e, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    fmt = getattr(e, "format_message", None)
+    typer.echo(f"error: {fmt() if fmt is not None else e}{where}", err=True)
+    return code

@@ -71,6 +71,10 @@ def _action_rows(actions: list[dict[str, Any]], now: float) -> list[tuple[object
 def render_status(d: dict[str, Any], con: Console, now: float) -> None:
     last = d.get("last_cycle")
     mode = d["mode"].upper()
+    j = d.get("journal") or {}
+    if j and not j["writable"]:
+        con.print(f"[bold red]JOURNAL NOT WRITABLE[/] since {_when(j['since'], now)}: "
+                  f"{escape(str(j['error']))} - sentinel acts on nothing until it is")
     if last is None:
         con.print(f"sentinel {mode}: no cycle completed yet (node list "
                   f"{'synced' if d['synced'] else 'not synced'})")

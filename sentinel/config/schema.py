@@ -128,6 +128,9 @@ class Exempt(_Strict):
 class Protect(_Strict):
     autonomy_key: str = "node.beta.openyurt.io/autonomy"
     """Node annotation or label; "true" means the node must keep its pods (no NoExecute)."""
+    autonomy_duration_key: str = "node.openyurt.io/autonomy-duration"
+    """Node annotation (current OpenYurt): a Go duration the control plane waits before it
+    evicts a node out of contact, "0" for ever. Level 2 does not evict inside that window."""
     binding_key: str = "apps.openyurt.io/binding"
     """Pod annotation or label; "true" pins the pod to its node (no NoExecute there)."""
 
@@ -217,6 +220,10 @@ class Config(_Strict):
     rollouts: Rollouts = Rollouts()
     leader_election: LeaderElection = LeaderElection()
     journal: str = "sentinel-journal.db"
+    journal_busy_timeout: Duration = Field(10.0, gt=0)
+    """How long a write waits for another writer's lock on the journal before it fails. A
+    cycle whose write-ahead fails acts on nothing (status, `sentinel_journal_writable` and
+    SentinelJournalUnwritable say why) and the next cycle tries again."""
     listen: str = "127.0.0.1:8080"
     base_dir: str = "."
     """Directory that relative paths are resolved against (the config file's)."""

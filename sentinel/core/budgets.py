@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sentinel.core.detect import Detection
 from sentinel.core.ids import decision_id
-from sentinel.core.model import Action, ActionKind, Level, Note, NoteReason, SiteName
+from sentinel.core.model import Action, ActionKind, Level, NodeInfo, Note, NoteReason, SiteName
 from sentinel.core.phases import NO_EXECUTE, Candidate, cond_text
 
-__all__ = ["BudgetKind", "Budgets", "Spent", "budget_cap", "spend"]
+__all__ = ["BudgetKind", "Budgets", "Refused", "Spent", "budget_cap", "recheck", "spend"]
 
 
 class BudgetKind:
@@ -103,6 +103,57 @@ def spend(candidates: Sequence[Candidate], b: Budgets, detection: Detection,
         recent.append(now)
         actions.append(_isolate(cand, now))
     return Spent(tuple(actions), tuple(notes), frozenset(exhausted), tuple(recent))
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    action: Action
+    budget: str
+    why: str
+
+
+def recheck(actions: Sequence[Action], nodes: Mapping[str, NodeInfo],
+            site_sizes: Mapping[str, int], b: Budgets, recent_isolations: Sequence[float],
+            now: float) -> tuple[tuple[Action, ...], tuple[Refused, ...]]:
+    """The budgets again where the plan is applied, as descheduler's evictor counts its
+    limits at each eviction: against the nodes as they are now and the isolations journaled
+    by now, not as they were when the plan was made. Another writer (a previous leader's last
+    cycle, a second replica in a split brain) may have spent the budget meanwhile; what this
+    plan would then add beyond it is refused. `b.site_isolated` is ignored: it is counted
+    here from `nodes`, less the nodes this plan's releases free."""
+    released: dict[str, set[str]] = {}
+    for a in actions:
+        if a.kind is ActionKind.RELEASE:
+            released.setdefault(a.node, set()).add(a.key)
+    freed = {n for n, keys in released.items()
+             if n in nodes and set(nodes[n].held.keys) <= keys}
+    site_isolated: Counter[str] = Counter(
+        n.site for n in nodes.values() if n.site is not None and n.held and n.name not in freed)
+    fleet_isolated = sum(site_isolated.values())
+    recent = sum(1 for t in recent_isolations if now - t < 60.0)
+    newly: set[str] = set()
+    kept: list[Action] = []
+    refused: list[Refused] = []
+    for a in actions:
+        node = nodes.get(a.node)
+        override = a.evidence.get("override")
+        forced = isinstance(override, Mapping) and bool(override.get("force"))
+        if a.kind is not ActionKind.ISOLATE or node is None or forced:
+            kept.append(a)
+            continue
+        new_node = (not node.held or a.node in freed) and a.node not in newly
+        stop = _stop(b, site_isolated, fleet_isolated, recent, a.site,
+                     site_sizes.get(a.site, 1), new_node)
+        if stop is not None:
+            refused.append(Refused(a, stop[0], f"refused where applied: {stop[1]}"))
+            continue
+        if new_node:
+            site_isolated[a.site] += 1
+            fleet_isolated += 1
+            newly.add(a.node)
+        recent += 1
+        kept.append(a)
+    return tuple(kept), tuple(refused)
 
 
 def _isolate(cand: Candidate, now: float) -> Action:

@@ -131,13 +131,13 @@ def _node_turn(node: NodeInfo, detection: Detection, ovs: Overrides, state: Poli
     if back is not None:
         return back
     manual = ov if ov is not None and ov.kind is OverrideKind.ISOLATE else None
-    cands = manual_candidate(node, f, manual)
+    cands = manual_candidate(node, f, manual, now)
     if f is not None and f.hold_all:
         return NodeTurn(candidates=cands,
                         notes=(Note(node.name, site, hold_reason(f), hold_text(f)),))
     paused = ovs.pause_for(site)
     m = guard(node, mature(node, f, state.pending, now), detection)
-    want, want_notes = wanted(node, f, m.desired, manual, paused)
+    want, want_notes = wanted(node, f, m.desired, manual, paused, now)
     firing = m.firing | ({manual.key} if manual is not None else set())
     rel = releases(node, f, evidence_of(f, ov), firing, state.clear_since, paused,
                    last_release.get(node.name), params.release_after, params.flap_window, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sentinel.core.autonomy import protection
 from sentinel.core.decide import DecideParams, PolicyState
 from sentinel.core.detect import Detection
 from sentinel.core.model import (
@@ -142,9 +143,11 @@ def _node_sentences(node: NodeInfo, now: float) -> list[str]:
     out = []
     if node.exempt:
         out.append("The node is exempt by its labels: sentinel never isolates it.")
-    if node.protected:
-        out.append("The node is autonomous or holds a bound pod: level 2 never evicts here "
-                   "(NoSchedule instead of NoExecute).")
+    why = protection(node, now)
+    if why is not None:
+        out.append(f"Level 2 does not evict here now (NoSchedule instead of NoExecute): {why}.")
+    if node.autonomy_note:
+        out.append(f"{node.autonomy_note[0].upper()}{node.autonomy_note[1:]}.")
     for k, h in sorted(node.held.keys.items()):
         by = f"override {h.rule.removeprefix(MANUAL)}" if h.rule.startswith(MANUAL) else \
             f"rule {h.rule}"
@@ -180,7 +183,8 @@ def _record(node: NodeInfo, f: Finding | None, site: SiteStatus | None, snapshot
     return {
         "node": name, "site": node.site, "as_of": snapshot.taken_at, "mode": mode,
         "dry_run": mode != "enforce", "level": level,
-        "cloud_ready": node.ready.value, "protected": node.protected, "exempt": node.exempt,
+        "cloud_ready": node.ready.value, "exempt": node.exempt,
+        "protected": protection(node, snapshot.taken_at),
         "site_state": site.state.value if site else None,
         "evidence": f.evidence() if f else {"verdict": "healthy"},
         "held": {k: h.record() for k, h in node.held.keys.items()},

@@ -1,11 +1,12 @@
 """Typed states that travel as strings elsewhere (journal rows, metric labels, JSON): why a
-node was held back, how sentinel acts, what became of an action. Re-exported by model.py."""
+node was held back, how sentinel acts, what became of an action, where a workload's rollout
+stands. Re-exported by model.py (and the rollout ones by rollouts/analysis.py)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Mode", "NoteReason", "Outcome"]
+__all__ = ["Mode", "NoteReason", "Outcome", "RolloutKind", "RolloutState"]
 
 
 class NoteReason(StrEnum):
@@ -46,5 +47,33 @@ class Outcome(StrEnum):
     NOOP = "noop"
     """Already in force: nothing to change."""
     FAILED = "failed"
+    REFUSED = "refused"
+    """Planned, then refused where applied: a budget was spent by then (core/budgets.recheck)."""
     INTERRUPTED = "interrupted"
     """Planned, then the process died: settled from the nodes at the next start."""
+
+
+class RolloutKind(StrEnum):
+    """What the guard does to a workload (the metric's `action`, the journal's `effect`)."""
+
+    ROLLBACK = "rollback"
+    """Pause, restore the previous template."""
+    HOLD = "hold"
+    """Pause a sibling of a workload that failed."""
+    RESUME = "resume"
+    """A person lifts a hold."""
+
+
+class RolloutState(StrEnum):
+    """Where a workload stands, as `sentinel rollouts` and the API show it."""
+
+    STABLE = "stable"
+    WAITING = "waiting"
+    ANALYSING = "analysing"
+    PASSED = "passed"
+    HELD = "held"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+    HELD_DRY_RUN = "held (dry-run)"
+    """Dry-run: the guard would have held it; the cluster does not show it."""
+    ROLLED_BACK_DRY_RUN = "rolled-back (dry-run)"

@@ -191,9 +191,18 @@ class NodeInfo:
     ready: Ready
     unschedulable: bool = False
     protected: bool = False
-    """Autonomous node or one with a bound pod: level 2 never evicts here."""
+    """Autonomous node (the flag) or one with a bound pod: level 2 never evicts here."""
     exempt: bool = False
     held: Held = NOTHING_HELD
+    protected_by: str = ""
+    """Which setting protects it, in words (explain)."""
+    autonomy_for: float | None = None
+    """OpenYurt's `autonomy-duration` in seconds (0: for ever): level 2 does not evict while
+    the node has been out of contact for less (core/autonomy.py)."""
+    unready_since: float | None = None
+    """When the cloud's Ready condition last left True (its lastTransitionTime)."""
+    autonomy_note: str = ""
+    """An autonomy setting that is there but unreadable, ignored as OpenYurt ignores it."""
 
 
 @dataclass(frozen=True, slots=True)

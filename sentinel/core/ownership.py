@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sentinel.core.autonomy import parse_go_duration
 from sentinel.core.model import (
     NODE_KEY,
     Action,
@@ -27,7 +28,10 @@ from sentinel.core.model import (
     SiteName,
 )
 
+AUTONOMY_DURATION = "node.openyurt.io/autonomy-duration"
+
 __all__ = [
+    "AUTONOMY_DURATION",
     "annotation_key",
     "apply_actions",
     "held_from_node",
@@ -79,25 +83,43 @@ def held_from_node(obj: Obj, domain: str) -> Held:
 
 
 def node_info(obj: Obj, site: SiteName | None, domain: str, *, autonomy_key: str,
-              bound: bool, exempt: Callable[[str, Mapping[str, str]], bool]) -> NodeInfo:
+              bound: bool, exempt: Callable[[str, Mapping[str, str]], bool],
+              duration_key: str = AUTONOMY_DURATION) -> NodeInfo:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
-    ready = Ready.UNKNOWN
+    ready, unready_since = Ready.UNKNOWN, None
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
             try:
                 ready = Ready(c.get("status", "Unknown"))
             except ValueError:
                 ready = Ready.UNKNOWN
+            if ready is not Ready.TRUE:
+                unready_since = _timestamp(c.get("lastTransitionTime"))
     name = meta.get("name", "")
     autonomous = _truthy(annotations.get(autonomy_key)) or _truthy(labels.get(autonomy_key))
+    by = f"{autonomy_key}=true" if autonomous else "a pod bound to it" if bound else ""
+    raw = annotations.get(duration_key)
+    window = parse_go_duration(raw) if isinstance(raw, str) else None
+    note = f"{duration_key}={raw!r} is not a duration: ignored, as OpenYurt ignores it" \
+        if raw is not None and window is None else ""
     return NodeInfo(
         name=NodeName(name), site=site, ready=ready,
         unschedulable=bool((obj.get("spec") or {}).get("unschedulable")),
         protected=autonomous or bound, exempt=exempt(name, labels),
-        held=held_from_node(obj, domain),
+        held=held_from_node(obj, domain), protected_by=by, autonomy_for=window,
+        unready_since=unready_since, autonomy_note=note,
     )
+
+
+def _timestamp(v: object) -> float | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def pod_binds(pod: Obj, binding_key: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sentinel.core.autonomy import protection
 from sentinel.core.detect import Detection
 from sentinel.core.ids import decision_id
 from sentinel.core.model import (
@@ -83,9 +84,10 @@ def _release(node: NodeInfo, key: str, reason: str, ev: Mapping[str, object],
                   node.name, _site(node), key, level, h.effect, h.rule, reason, ev)
 
 
-def effect_for(level: Level, node: NodeInfo) -> str:
-    """Level 2 evicts (NoExecute) unless the node is autonomous or holds a bound pod."""
-    return NO_EXECUTE if level is Level.NODE and not node.protected else NO_SCHEDULE
+def effect_for(level: Level, node: NodeInfo, now: float) -> str:
+    """Level 2 evicts (NoExecute) unless the edge platform keeps the node autonomous now
+    (core/autonomy.py: the flag, a bound pod, or inside its autonomy-duration)."""
+    return NO_EXECUTE if level is Level.NODE and protection(node, now) is None else NO_SCHEDULE
 
 
 def hand_back(node: NodeInfo, f: Finding | None, ov: Override | None, exempt: bool,
@@ -110,14 +112,14 @@ def hand_back(node: NodeInfo, f: Finding | None, ov: Override | None, exempt: bo
                     notes=notes, frees=bool(held))
 
 
-def manual_candidate(node: NodeInfo, f: Finding | None,
-                     manual: Override | None) -> tuple[Candidate, ...]:
+def manual_candidate(node: NodeInfo, f: Finding | None, manual: Override | None,
+                     now: float) -> tuple[Candidate, ...]:
     """A person's isolation: a candidate unless the node already carries it as asked."""
     if manual is None:
         return ()
     level = Level.NODE if manual.key == NODE_KEY else Level.COMPONENT
     cond = Condition(manual.key, level, manual.rule, 0.0, None, override_text(manual))
-    effect = effect_for(level, node)
+    effect = effect_for(level, node, now)
     h = node.held.keys.get(manual.key)
     if h is not None and h.effect == effect:
         return ()
@@ -198,8 +200,8 @@ def guard(node: NodeInfo, m: Matured, detection: Detection) -> Matured:
 
 
 def wanted(node: NodeInfo, f: Finding | None, desired: Mapping[str, tuple[Condition, float]],
-           manual: Override | None,
-           paused: Override | None) -> tuple[tuple[Candidate, ...], tuple[Note, ...]]:
+           manual: Override | None, paused: Override | None,
+           now: float) -> tuple[tuple[Candidate, ...], tuple[Note, ...]]:
     """What the rules' matured conditions ask for, unless a person's isolation of the same key
     or a pause beats them, or the node already carries it with that effect."""
     cands: list[Candidate] = []
@@ -211,7 +213,7 @@ def wanted(node: NodeInfo, f: Finding | None, desired: Mapping[str, tuple[Condit
             notes.append(Note(node.name, _site(node), NoteReason.PAUSED,
                               f"would isolate ({cond_text(c)}) but {override_text(paused)}"))
             continue
-        effect = effect_for(c.level, node)
+        effect = effect_for(c.level, node, now)
         h = node.held.keys.get(key)
         if h is None or h.effect != effect:
             cands.append(Candidate(node, c, effect, since, f))

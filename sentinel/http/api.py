@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sentinel.config.yamlsrc import parse_duration
+from sentinel.core.autonomy import protection
 from sentinel.core.budgets import budget_cap
 from sentinel.core.errors import Refused
 from sentinel.core.explain import explain_node, isolation_level
@@ -118,9 +119,12 @@ def site_rows(rep: Any, ovs: Overrides) -> list[SiteRow]:
 def _status(rt: Runtime) -> StatusOut:
     cfg, now = rt.cfg, time.time()
     rep = rt.sentinel.last
+    j = rt.journal
     base: dict[str, Any] = {"mode": cfg.mode, "synced": rt.cluster.synced, "now": now,
                             "last_cycle": None, "sites": [], "isolated": [],
-                            "recent_actions": rt.journal.actions(limit=10)}
+                            "recent_actions": j.actions(limit=10),
+                            "journal": {"writable": j.writable, "error": j.failure,
+                                        "since": j.failing_since}}
     if rep is None:
         return StatusOut.model_validate(base)
     ovs = Overrides.at(rt.overrides.active(now), now)  # include those set since the cycle
@@ -172,7 +176,8 @@ def _node_rows(rep: Any, site: str | None, want: int | None,
         rows.append(NodeRow.model_validate({
             "node": n.name, "site": n.site, "ready": n.ready.value,
             "verdict": f.verdict.value if f else "healthy", "state": st, "level": lv,
-            "keys": sorted(n.held.keys), "exempt": n.exempt, "protected": n.protected,
+            "keys": sorted(n.held.keys), "exempt": n.exempt,
+            "protected": protection(n, rep.finished_at) is not None,
             "held_back": {"reason": note.reason, "why": note.text} if note else None}))
     return rows
 
@@ -264,7 +269,7 @@ def rollouts_of(rt: Runtime) -> RolloutsOut:
     g = rt.rollouts
     if g is None:
         return RolloutsOut(enabled=False, workloads=[])
-    return RolloutsOut(enabled=True, mode=g.mode, checked_at=g.checked_at,
+    return RolloutsOut(enabled=True, mode=g.actuator.mode, checked_at=g.checked_at,
                        workloads=g.status_values())
 
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sentinel.core.kinds import RolloutState
+
 __all__ = [
     "AlertsAccepted",
     "ErrorOut",
@@ -148,16 +150,33 @@ class LastCycle(_Out):
     budget_exhausted: list[str]
 
 
+class WorkloadRow(_Open):
+    """One workload under the rollout guard; the analysis and records beside it are open."""
+
+    namespace: str
+    name: str
+    kind: Literal["Deployment", "DaemonSet"]
+    state: RolloutState
+
+
 class RolloutsOut(_Out):
     enabled: bool
-    mode: str | None = None
+    mode: Literal["enforce", "dry-run"] | None = None
     checked_at: float | None = None
-    workloads: list[dict[str, Any]] = []
+    workloads: list[WorkloadRow] = []
+
+
+class JournalHealth(_Out):
+    writable: bool
+    """False while the journal cannot be written: sentinel then acts on nothing."""
+    error: str | None
+    since: float | None
 
 
 class StatusOut(_Out):
     mode: Literal["enforce", "dry-run"]
     synced: bool
+    journal: JournalHealth
     now: float
     last_cycle: LastCycle | None
     sites: list[SiteRow]

@@ -10,8 +10,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kubernetes import client
 from prometheus_client import CollectorRegistry
 
+from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import Actuator, KubeActuator, RecordingActuator
 from sentinel.adapters.alertstore import AlertStore
 from sentinel.adapters.journal import Journal
@@ -22,13 +24,23 @@ from sentinel.adapters.overrides import OverrideStore
 from sentinel.adapters.prom import SiteCollector, SiteTarget
 from sentinel.anomaly.keeper import AnomalyKeeper
 from sentinel.config.schema import Config
-from sentinel.core.model import SiteState
+from sentinel.core.model import Mode, SiteState
 from sentinel.core.ruleset import RuleSet
 from sentinel.isolation.cycle import Sentinel
+from sentinel.registry.actuate import (
+    KubeRegistryActuator,
+    RecordingRegistryActuator,
+    RegistryActuator,
+)
 from sentinel.registry.guard import RegistryGuard
+from sentinel.rollouts.actuate import (
+    KubeWorkloadActuator,
+    RecordingWorkloadActuator,
+    WorkloadActuator,
+)
 from sentinel.rollouts.guard import RolloutGuard
 
-__all__ = ["Runtime", "build_runtime"]
+__all__ = ["Runtime", "build_runtime", "make_recorder", "registry_guard", "rollout_guard"]
 
 
 @dataclass
@@ -70,18 +82,22 @@ def build_runtime(cfg: Config, rules: RuleSet,
     registry = registry or CollectorRegistry()
     api = make_api_client(cfg.cluster)
     cluster = ClusterView(api, cfg)
-    journal = Journal(cfg.resolve(cfg.journal))
+    metrics = Metrics(registry, cfg.mode)
+    journal = Journal(cfg.resolve(cfg.journal), cfg.journal_busy_timeout,
+                      on_error=metrics.journal_write_errors.inc)
+    metrics.journal_writable = lambda: journal.writable
+    recorder = make_recorder(cfg, api, journal)
     actuator: Actuator
-    if cfg.mode == "enforce":
-        actuator = KubeActuator(api, cluster, cfg.taint_domain, cfg.cluster.events_namespace)
+    if Mode(cfg.mode) is Mode.ENFORCE:
+        actuator = KubeActuator(api, cluster, cfg.taint_domain)
     else:
         actuator = RecordingActuator()
     collector = SiteCollector(
         [SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout) for s in cfg.sites],
         cfg.presence_query)
-    metrics = Metrics(registry, cfg.mode)
-    alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after)
-    overrides = OverrideStore(cfg.resolve(cfg.journal))
+    alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after,
+                        busy_timeout=cfg.journal_busy_timeout)
+    overrides = OverrideStore(cfg.resolve(cfg.journal), cfg.journal_busy_timeout)
     keeper = None
     if cfg.anomaly.enabled:
         keeper = AnomalyKeeper(cfg)
@@ -99,7 +115,8 @@ def build_runtime(cfg: Config, rules: RuleSet,
         else (lambda: True)
     metrics.leading = leading
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
-                        alerts=alerts, overrides=overrides, anomaly=keeper, leading=leading)
+                        alerts=alerts, overrides=overrides, anomaly=keeper, leading=leading,
+                        recorder=recorder)
     guard = None
     if any(s.registry is not None for s in cfg.sites):
         def partitioned(site: str) -> bool:
@@ -107,8 +124,31 @@ def build_runtime(cfg: Config, rules: RuleSet,
             st = rep.detection.sites.get(site) if rep is not None else None
             return st is not None and st.state is SiteState.PARTITIONED
 
-        guard = RegistryGuard(cfg, api, journal, metrics, partitioned, actuator.mode)
-    rollouts = RolloutGuard(cfg, api, journal, metrics, actuator.mode) \
-        if cfg.rollouts.enabled else None
+        guard = registry_guard(cfg, api, recorder, metrics, partitioned)
+    rollouts = rollout_guard(cfg, api, recorder, metrics) if cfg.rollouts.enabled else None
     return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper,
                    rollouts, elector)
+
+
+def make_recorder(cfg: Config, api: client.ApiClient, journal: Journal) -> Recorder:
+    """The shared apply-and-record path, writing Events through `api`."""
+    return Recorder(journal, client.CoreV1Api(api), cfg.cluster.events_namespace)
+
+
+def registry_guard(cfg: Config, api: client.ApiClient, recorder: Recorder, metrics: Metrics,
+                   partitioned: Callable[[str], bool]) -> RegistryGuard:
+    """The registry guard with the actuator the mode calls for."""
+    r = cfg.registries
+    kube = KubeRegistryActuator(api, r.namespace, cfg.taint_domain, r.workload_label,
+                                cfg.site_selector)
+    actuator: RegistryActuator = kube if Mode(cfg.mode) is Mode.ENFORCE \
+        else RecordingRegistryActuator(kube)
+    return RegistryGuard(cfg, actuator, recorder, metrics, partitioned)
+
+
+def rollout_guard(cfg: Config, api: client.ApiClient, recorder: Recorder,
+                  metrics: Metrics) -> RolloutGuard:
+    """The rollout guard with the actuator the mode calls for."""
+    actuator: WorkloadActuator = KubeWorkloadActuator(api, cfg.taint_domain) \
+        if Mode(cfg.mode) is Mode.ENFORCE else RecordingWorkloadActuator()
+    return RolloutGuard(cfg, api, actuator, recorder, metrics)

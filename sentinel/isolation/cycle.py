@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
+from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import ActionResult, Actuator
-from sentinel.adapters.journal import Journal
+from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.metrics import Metrics
 from sentinel.adapters.prom import SiteCollector
 from sentinel.anomaly.arrays import feature_matrix
@@ -28,10 +30,13 @@ from sentinel.anomaly.score import (
 )
 from sentinel.config.schema import Config
 from sentinel.core.alerts import by_node
+from sentinel.core.budgets import Budgets, Refused, recheck
 from sentinel.core.decide import DecideParams, PolicyState, decide
 from sentinel.core.detect import Detection, DetectParams, detect
+from sentinel.core.effects import effect_of
 from sentinel.core.model import (
     ANOMALY_KEY,
+    Action,
     ActionKind,
     AlertEvidence,
     AnomalyReading,
@@ -121,10 +126,12 @@ class Sentinel:
                  clock: Callable[[], float] = time.time, alerts: AlertSource | None = None,
                  overrides: OverrideSource | None = None,
                  anomaly: ModelSource | None = None,
-                 leading: Callable[[], bool] = lambda: True) -> None:
+                 leading: Callable[[], bool] = lambda: True,
+                 recorder: Recorder | None = None) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
+        self.recorder = recorder or Recorder(journal, None)
         self.clock = clock
         self.alerts, self.overrides, self.anomaly = alerts, overrides, anomaly
         self.leading = leading
@@ -158,6 +165,10 @@ class Sentinel:
         async with self._lock:  # never two cycles at once, whoever calls
             try:
                 return await self._cycle()
+            except JournalError as e:  # the journal logged the first failure with why
+                self.metrics.failed()
+                log.error("cycle stopped before acting: %s; the next cycle tries again", e)
+                raise
             except Exception:
                 self.metrics.failed()
                 log.exception("cycle failed; nothing was decided on partial data")
@@ -173,7 +184,16 @@ class Sentinel:
         snapshot = await asyncio.to_thread(self._snapshot, started, sites, model)
         nodes = snapshot.nodes
         detection, (plan, state) = await asyncio.to_thread(self._think, snapshot, started)
-        results = await asyncio.to_thread(self._act, plan, started)
+        try:
+            results, plan = await asyncio.to_thread(self._act, plan, detection, started)
+        except JournalError:
+            # Nothing was applied. The clocks decide started (`for`, release_after) are
+            # observations and go on; the actions it assumed did not happen, so the first
+            # cycle the journal can be written again takes them.
+            self.state = _only_what_happened(
+                state, self.state, [ActionResult(a, Outcome.FAILED) for a in plan.actions],
+                started)
+            raise
         self.state = _only_what_happened(state, self.state, results, started)
         for stop in sorted(plan.budget_exhausted):
             log.warning("budget %s spent: isolations held this cycle", stop)
@@ -185,17 +205,44 @@ class Sentinel:
         self.last = report
         return report
 
-    def _act(self, plan: Plan, now: float) -> list[ActionResult]:
-        """Journal (write-ahead), apply, settle; every fsync off the event loop."""
+    def _act(self, plan: Plan, detection: Detection,
+             now: float) -> tuple[list[ActionResult], Plan]:
+        """Budgets again against the nodes as they are now, then the shared apply-and-record
+        path (journal write-ahead, apply, settle, Event, log); every fsync off the event
+        loop. An isolation the budgets refuse now is journaled `refused`, with why."""
         results: list[ActionResult] = []
         if not self.leading():
-            return results
+            return results, plan
         if plan.actions:
-            self.journal.plan(plan.actions, self.actuator.mode, now)
-            results = self.actuator.apply(plan, now)
-            self.journal.settle((r.action.id, r.outcome, r.error) for r in results)
+            kept, refused = self._recheck(plan, detection, now)
+            if refused:
+                plan = replace(plan, notes=(*plan.notes, *(
+                    Note(r.action.node, r.action.site, NoteReason.BUDGET,
+                         f"would isolate {r.action.key} but {r.why}") for r in refused)),
+                    budget_exhausted=plan.budget_exhausted | {r.budget for r in refused})
+
+            def apply() -> list[ActionResult]:
+                done = self.actuator.apply(replace(plan, actions=kept), now) if kept else []
+                return [*done, *(ActionResult(r.action, Outcome.REFUSED, r.why)
+                                 for r in refused)]
+
+            results = self.recorder.run([effect_of(a) for a in plan.actions],
+                                        self.actuator.mode, now, apply, logger=log)
         self._journal_notes(plan, now)
-        return results
+        return results, plan
+
+    def _recheck(self, plan: Plan, detection: Detection,
+                 now: float) -> tuple[tuple[Action, ...], tuple[Refused, ...]]:
+        if not any(a.kind is ActionKind.ISOLATE for a in plan.actions):
+            return plan.actions, ()
+        p = self.decide_params
+        nodes = self.actuator.view(self.node_source.nodes())
+        _, recent = self.journal.memory(now, p.flap_window, self.actuator.mode)
+        sizes = {name: st.nodes for name, st in detection.sites.items()}
+        fleet = sum(1 for n in nodes.values() if n.site is not None)
+        b = Budgets(Counter(), fleet, p.site_max_fraction, p.fleet_max_fraction,
+                    p.max_new_per_minute)
+        return recheck(plan.actions, nodes, sizes, b, recent, now)
 
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
                   model: AnomalyModel | None) -> Snapshot:
@@ -274,15 +321,16 @@ class Sentinel:
             if self._notes.get(n.node) != n.reason:
                 changed.append(n)
                 log.info("HOLD %s (%s): %s", n.node, n.reason, n.text)
-        self._notes = current
         self.journal.record_notes(changed, now)
+        self._notes = current  # only once on disk: a failed write is tried again
 
 
 def _only_what_happened(new: PolicyState, old: PolicyState, results: list[ActionResult],
                         now: float) -> PolicyState:
-    """Decide assumed its plan would succeed; undo that for the actions that failed, so a
-    failed release is retried next cycle and a failed isolation does not spend the budget."""
-    failed = [r.action for r in results if r.outcome is Outcome.FAILED]
+    """Decide assumed its plan would succeed; undo that for the actions that failed (or that
+    the budgets refused where applied), so a failed release is retried next cycle and a failed
+    isolation does not spend the budget."""
+    failed = [r.action for r in results if r.outcome in (Outcome.FAILED, Outcome.REFUSED)]
     if not failed:
         return new
     last_release = dict(new.last_release)

@@ -1,5 +1,6 @@
 """Registry failover, end to end: probe every site's primary and standby, step each site's
-state (pure, registry.py), and switch through the site's strategy; journal, Event, metrics.
+state (pure, state.py), and switch through the site's actuator (actuate.py) on the shared
+apply-and-record path: journal, switch, settle, metric, Event, log.
 
 It runs on its own schedule (`registries.probe_interval`), never inside the isolation cycle: a
 slow probe cannot delay a decision, and a cycle cannot delay a failover. It reads one thing from
@@ -16,17 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kubernetes import client
-
-from sentinel.adapters.actuate import record_event
-from sentinel.adapters.journal import Journal
+from sentinel.adapters.acting import Done, Recorder
 from sentinel.adapters.metrics import Metrics
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import Config, SiteConfig
+from sentinel.core.effects import Effect, JournalKind
 from sentinel.core.errors import AdapterError
 from sentinel.core.ids import action_id
-from sentinel.core.model import Mode, Outcome
-from sentinel.registry.probe import ImageOverride, MirrorConfig, RegistryProber
+from sentinel.core.model import Outcome
+from sentinel.registry.actuate import RegistryActuator
+from sentinel.registry.probe import RegistryProber
 from sentinel.registry.state import (
     Probe,
     RegistryParams,
@@ -54,11 +54,11 @@ class _Site:
 
 
 class RegistryGuard:
-    def __init__(self, cfg: Config, api: client.ApiClient, journal: Journal, metrics: Metrics,
-                 partitioned: Callable[[str], bool], mode: Mode | str,
+    def __init__(self, cfg: Config, actuator: RegistryActuator, recorder: Recorder,
+                 metrics: Metrics, partitioned: Callable[[str], bool],
                  clock: Callable[[], float] = time.time) -> None:
         r = cfg.registries
-        self.cfg, self.journal, self.metrics, self.mode = cfg, journal, metrics, Mode(mode)
+        self.cfg, self.actuator, self.recorder, self.metrics = cfg, actuator, recorder, metrics
         self.partitioned, self.clock = partitioned, clock
         self.params = RegistryParams(r.failures_to_failover, r.healthy_for_failback,
                                      r.max_failbacks, r.failback_window)
@@ -70,9 +70,6 @@ class RegistryGuard:
                 self.sites[s.name] = _Site(s, s.registry.primary, standby)
         self.prober = RegistryProber(cfg, [e for s in self.sites.values()
                                            for e in (s.primary, s.standby)])
-        self.mirror = MirrorConfig(api, r.namespace, cfg.taint_domain)
-        self.images = ImageOverride(api, r.workload_label, cfg.taint_domain)
-        self.core = client.CoreV1Api(api)
         self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -107,7 +104,7 @@ class RegistryGuard:
     def _restore(self, s: _Site, now: float) -> None:
         """Where a previous sentinel left the site: read from the ConfigMap or the workloads."""
         try:
-            role = self._current(s)
+            role = self.actuator.current(s.cfg)
         except AdapterError as e:  # the API or the workloads unreadable: the next round retries
             log.warning("site %s: cannot read the active registry yet: %s", s.cfg.name, e)
             return
@@ -117,55 +114,40 @@ class RegistryGuard:
                      role.value)
         s.restored = True
 
-    def _current(self, s: _Site) -> Role | None:
-        assert s.cfg.registry is not None
-        if s.cfg.registry.strategy == "mirror-config":
-            return self.mirror.current(s.cfg.name)
-        return self.images.current(self.cfg.site_selector(s.cfg))
-
     def _switch(self, s: _Site, sw: Switch, now: float) -> bool:
+        """Through the shared apply-and-record path: journal, switch, settle, metric, Event."""
         reg = s.cfg.registry
         assert reg is not None
         site = s.cfg.name
-        kind = "registry-failover" if sw.to is Role.STANDBY else "registry-failback"
-        to = s.standby if sw.to is Role.STANDBY else s.primary
+        failover = sw.to is Role.STANDBY
+        kind = JournalKind.REGISTRY_FAILOVER if failover else JournalKind.REGISTRY_FAILBACK
+        to = s.standby if failover else s.primary
         aid = action_id(now, site, kind)
         reason = f"{reg.strategy}: {host_of(s.primary.url)} -> {to.url} ({sw.reason})"
         evidence: dict[str, Any] = {"strategy": reg.strategy, "primary": s.primary.url,
                                     "standby": s.standby.url, "to": sw.to.value}
-        self.journal.plan_switch(aid, now, self.mode, site, kind, host_of(s.primary.url),
-                                 sw.to.value, reason, evidence)
-        if self.mode is not Mode.ENFORCE:
-            self.journal.settle([(aid, Outcome.APPLIED, None)])
-            log.info("DRY-RUN %s site %s: %s", kind, site, reason)
-            return True
-        about: client.V1ObjectReference | None
-        try:
-            if reg.strategy == "mirror-config":
-                about = self.mirror.apply(s.cfg, s.standby, sw.to, reason, now)
-            else:
-                changed = self.images.apply(self.cfg.site_selector(s.cfg), s.primary,
-                                            s.standby, sw.to)
-                reason += f"; workloads: {', '.join(changed) or 'none opted in'}"
-                # The Event is about a workload it changed (there is no object for a site).
-                ns, _, name = (changed[0] if changed else "/").partition("/")
-                about = client.V1ObjectReference(kind="Deployment", namespace=ns, name=name,
-                                                 api_version="apps/v1") if changed else None
-        except AdapterError as e:  # journaled as failed; the next round retries
-            self.journal.settle([(aid, Outcome.FAILED, str(e))])
-            self.metrics.registry_switches.labels(site, sw.to.value, Outcome.FAILED).inc()
-            log.error("site %s: %s failed: %s", site, kind, e)
-            return False
-        self.journal.settle([(aid, Outcome.APPLIED, None)])
-        self.metrics.registry_switches.labels(site, sw.to.value, Outcome.APPLIED).inc()
-        if about is not None:  # an Event lives in its object's namespace
-            record_event(self.core, about.namespace or self.cfg.cluster.events_namespace,
-                         f"{about.name}.sentinel-{aid}", about,
-                         "SentinelRegistryFailover" if sw.to is Role.STANDBY else
-                         "SentinelRegistryFailback", f"[{aid}] site {site}: {reason}",
-                         "Warning" if sw.to is Role.STANDBY else "Normal", now)
-        log.warning("ENFORCED %s site %s: %s", kind, site, reason)
-        return True
+        effect = Effect(aid, kind, site, host_of(s.primary.url), "registry", sw.to.value,
+                        "registry-failover", reason, evidence)
+        line = f"{kind} site {site}: {reason}"
+
+        def apply() -> list[Done]:
+            try:
+                out = self.actuator.switch(s.cfg, s.standby, sw.to, reason, now)
+            except AdapterError as e:  # journaled as failed; the next round retries
+                return [Done(aid, Outcome.FAILED, line, str(e))]
+            event = None if out.about is None else replace(
+                out.about, reason="SentinelRegistryFailover" if failover
+                else "SentinelRegistryFailback", message=f"site {site}: {reason}{out.detail}",
+                type="Warning" if failover else "Normal")
+            return [Done(aid, Outcome.APPLIED, line + out.detail, event=event,
+                         planned=out.planned)]
+
+        def count(d: Done) -> None:
+            self.metrics.registry_switches.labels(
+                site, sw.to.value, "planned" if d.planned else d.outcome).inc()
+
+        done = self.recorder.run([effect], self.actuator.mode, now, apply, count, log)
+        return done[0].outcome is Outcome.APPLIED
 
     def status_values(self) -> list[dict[str, Any]]:
         out = []

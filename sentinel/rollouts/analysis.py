@@ -21,6 +21,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from sentinel.core.kinds import RolloutKind, RolloutState
+
 __all__ = [
     "Analysis",
     "AnalysisParams",
@@ -28,6 +30,8 @@ __all__ = [
     "MetricSpec",
     "Revision",
     "RolloutAction",
+    "RolloutKind",
+    "RolloutState",
     "Verdict",
     "Workload",
     "analyse",
@@ -217,8 +221,7 @@ class Workload:
 
 @dataclass(frozen=True, slots=True)
 class RolloutAction:
-    kind: str
-    """`rollback` (pause, restore the previous template) or `hold` (pause a sibling)."""
+    kind: RolloutKind
     workload: Workload
     reason: str
     to: Revision | None = None
@@ -242,21 +245,22 @@ def decide_rollouts(workloads: Sequence[Workload], verdicts: Mapping[str, Analys
             reason = a.reason
         else:
             continue
-        if f"rollback:{w.key}" in done or w.previous is None:
+        if f"{RolloutKind.ROLLBACK}:{w.key}" in done or w.previous is None:
             continue
-        actions.append(RolloutAction("rollback", w, reason, to=w.previous))
+        actions.append(RolloutAction(RolloutKind.ROLLBACK, w, reason, to=w.previous))
         failing.setdefault(w.app, []).append((w, reason))
     for app, fails in failing.items():
         cause = fails[0][0]
         version = cause.current.version if cause.current else None
         failed = {f.key for f, _ in fails}
         for s in workloads:
-            if s.app != app or s.key in failed or s.hold is not None or f"hold:{s.key}" in done:
+            if s.app != app or s.key in failed or s.hold is not None or \
+                    f"{RolloutKind.HOLD}:{s.key}" in done:
                 continue
             if s.settled and s.current is not None and s.current.version == version:
                 continue  # finished rolling out this version already: not ours to stop now
             actions.append(RolloutAction(
-                "hold", s, f"{cause.kind} {cause.key} of the same app failed analysis of "
+                RolloutKind.HOLD, s, f"{cause.kind} {cause.key} of the same app failed analysis of "
                 f"version {version}; this node group is held before it rolls it out",
                 cause=cause.key))
     return actions

@@ -1,8 +1,8 @@
 """The rollout guard, end to end: read the opted-in workloads, analyse every one whose new
-revision is rolling out (range queries on its site's Prometheus, the verdict in rollout.py),
-roll back a failed one, hold its siblings, and say so: journal (write-ahead), Event on the
-workload, metrics, and the record in the workload's annotation that `sentinel rollouts`
-and a restarted sentinel read.
+revision is rolling out (range queries on its site's Prometheus, the verdict in analysis.py),
+roll back a failed one, hold its siblings, through the workload actuator (actuate.py) on the
+shared apply-and-record path: journal (write-ahead), the write with the record in the
+workload's annotation that `sentinel rollouts` and a restarted sentinel read, metric, Event.
 
 It runs on its own schedule (`rollouts.interval`), in a worker thread, never inside the
 isolation cycle.
@@ -21,25 +21,28 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-from sentinel.adapters.actuate import record_event
-from sentinel.adapters.journal import Journal
+from sentinel.adapters.acting import Done, Recorder
 from sentinel.adapters.metrics import Metrics
 from sentinel.anomaly.history import query_range
 from sentinel.config.schema import Config
+from sentinel.core.effects import Effect, EventSpec, JournalKind
 from sentinel.core.errors import AdapterError, Refused
 from sentinel.core.ids import action_id
-from sentinel.core.model import Mode, NodeName, Note, NoteReason, Outcome, SiteName
+from sentinel.core.model import NodeName, Note, NoteReason, Outcome, SiteName
+from sentinel.rollouts.actuate import WorkloadActuator
 from sentinel.rollouts.analysis import (
     Analysis,
     AnalysisParams,
     MetricSpec,
     RolloutAction,
+    RolloutKind,
+    RolloutState,
     Verdict,
     Workload,
     analyse,
     decide_rollouts,
 )
-from sentinel.rollouts.workloads import WorkloadView, WorkloadWriter, pods_regex
+from sentinel.rollouts.workloads import WorkloadView, pods_regex
 
 __all__ = ["RolloutError", "RolloutGuard"]
 
@@ -68,15 +71,14 @@ def _rev(r: Any) -> str:
 
 
 class RolloutGuard:
-    def __init__(self, cfg: Config, api: client.ApiClient, journal: Journal, metrics: Metrics,
-                 mode: Mode | str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: Config, api: client.ApiClient, actuator: WorkloadActuator,
+                 recorder: Recorder, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
         r = cfg.rollouts
-        self.cfg, self.r, self.journal, self.metrics, self.mode = cfg, r, journal, metrics, \
-            Mode(mode)
+        self.cfg, self.r, self.metrics = cfg, r, metrics
+        self.actuator, self.recorder, self.journal = actuator, recorder, recorder.journal
         self.clock = clock
         self.view = WorkloadView(api, cfg)
-        self.writer = WorkloadWriter(api, cfg.taint_domain)
-        self.core = client.CoreV1Api(api)
         self.sites = [_Site(s.name, cfg.site_selector(s), s.prometheus,
                             s.timeout or cfg.query_timeout) for s in cfg.sites]
         self.specs = [MetricSpec(n, m.margin, m.relative) for n, m in r.metrics.items()]
@@ -88,8 +90,6 @@ class RolloutGuard:
         self._analysis: dict[str, tuple[str, Analysis, float]] = {}
         self._hold_since: dict[str, tuple[str, float]] = {}
         self._overdue: set[str] = set()
-        self._done: set[str] = set()
-        """Dry-run: actions planned, which the cluster does not show."""
         self._status: list[dict[str, Any]] = []
         self.checked_at: float | None = None
         self._settled = False
@@ -115,11 +115,12 @@ class RolloutGuard:
             workloads = self.view.workloads()
             verdicts: dict[str, Analysis] = {}
             for w in workloads:
-                for kind in ("rollback", "hold"):  # at 0 from the start: increase() sees a 1st
-                    self.metrics.rollout_actions.labels(w.namespace, w.name, kind, Outcome.APPLIED)
-                if self._state(w, now) == "analysing":
+                for kind in (RolloutKind.ROLLBACK, RolloutKind.HOLD):  # at 0 from the start:
+                    self.metrics.rollout_actions.labels(  # increase() sees the first one
+                        w.namespace, w.name, kind, Outcome.APPLIED)
+                if self._state(w, now) is RolloutState.ANALYSING:
                     verdicts[w.key] = self._analyse(w, now)
-            actions = decide_rollouts(workloads, verdicts, frozenset(self._done))
+            actions = decide_rollouts(workloads, verdicts, self.actuator.planned())
             taken = [a for a in actions if self._act(a, now)]
             keys = {w.key for w in workloads}
             for d in (self._analysis, self._hold_since, self._passed):
@@ -135,7 +136,7 @@ class RolloutGuard:
         say what holds now, and this run finishes a cut rollback itself (once), so the old
         rows are closed as interrupted."""
         rows = self.journal.unsettled_other(LEVEL)
-        self.journal.settle([(row["id"], "interrupted", "sentinel stopped before this action "
+        self.journal.settle([(row["id"], Outcome.INTERRUPTED, "sentinel stopped before this action "
                               "completed; the workload's annotation tells what holds now")
                              for row in rows])
         for row in rows:
@@ -143,21 +144,21 @@ class RolloutGuard:
                      row["id"], row["kind"], row["key"])
         self._settled = True
 
-    def _state(self, w: Workload, now: float) -> str:
+    def _state(self, w: Workload, now: float) -> RolloutState:
         if w.failed_here:
-            return "rolling-back"
+            return RolloutState.ROLLING_BACK
         if w.rolled_back:
-            return "rolled-back"
+            return RolloutState.ROLLED_BACK
         if w.current is None:
-            return "held" if w.hold is not None else "waiting"
+            return RolloutState.HELD if w.hold is not None else RolloutState.WAITING
         if w.previous is None:
-            return "stable"
+            return RolloutState.STABLE
         if self._passed.get(w.key) == w.current.hash:
-            return "passed"
+            return RolloutState.PASSED
         created = w.current.created
         if w.settled and (created is None or now - created > self.r.max_window):
-            return "stable"  # rolled out before our window: the baseline, not a rollout
-        return "analysing"
+            return RolloutState.STABLE  # rolled out before our window: the baseline
+        return RolloutState.ANALYSING
 
     def _sites_of(self, w: Workload) -> list[_Site]:
         assert w.current is not None
@@ -235,11 +236,12 @@ class RolloutGuard:
 
     # -- actions ---------------------------------------------------------------------------
     def _act(self, a: RolloutAction, now: float, by: str = "sentinel") -> bool:
+        """Through the shared apply-and-record path: journal, write, settle, metric, Event."""
         w = a.workload
         aid = action_id(now, w.key, a.kind)
         cur = w.current
         site = self._sites_of(w)[0].name if cur is not None else ""
-        if a.kind == "rollback":
+        if a.kind is RolloutKind.ROLLBACK:
             assert cur is not None and a.to is not None
             text = (f"rolled back {_describe(w)} from {_rev(cur)} to {_rev(a.to)}: "
                     f"{a.reason}")
@@ -254,36 +256,36 @@ class RolloutGuard:
         analysis = self._analysis.get(w.key)
         evidence = {"workload": w.key, "kind": w.kind, "app": w.app, "record": record,
                     "analysis": analysis[1].record() if analysis else None}
-        self.journal.plan_other(aid, now, self.mode, f"rollout-{a.kind}", site, w.key, LEVEL,
-                                a.kind, "rollout-guard", text, evidence)
-        if self.mode is not Mode.ENFORCE:
-            self.journal.settle([(aid, Outcome.APPLIED, None)])
-            self._done.add(f"{a.kind}:{w.key}")
-            self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, "planned").inc()
-            log.info("DRY-RUN %s", text)
-            return True
-        try:
-            if a.kind == "rollback":
+        kind = JournalKind.ROLLOUT_ROLLBACK if a.kind is RolloutKind.ROLLBACK \
+            else JournalKind.ROLLOUT_HOLD
+        effect = Effect(aid, kind, site, w.key, LEVEL, a.kind, "rollout-guard", text, evidence)
+
+        def write() -> bool:
+            if a.kind is RolloutKind.ROLLBACK:
                 assert a.to is not None
-                if not (w.failed_here and w.paused):
-                    self.writer.stop(w, record, None)
-                self.writer.restore(w, a.to, {**record, "state": "rolled-back", "done": now})
-            else:
-                self.writer.stop(w, record, record)
-        except AdapterError as e:
-            self.journal.settle([(aid, Outcome.FAILED, str(e))])
-            self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, Outcome.FAILED).inc()
-            log.error("rollouts: %s failed: %s", text, e)
-            return False
-        self.journal.settle([(aid, Outcome.APPLIED, None)])
-        self.metrics.rollout_actions.labels(w.namespace, w.name, a.kind, Outcome.APPLIED).inc()
-        about = client.V1ObjectReference(kind=w.kind, name=w.name, namespace=w.namespace,
-                                         api_version="apps/v1")
-        reason = "SentinelRolloutRollback" if a.kind == "rollback" else "SentinelRolloutHold"
-        record_event(self.core, w.namespace, f"{w.name}.sentinel-{aid}", about, reason,
-                     f"[{aid}] {text}", "Warning", now)
-        log.warning("ENFORCED %s", text)
-        return True
+                return self.actuator.rollback(w, a.to, record, now)
+            return self.actuator.hold(w, record)
+
+        event = EventSpec(w.kind, w.name, w.namespace, "apps/v1",
+                          "SentinelRolloutRollback" if a.kind is RolloutKind.ROLLBACK
+                          else "SentinelRolloutHold", text, "Warning")
+        return self._record(effect, w, a.kind, text, write, event, now).outcome \
+            is Outcome.APPLIED
+
+    def _record(self, effect: Effect, w: Workload, kind: RolloutKind, text: str,
+                write: Callable[[], bool], event: EventSpec | None, now: float) -> Done:
+        def apply() -> list[Done]:
+            try:
+                planned = write()
+            except AdapterError as e:  # journaled as failed; the next round decides again
+                return [Done(effect.id, Outcome.FAILED, text, str(e))]
+            return [Done(effect.id, Outcome.APPLIED, text, event=event, planned=planned)]
+
+        def count(d: Done) -> None:
+            self.metrics.rollout_actions.labels(w.namespace, w.name, kind,
+                                                "planned" if d.planned else d.outcome).inc()
+
+        return self.recorder.run([effect], self.actuator.mode, now, apply, count, log)[0]
 
     # -- manual commands -------------------------------------------------------------------
     def find(self, name: str) -> Workload:
@@ -305,11 +307,13 @@ class RolloutGuard:
                                    "(a paused rollout that never started): nothing to undo")
             if w.previous is None:
                 raise RolloutError(409, f"{w.key}: no earlier revision to roll back to")
-            a = RolloutAction("rollback", w, f"manual rollback by {by}: {reason}", to=w.previous)
+            a = RolloutAction(RolloutKind.ROLLBACK, w, f"manual rollback by {by}: {reason}",
+                              to=w.previous)
             if not self._act(a, self.clock(), by):
                 raise RolloutError(502, f"{w.key}: the rollback failed; see the journal")
-            return {"workload": w.key, "action": "rollback", "from": w.current.version,
-                    "to": w.previous.version, "mode": self.mode, "by": by}
+            return {"workload": w.key, "action": RolloutKind.ROLLBACK,
+                    "from": w.current.version, "to": w.previous.version,
+                    "mode": self.actuator.mode, "by": by}
 
     def resume(self, name: str, by: str) -> dict[str, Any]:
         """Lift sentinel's hold (or a pause it left) so the rollout goes on."""
@@ -318,23 +322,16 @@ class RolloutGuard:
             if w.hold is None and not w.paused:
                 raise RolloutError(409, f"{w.key} is neither held nor paused")
             now = self.clock()
-            aid = action_id(now, w.key, "resume")
+            aid = action_id(now, w.key, RolloutKind.RESUME)
             text = f"resumed {_describe(w)} by {by}"
-            self.journal.plan_other(aid, now, self.mode, "rollout-resume", "", w.key, LEVEL,
-                                    "resume", "manual", text, {"hold": w.hold})
-            if self.mode is Mode.ENFORCE:
-                try:
-                    self.writer.resume(w, None)
-                except AdapterError as e:
-                    self.journal.settle([(aid, Outcome.FAILED, str(e))])
-                    raise RolloutError(502, str(e)) from None
-            self._done.discard(f"hold:{w.key}")
-            self.journal.settle([(aid, Outcome.APPLIED, None)])
-            self.metrics.rollout_actions.labels(w.namespace, w.name, "resume",
-                                                "applied" if self.mode is Mode.ENFORCE
-                                                else "planned").inc()
-            log.warning("%s %s", "ENFORCED" if self.mode is Mode.ENFORCE else "DRY-RUN", text)
-            return {"workload": w.key, "action": "resume", "mode": self.mode, "by": by}
+            effect = Effect(aid, JournalKind.ROLLOUT_RESUME, "", w.key, LEVEL,
+                            RolloutKind.RESUME, "manual", text, {"hold": w.hold})
+            out = self._record(effect, w, RolloutKind.RESUME, text,
+                               lambda: self.actuator.resume(w), None, now)
+            if out.outcome is not Outcome.APPLIED:
+                raise RolloutError(502, str(out.error))
+            return {"workload": w.key, "action": RolloutKind.RESUME,
+                    "mode": self.actuator.mode, "by": by}
 
     # -- reading ---------------------------------------------------------------------------
     def _row(self, w: Workload, now: float) -> dict[str, Any]:
@@ -344,12 +341,14 @@ class RolloutGuard:
         held = self._hold_since.get(w.key)
         hold_s = now - held[1] if held is not None and held[0] == current_hash else None
         state = self._state(w, now)
-        if f"rollback:{w.key}" in self._done:
-            state = "rolled-back (dry-run)"
-        elif f"hold:{w.key}" in self._done:
-            state = "held (dry-run)"
-        elif w.hold is not None and state not in ("rolling-back", "rolled-back"):
-            state = "held"
+        planned = self.actuator.planned()
+        if f"{RolloutKind.ROLLBACK}:{w.key}" in planned:
+            state = RolloutState.ROLLED_BACK_DRY_RUN
+        elif f"{RolloutKind.HOLD}:{w.key}" in planned:
+            state = RolloutState.HELD_DRY_RUN
+        elif w.hold is not None and state not in (RolloutState.ROLLING_BACK,
+                                                  RolloutState.ROLLED_BACK):
+            state = RolloutState.HELD
         return {
             "namespace": w.namespace, "name": w.name, "kind": w.kind, "app": w.app,
             "state": state, "paused": w.paused,

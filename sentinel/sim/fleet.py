@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -36,6 +35,7 @@ from sentinel.sim.control import serve_control
 from sentinel.sim.exporters import JOBS, SiteExporters
 from sentinel.sim.faults import FAULTS, inject
 from sentinel.sim.kubeapi import KubeApiServer
+from sentinel.sim.nodes import ready_condition, set_ready
 from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
 from sentinel.sim.store import RESOURCES, Store
@@ -68,10 +68,6 @@ class FleetSpec:
     def node_names(self, site: str) -> list[str]:
         short = site.removeprefix("site-")
         return [f"edge-{short}-{j:02d}" for j in range(1, self.nodes_per_site + 1)]
-
-
-def _ts() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Fleet:
@@ -153,7 +149,7 @@ class Fleet:
                                                   "kubernetes.io/hostname": name,
                                                   "node-role.kubernetes.io/edge": ""}},
             "spec": {},
-            "status": {"conditions": [self._ready("True")]},
+            "status": {"conditions": [ready_condition("True")]},
         })
         for k in range(self.spec.pods_per_node):
             self.store.create(PODS, "default", {
@@ -161,19 +157,8 @@ class Fleet:
                 "spec": {"nodeName": name, "containers": [{"name": "app", "image": "demo:1"}]},
             })
 
-    @staticmethod
-    def _ready(status: str) -> dict[str, str]:
-        reason = "KubeletReady" if status == "True" else "NodeStatusUnknown"
-        msg = "kubelet is posting ready status" if status == "True" else \
-            "Kubelet stopped posting node status."
-        return {"type": "Ready", "status": status, "reason": reason, "message": msg,
-                "lastHeartbeatTime": _ts(), "lastTransitionTime": _ts()}
-
     def set_ready(self, node: str, status: str) -> None:
-        def fn(o: dict[str, Any]) -> None:
-            conds = [c for c in o.get("status", {}).get("conditions", []) if c["type"] != "Ready"]
-            o.setdefault("status", {})["conditions"] = [*conds, self._ready(status)]
-        self.store.mutate(NODES, "", node, fn, subresource="status")
+        self.store.mutate(NODES, "", node, lambda o: set_ready(o, status), subresource="status")
 
     # -- applications ----------------------------------------------------------------------
     def app_pods(self, site: str) -> list[AppPod]:
@@ -345,10 +330,12 @@ class Fleet:
         self.stop_flapping(target)
         self.heal_node(target)
 
-    def set_autonomy(self, node: str, on: bool = True) -> None:
+    def set_autonomy(self, node: str, on: bool = True, duration: str | None = None) -> None:
+        """The older flag, or with `duration` OpenYurt's current per-node window."""
         def fn(o: dict[str, Any]) -> None:
-            ann = o["metadata"].setdefault("annotations", {})
-            ann["node.beta.openyurt.io/autonomy"] = "true" if on else "false"
+            key, value = ("node.openyurt.io/autonomy-duration", duration) if duration \
+                is not None else ("node.beta.openyurt.io/autonomy", "true" if on else "false")
+            o["metadata"].setdefault("annotations", {})[key] = value
         self._site(node)
         self.store.mutate(NODES, "", node, fn)
 

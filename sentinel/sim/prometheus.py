@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import yaml
 
 from sentinel.sim.process import ServerProcess, binary, free_port, wait_until
 
-__all__ = ["PrometheusProcess", "all_up", "free_port"]
+__all__ = ["CentralPrometheus", "PrometheusProcess", "all_up", "free_port"]
 
 
 class PrometheusProcess(ServerProcess):
@@ -84,3 +84,21 @@ def all_up(prometheus: str, nodes: set[str]) -> bool:
     r = httpx.get(f"{prometheus}/api/v1/query", params={"query": "min by (node) (up)"},
                   timeout=2).json()
     return nodes <= {s["metric"].get("node") for s in r["data"]["result"] if s["value"][1] == "1"}
+
+
+class CentralPrometheus(PrometheusProcess):
+    """The headquarters' Prometheus of the first reference deployment: it federates every
+    site's Prometheus (through the site's uplink, so a cut uplink stops the site's data
+    arriving) and keeps each series' `site` external label (honor_labels)."""
+
+    def __init__(self, sites: Mapping[str, str], scrape_interval: float = 1.0,
+                 workdir: Path | None = None) -> None:
+        super().__init__("central", [], scrape_interval, workdir)
+        self.config["global"].pop("external_labels", None)
+        self.config["scrape_configs"] = [{
+            "job_name": f"federate-{site}", "honor_labels": True, "metrics_path": "/federate",
+            "params": {"match[]": ['{job=~".+"}']},
+            "static_configs": [{"targets": [url.split("://", 1)[1].rstrip("/")],
+                                "labels": {"federated_from": site}}],
+        } for site, url in sorted(sites.items())]
+        self._write()
