@@ -74,9 +74,23 @@ def test_duplicate_rule_names_across_files(tmp_path: Path) -> None:
      "c.yaml:5: anomaly.target_alarm_rate: Input should be less than 0.5"),
     (GOOD_SITE + "anomaly:\n  action: evict\n",
      "c.yaml:5: anomaly.action: Input should be 'alert' or 'isolate'"),
+    ("sites:\n  - name: a\n", "c.yaml:1: (top level): Value error, site(s) a have no "
+     "`prometheus` URL: give each site its Prometheus, or set metrics_source.mode: central"),
+    ("sites:\n  - name: a\nmetrics_source:\n  mode: central\n",
+     "c.yaml:3: metrics_source: Value error, central mode needs `url`"),
+    (GOOD_SITE + "metrics_source:\n  http:\n    headers: {Authorization: Bearer x}\n",
+     "c.yaml:6: metrics_source.http.headers: Value error, set Authorization with "
+     "bearer_token_file or basic_auth"),
+    ("sites:\n  - name: a\n    prometheus: http://x:1\n    http:\n      tls: "
+     "{cert_file: c.pem}\n", "c.yaml:5: sites.0.http.tls: Value error, cert_file and "
+     "key_file go together"),
+    (GOOD_SITE + "metrics_source:\n  http:\n    path_prefix: prometheus\n",
+     "c.yaml:6: metrics_source.http.path_prefix: Value error, 'prometheus': a path prefix "
+     "starts with '/'"),
 ], ids=["bad-mode", "bad-url", "fraction-range", "bad-duration", "misspelt-key",
         "no-sites", "site-twice", "bad-domain", "anomaly-feature-name", "anomaly-rate",
-        "anomaly-action"])
+        "anomaly-action", "no-prometheus", "central-no-url", "auth-in-headers",
+        "half-mtls", "prefix-slash"])
 def test_bad_config_names_file_line_and_key(text: str, expect: str) -> None:
     with pytest.raises(SourceError) as e:
         parse_config(text, "c.yaml", {})

@@ -58,3 +58,24 @@ def test_the_apply_and_record_path_writes_ahead_settles_and_survives_a_raising_a
     row = j.actions()[-1]
     assert row["id"] == "b1" and row["outcome"] == "failed" and "a bug" in row["error"]
     j.close()
+
+
+def test_the_cycle_settles_only_node_actions_a_predecessor_left(tmp_path: Path) -> None:
+    """The cause of a rollback journaled `interrupted` twice (issue #17, item 7): a restarted
+    sentinel's first cycle closed every `planned` row, including the rollback the rollout
+    guard of the same process had in flight. The cycle's settle reads node actions only."""
+    from sentinel.adapters.journal import Journal
+    from sentinel.core.effects import Effect, JournalKind
+
+    j = Journal(tmp_path / "j.db")
+    j.write_ahead([
+        Effect("n1", JournalKind.ISOLATE, "s", "kube-proxy", "component", "NoSchedule",
+               "proxy-down", "why", node="edge-1"),
+        Effect("r1", JournalKind.ROLLOUT_ROLLBACK, "s", "default/web", "rollout", "rollback",
+               "rollout-guard", "worse"),
+        Effect("g1", JournalKind.REGISTRY_FAILOVER, "s", "reg", "registry", "standby",
+               "registry-failover", "down")], "enforce", 1.0)
+    assert [r["id"] for r in j.unsettled("enforce")] == ["n1"]
+    assert [r["id"] for r in j.unsettled_other("rollout")] == ["r1"]
+    assert [r["id"] for r in j.unsettled_other("registry")] == ["g1"]
+    j.close()

@@ -251,14 +251,21 @@ def test_mirror_config_fails_over_and_back(guard: Any, regs: dict[str, RegistryP
 
 def test_a_restarted_guard_picks_up_the_active_registry(guard: Any, fleet: Fleet,
                                                         regs: dict[str, RegistryProcess]) -> None:
+    from sentinel.core.effects import Effect, JournalKind
+
     g = guard()
     regs["site-a"].down()
     g.rounds_until_switch(3)
+    # a predecessor killed in the middle of a switch left its row `planned`
+    g.journal.write_ahead([Effect("cut-switch", JournalKind.REGISTRY_FAILBACK, "site-a",
+                                  "registry", "registry", "primary", "registry-failover",
+                                  "killed mid-switch")], "enforce", 1.0)
     again = guard()
     assert again.round() == [], "the new guard switched again"
     status = {s["site"]: s for s in again.guard.status_values()}
     assert status["site-a"]["active"] == "standby"
-    assert len(again.journal.actions(site="site-a")) == 1
+    rows = {r["id"]: r["outcome"] for r in again.journal.actions(site="site-a")}
+    assert len(rows) == 2 and rows["cut-switch"] == "interrupted", rows
 
 
 def test_standby_down_means_no_switch_and_an_alert_metric(guard: Any,

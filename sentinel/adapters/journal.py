@@ -165,10 +165,13 @@ class Journal:
         self._backlog = []
 
     def unsettled(self, mode: str) -> list[dict[str, Any]]:
-        """Actions planned by a process that died before it could say how they went."""
+        """Node actions planned by a process that died before it could say how they went.
+        Only node actions: the rollout guard and the registry guard settle their own (a
+        rollback this process has in flight is `planned` too, and is not the cycle's to
+        close — that race closed a live rollback as interrupted)."""
         with self._lock:
             cur = self._db.execute("SELECT id, kind, node, key FROM actions WHERE outcome = ? "
-                                   "AND mode = ?", (PLANNED, mode))
+                                   "AND mode = ? AND node != ''", (PLANNED, mode))
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 

@@ -16,13 +16,14 @@ from datetime import datetime
 import httpx
 
 from sentinel.adapters.promhttp import PromClients
+from sentinel.config.schema import Config
 from sentinel.config.sources import HttpSettings
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
 __all__ = ["ESTABLISHED_QUERY", "PromError", "Samples", "SiteCollector", "SiteTarget",
-           "build_view", "describe", "query_instant"]
+           "build_view", "describe", "query_instant", "site_targets"]
 
 Samples = list[tuple[Mapping[str, str], float]]
 
@@ -229,3 +230,20 @@ def build_view(name: SiteName, age: float | None, uptime: float | None, presence
                     rule_errors=errors, features=values, feature_errors=feature_errors,
                     uptime=uptime, established=established)
 
+
+def site_targets(cfg: Config, timeout: float | None = None) -> list[SiteTarget]:
+    """Where each site's metrics are asked, and how: its own Prometheus (per-site mode) or the
+    central store (central mode, for the range queries that filter by site themselves)."""
+    ms = cfg.metrics_source
+    out = []
+    for s in cfg.sites:
+        if ms.mode == "central":
+            assert ms.url is not None  # the config validator saw to it
+            url, http = ms.url, ms.http
+        else:
+            assert s.prometheus is not None
+            url, http = s.prometheus, cfg.site_http(s)
+        out.append(SiteTarget(s.name, url.rstrip("/") + http.path_prefix,
+                              timeout or s.timeout or cfg.query_timeout,
+                              http.resolved(lambda f: str(cfg.resolve(f)))))
+    return out

@@ -50,8 +50,10 @@ class _FileAuth(httpx.Auth):
         yield request
 
 
-def client_options(h: HttpSettings, resolve: Callable[[str], str]) -> dict[str, Any]:
-    """httpx client arguments for one setting; `resolve` makes its file paths absolute."""
+def client_options(h: HttpSettings, resolve: Callable[[str], str] = lambda p: p,
+                   ) -> dict[str, Any]:
+    """httpx client arguments for one setting; `resolve` makes its file paths absolute
+    (settings from `site_targets` have them absolute already)."""
     auth: httpx.Auth | None = None
     if h.bearer_token_file is not None:
         token = FileSecret(resolve(h.bearer_token_file))

@@ -7,7 +7,7 @@ A site that does not answer is left out and named: its nodes get no baseline of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sentinel.adapters.prom import PromError, SiteTarget, describe
+from sentinel.adapters.promhttp import PromClients
 
 __all__ = ["History", "fetch_history", "query_range"]
 
@@ -54,7 +55,10 @@ def query_range(client: httpx.Client, url: str, expr: str, start: float, end: fl
 
 def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start: float,
                   end: float, step: float, timeout: float = 30.0,
-                  client: httpx.Client | None = None) -> History:
+                  client: httpx.Client | None = None,
+                  assign: Callable[[Mapping[str, str]], str | None] | None = None) -> History:
+    """`assign`, for a central store (one target for every site): a series' site from its
+    labels (adapters.central.series_site); a series it places nowhere is left out."""
     steps = int((end - start) // step) + 1
     if steps > MAX_POINTS:
         raise ValueError(f"{steps} points per series: Prometheus answers at most {MAX_POINTS};"
@@ -62,21 +66,23 @@ def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start
     names = list(queries)
     per_site: dict[str, dict[str, NDArray[np.float64]]] = {}
     errors: dict[str, str] = {}
-    own = client is None
-    c = client or httpx.Client()
+    clients = PromClients()
     try:
         for site in sites:
-            cols: dict[str, NDArray[np.float64]] = {}
+            c = client or clients.sync_client(site.http)
+            got: dict[str, dict[str, NDArray[np.float64]]] = {}
             try:
                 for f, name in enumerate(names):
                     for series in query_range(c, site.url, queries[name], start, end,
-                                         step, timeout):
+                                              step, timeout):
                         metric = series.get("metric") or {}
                         assert isinstance(metric, dict)
                         node = metric.get("node")
-                        if node is None:
+                        where = site.name if assign is None else assign(metric)
+                        if node is None or where is None:
                             continue
-                        col = cols.setdefault(node, np.full((steps, len(names)), np.nan))
+                        col = got.setdefault(where, {}).setdefault(
+                            node, np.full((steps, len(names)), np.nan))
                         values = series.get("values") or []
                         assert isinstance(values, list)
                         for ts, v in values:
@@ -86,11 +92,11 @@ def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start
             except PromError as e:
                 errors[site.name] = f"feature {name!r}: {e}"
                 continue
-            per_site[site.name] = cols
+            for where, cols in got.items():
+                per_site.setdefault(where, {}).update(cols)
     finally:
-        if own:
-            c.close()
-    nodes = [(n, s) for s, cols in per_site.items() for n in sorted(cols)]
+        clients.close()
+    nodes = [(n, s) for s, cols in sorted(per_site.items()) for n in sorted(cols)]
     x = np.full((steps, len(nodes), len(names)), np.nan)
     for i, (n, s) in enumerate(nodes):
         x[:, i, :] = per_site[s][n]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sentinel.adapters.prom import SiteTarget
+from sentinel.adapters.central import series_site
+from sentinel.adapters.prom import site_targets
 from sentinel.anomaly.arrays import site_codes
 from sentinel.anomaly.history import fetch_history
 from sentinel.anomaly.score import AnomalyModel, AnomalyParams, FitError, fit_model
@@ -59,6 +60,8 @@ class AnomalyKeeper:
         self.last_attempt: float | None = None
         self.training = False
         self._lock = threading.Lock()
+        self.site_of_node: Callable[[], Mapping[str, str]] = dict
+        """Set by the runtime in central mode: each node's site, for series without one."""
 
     @property
     def features(self) -> list[tuple[str, str]]:
@@ -110,9 +113,12 @@ class AnomalyKeeper:
         started = time.monotonic()
         end = self.clock()
         start = end - a.training_window
-        sites = [SiteTarget(s.name, s.prometheus, max(30.0, s.timeout or cfg.query_timeout))
-                 for s in cfg.sites]
-        hist = fetch_history(sites, self.queries, start, end, a.training_step)
+        sites = site_targets(cfg, max(30.0, cfg.query_timeout))
+        assign = None
+        if cfg.metrics_source.mode == "central":  # one store: ask once, place by the labels
+            sites = sites[:1]
+            assign = series_site(cfg.metrics_source.site_label_in_metrics, self.site_of_node())
+        hist = fetch_history(sites, self.queries, start, end, a.training_step, assign=assign)
         for site, why in hist.errors.items():
             log.warning("anomaly training: site %s left out: %s", site, why)
         if not hist.nodes:

@@ -133,7 +133,7 @@ def score(config: ConfigOpt,
     in a row, so this shows who is above the threshold)."""
     import asyncio
 
-    from sentinel.adapters.prom import SiteCollector, SiteTarget
+    from sentinel.adapters.central import make_collector
     from sentinel.anomaly.arrays import feature_matrix
     from sentinel.anomaly.keeper import AnomalyKeeper
     from sentinel.anomaly.score import AlarmState, score_fleet
@@ -147,8 +147,7 @@ def score(config: ConfigOpt,
     model = keeper.model
 
     async def collect() -> dict[str, Any]:
-        c = SiteCollector([SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout)
-                           for s in cfg.sites], cfg.presence_query)
+        c = make_collector(cfg)
         try:
             return dict(await c.collect([], keeper.features))
         finally:

@@ -22,6 +22,7 @@ from sentinel.config.capabilities import (
     Rollouts,
     SiteRegistry,
 )
+from sentinel.config.sources import HttpSettings, MetricsSource
 from sentinel.config.yamlsrc import Duration
 
 __all__ = [
@@ -45,8 +46,11 @@ _SITE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 class SiteConfig(_Strict):
     name: str
-    prometheus: str
-    """Base URL of the site's Prometheus (or any Prometheus-compatible query API)."""
+    prometheus: str | None = None
+    """Base URL of the site's Prometheus (or any Prometheus-compatible query API). Required
+    in the default per-site mode; none in central mode (`metrics_source`)."""
+    http: HttpSettings | None = None
+    """How to speak to this site's Prometheus; default `metrics_source.http`."""
     selector: dict[str, str] | None = None
     """Node labels that place a node in this site. Default: `{<site_label>: <name>}`."""
     timeout: Duration | None = None
@@ -63,7 +67,9 @@ class SiteConfig(_Strict):
 
     @field_validator("prometheus")
     @classmethod
-    def _url(cls, v: str) -> str:
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v.rstrip("/")
@@ -199,6 +205,8 @@ class Config(_Strict):
     """Seconds between cycles."""
     query_timeout: Duration = Field(3.0, gt=0)
     sites: list[SiteConfig] = Field(min_length=1)
+    metrics_source: MetricsSource = MetricsSource()
+    """Where the sites' metrics come from and how to ask (config/sources.py)."""
     site_label: str = "topology.kubernetes.io/zone"
     rules: list[str] = ["rules"]
     """Rule files or directories of `*.yaml`, relative to the config file."""
@@ -261,6 +269,20 @@ class Config(_Strict):
                 raise ValueError(f"site {s.name!r} has a registry but no standby: set "
                                  "registries.standby or the site's registry.standby")
         return self
+
+    @model_validator(mode="after")
+    def _a_source_for_every_site(self) -> Config:
+        if self.metrics_source.mode == "per-site":
+            missing = [s.name for s in self.sites if s.prometheus is None]
+            if missing:
+                raise ValueError(f"site(s) {', '.join(missing)} have no `prometheus` URL: give "
+                                 "each site its Prometheus, or set metrics_source.mode: "
+                                 "central and metrics_source.url")
+        return self
+
+    def site_http(self, site: SiteConfig) -> HttpSettings:
+        """How to speak to the site's Prometheus: its own settings, else the default."""
+        return site.http if site.http is not None else self.metrics_source.http
 
     def site_selector(self, site: SiteConfig) -> dict[str, str]:
         return site.selector if site.selector is not None else {self.site_label: site.name}

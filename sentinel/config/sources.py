@@ -10,11 +10,13 @@ info).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from sentinel.config.base import Strict as _Strict
+from sentinel.config.yamlsrc import Duration
 
 __all__ = ["BasicAuth", "HttpSettings", "MetricsSource", "TlsSettings"]
 
@@ -73,6 +75,18 @@ class HttpSettings(_Strict):
             raise ValueError(f"{v!r}: a path prefix starts with '/'")
         return v.rstrip("/")
 
+    def resolved(self, resolve: Callable[[str], str]) -> HttpSettings:
+        """The same settings with every file path made absolute (relative to the config)."""
+        t = self.tls
+        return self.model_copy(update={
+            "bearer_token_file": None if self.bearer_token_file is None
+            else resolve(self.bearer_token_file),
+            "basic_auth": None if self.basic_auth is None else self.basic_auth.model_copy(
+                update={"password_file": resolve(self.basic_auth.password_file)}),
+            "tls": t.model_copy(update={k: resolve(v) for k, v in (
+                ("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file))
+                if v is not None})})
+
     @model_validator(mode="after")
     def _one_auth(self) -> HttpSettings:
         if self.bearer_token_file is not None and self.basic_auth is not None:
@@ -95,7 +109,7 @@ class MetricsSource(_Strict):
     http: HttpSettings = HttpSettings()
     """Defaults for every site (per-site mode) and the central store; a site's own `http`
     replaces them."""
-    timeout: float = Field(10.0, gt=0)
+    timeout: Duration = Field(10.0, gt=0)
     """Per-query timeout against the central store."""
 
     @model_validator(mode="after")

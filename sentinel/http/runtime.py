@@ -16,12 +16,12 @@ from prometheus_client import CollectorRegistry
 from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import Actuator, KubeActuator, RecordingActuator
 from sentinel.adapters.alertstore import AlertStore
+from sentinel.adapters.central import make_collector
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import ClusterView, make_api_client
 from sentinel.adapters.lease import LeaseElector
 from sentinel.adapters.metrics import Metrics
 from sentinel.adapters.overrides import OverrideStore
-from sentinel.adapters.prom import SiteCollector, SiteTarget
 from sentinel.anomaly.keeper import AnomalyKeeper
 from sentinel.config.schema import Config
 from sentinel.core.model import Mode, SiteState
@@ -92,15 +92,17 @@ def build_runtime(cfg: Config, rules: RuleSet,
         actuator = KubeActuator(api, cluster, cfg.taint_domain)
     else:
         actuator = RecordingActuator()
-    collector = SiteCollector(
-        [SiteTarget(s.name, s.prometheus, s.timeout or cfg.query_timeout) for s in cfg.sites],
-        cfg.presence_query)
+    def site_of_node() -> dict[str, str]:
+        return {n: i.site for n, i in cluster.nodes().items() if i.site is not None}
+
+    collector = make_collector(cfg, site_of_node)
     alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after,
                         busy_timeout=cfg.journal_busy_timeout)
     overrides = OverrideStore(cfg.resolve(cfg.journal), cfg.journal_busy_timeout)
     keeper = None
     if cfg.anomaly.enabled:
         keeper = AnomalyKeeper(cfg)
+        keeper.site_of_node = site_of_node
         keeper.load()
         metrics.anomaly_state.age = keeper.age
         metrics.anomaly_state.min_score = cfg.anomaly.export_min_score

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -20,7 +20,6 @@ from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import ActionResult, Actuator
 from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.metrics import Metrics
-from sentinel.adapters.prom import SiteCollector
 from sentinel.anomaly.arrays import feature_matrix
 from sentinel.anomaly.score import (
     AlarmState,
@@ -50,11 +49,21 @@ from sentinel.core.model import (
     SiteView,
     Snapshot,
 )
-from sentinel.core.ruleset import RuleSet
+from sentinel.core.ruleset import Rule, RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
 
 log = logging.getLogger("sentinel.cycle")
+
+
+class Collector(Protocol):
+    """The site and link views of one cycle (adapters.prom.SiteCollector, or
+    adapters.central.CentralCollector for one store of every site)."""
+
+    async def collect(self, rules: Sequence[Rule],
+                      features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class NodeSource(Protocol):
@@ -121,7 +130,7 @@ def decide_params(cfg: Config) -> DecideParams:
 
 
 class Sentinel:
-    def __init__(self, cfg: Config, rules: RuleSet, collector: SiteCollector, nodes: NodeSource,
+    def __init__(self, cfg: Config, rules: RuleSet, collector: Collector, nodes: NodeSource,
                  actuator: Actuator, journal: Journal, metrics: Metrics,
                  clock: Callable[[], float] = time.time, alerts: AlertSource | None = None,
                  overrides: OverrideSource | None = None,

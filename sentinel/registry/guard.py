@@ -62,6 +62,7 @@ class RegistryGuard:
         self.partitioned, self.clock = partitioned, clock
         self.params = RegistryParams(r.failures_to_failover, r.healthy_for_failback,
                                      r.max_failbacks, r.failback_window)
+        self._settled = False
         self.sites: dict[str, _Site] = {}
         for s in cfg.sites:
             if s.registry is not None:
@@ -83,6 +84,8 @@ class RegistryGuard:
             results = await asyncio.gather(*(self.prober.probe(e) for e in endpoints.values()))
             probes = dict(zip(endpoints, results, strict=True))
             now = self.clock()
+            if not self._settled:
+                await asyncio.to_thread(self._settle_predecessor)
             switched = []
             for s in sites:
                 if not s.restored:
@@ -100,6 +103,15 @@ class RegistryGuard:
                 s.state = st
             self.metrics.registries(self.status_values())
             return switched
+
+    def _settle_predecessor(self) -> None:
+        """Switches a dead predecessor left `planned`: where the site stands is read back
+        from the cluster (`_restore`), so the rows are closed as interrupted."""
+        rows = self.recorder.journal.unsettled_other("registry")
+        self.recorder.journal.settle([(r["id"], Outcome.INTERRUPTED, "sentinel stopped before "
+                                       "this switch completed; the site's registry is read "
+                                       "back from the cluster") for r in rows])
+        self._settled = True
 
     def _restore(self, s: _Site, now: float) -> None:
         """Where a previous sentinel left the site: read from the ConfigMap or the workloads."""

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from kubernetes import client
 
 from sentinel.adapters.acting import Done, Recorder
 from sentinel.adapters.metrics import Metrics
+from sentinel.adapters.prom import SiteTarget, site_targets
+from sentinel.adapters.promhttp import PromClients
 from sentinel.anomaly.history import query_range
 from sentinel.config.schema import Config
 from sentinel.core.effects import Effect, EventSpec, JournalKind
@@ -58,8 +59,7 @@ class RolloutError(Refused):
 class _Site:
     name: str
     selector: Mapping[str, str]
-    url: str
-    timeout: float
+    target: SiteTarget
 
 
 def _describe(w: Workload) -> str:
@@ -79,11 +79,11 @@ class RolloutGuard:
         self.actuator, self.recorder, self.journal = actuator, recorder, recorder.journal
         self.clock = clock
         self.view = WorkloadView(api, cfg)
-        self.sites = [_Site(s.name, cfg.site_selector(s), s.prometheus,
-                            s.timeout or cfg.query_timeout) for s in cfg.sites]
+        self.sites = [_Site(s.name, cfg.site_selector(s), t)
+                      for s, t in zip(cfg.sites, site_targets(cfg), strict=True)]
         self.specs = [MetricSpec(n, m.margin, m.relative) for n, m in r.metrics.items()]
         self.params = AnalysisParams(r.alpha, r.min_samples, r.min_window)
-        self.http = httpx.Client()
+        self.clients = PromClients()
         self._lock = threading.Lock()
         self._passed: dict[str, str] = {}
         """Workload -> the revision hash whose analysis passed (this process)."""
@@ -100,7 +100,7 @@ class RolloutGuard:
 
     def close(self) -> None:
         self.view.stop()
-        self.http.close()
+        self.clients.close()
 
     # -- one round -------------------------------------------------------------------------
     def run_round(self) -> list[RolloutAction]:
@@ -186,10 +186,12 @@ class RolloutGuard:
                 q = self.r.query(spec.name, w.namespace, pods)
                 new: list[float] = []
                 old: list[float] = []
-                for site in self._sites_of(w):
+                # one query per store: in central mode every site's target is the store
+                for site in {s.target.url: s for s in self._sites_of(w)}.values():
+                    t = site.target
                     try:
-                        series = query_range(self.http, site.url, q, start, now, self.r.step,
-                                             site.timeout)
+                        series = query_range(self.clients.sync_client(t.http), t.url, q, start,
+                                             now, self.r.step, t.timeout)
                     except AdapterError as e:
                         errors[spec.name] = f"site {site.name}: {e}"
                         break

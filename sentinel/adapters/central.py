@@ -1,0 +1,120 @@
+"""Central-store mode: every site's series in one Prometheus-API store (a Prometheus that
+federates the sites, Thanos Query, Mimir, VictoriaMetrics). Each query is asked once, of the
+store, and its answer split by site: by the series' site label where it kept one, else by its
+node's site in the cluster (an aggregation `by (node)` drops the label, node names do not).
+
+A site's freshness is the age of its own newest samples in the store (its nodes' `up`). A site
+whose data stopped arriving (its uplink, its Prometheus, the federation) grows old — federated
+and remote-written samples keep their timestamps, so the store writes no staleness marker and
+the age is the only sign — and detection calls it stale past `max_data_age`; once its samples
+have left the store it is unreachable. Never a site whose every node is down. The store not
+answering makes every site unreachable, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+
+from sentinel.adapters.prom import (
+    ESTABLISHED_QUERY,
+    Samples,
+    SiteCollector,
+    SiteTarget,
+    build_view,
+    query_instant,
+    site_targets,
+)
+from sentinel.adapters.promhttp import PromClients
+from sentinel.config.schema import Config
+from sentinel.core.model import SiteName, SiteView
+from sentinel.core.ruleset import Rule
+
+__all__ = ["FRESHNESS_QUERY", "CentralCollector", "make_collector", "series_site"]
+
+#: Seconds since each site's newest node sample: `up` of targets that carry a node.
+FRESHNESS_QUERY = 'time() - max by ({label}) (timestamp(up{{node!=""}}))'
+
+
+class CentralCollector:
+    def __init__(self, store: SiteTarget, sites: Sequence[str], label: str,
+                 presence_query: str, clients: PromClients,
+                 site_of_node: Callable[[], Mapping[str, str]]) -> None:
+        self.store, self.sites, self.label = store, list(sites), label
+        self.presence_query, self.clients = presence_query, clients
+        self.site_of_node = site_of_node
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
+    async def collect(self, rules: Sequence[Rule],
+                      features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:
+        client = self.clients.async_client(self.store.http)
+        longest = max((r.for_seconds for r in rules), default=0.0)
+        exprs = [self.presence_query, FRESHNESS_QUERY.format(label=self.label),
+                 ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
+                 *(r.expr for r in rules), *(e for _, e in features)]
+        t = self.store.timeout
+        results = await asyncio.gather(
+            *(asyncio.wait_for(query_instant(client, self.store, e, t), t) for e in exprs),
+            return_exceptions=True)
+        presence, fresh = results[0], results[1]
+        for res in (presence, fresh):
+            if isinstance(res, BaseException):
+                why = f"central store {self.store.url}: {res or 'timed out'}"
+                return {s: SiteView(SiteName(s), reachable=False, error=why)
+                        for s in self.sites}
+        assert isinstance(presence, list) and isinstance(fresh, list)
+        nodes = self.site_of_node()
+        split = [self._split(r, nodes) for r in results[2:]]
+        ages = {m[self.label]: v for m, v in fresh if self.label in m}
+        present = self._split(presence, nodes)
+        assert isinstance(present, dict)
+        out: dict[str, SiteView] = {}
+        for s in self.sites:
+            if s not in ages:
+                out[s] = SiteView(SiteName(s), reachable=False, error=(
+                    f"no recent samples of site {s} in the central store {self.store.url} "
+                    f"({self.label}={s!r}): its data stopped arriving"))
+                continue
+            mine: list[Samples | BaseException] = [
+                r if isinstance(r, BaseException) else r.get(s, []) for r in split]
+            out[s] = build_view(SiteName(s), max(0.0, ages[s]), None, present.get(s, []),
+                                mine[0], rules, mine[1:1 + len(rules)], features,
+                                mine[1 + len(rules):])
+        return out
+
+    def _split(self, res: Samples | BaseException,
+               nodes: Mapping[str, str]) -> dict[str, Samples] | BaseException:
+        if isinstance(res, BaseException):
+            return res
+        where = series_site(self.label, nodes)
+        out: dict[str, Samples] = {}
+        for m, v in res:
+            site = where(m)
+            if site is not None:
+                out.setdefault(site, []).append((m, v))
+        return out
+
+
+def series_site(label: str,
+                nodes: Mapping[str, str]) -> Callable[[Mapping[str, str]], str | None]:
+    """A central series' site: its site label, else its node's site in the cluster."""
+    def where(m: Mapping[str, str]) -> str | None:
+        return m.get(label) or nodes.get(m.get("node", ""))
+    return where
+
+
+def make_collector(cfg: Config, site_of_node: Callable[[], Mapping[str, str]] = dict,
+                   clients: PromClients | None = None) -> SiteCollector | CentralCollector:
+    """The collector the configuration asks for: every site's own Prometheus, or the store."""
+    clients = clients or PromClients()
+    ms = cfg.metrics_source
+    if ms.mode == "central":
+        assert ms.url is not None
+        store = SiteTarget("central", ms.url.rstrip("/") + ms.http.path_prefix, ms.timeout,
+                           ms.http.resolved(lambda f: str(cfg.resolve(f))))
+        return CentralCollector(store, [s.name for s in cfg.sites], ms.site_label_in_metrics,
+                                cfg.presence_query, clients, site_of_node)
+    return SiteCollector(site_targets(cfg), cfg.presence_query, clients=clients)
+

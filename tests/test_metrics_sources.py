@@ -1,0 +1,166 @@
+"""Metrics sources other than a bare site Prometheus, with real processes: a central
+Prometheus federating every site's Prometheus (central-store mode), and a site behind a
+gateway that demands a bearer token and a tenant header."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sentinel.adapters.prom import site_targets
+from sentinel.anomaly.history import fetch_history
+from sentinel.core.model import NODE_KEY, SiteState
+from sentinel.sim.fleet import Fleet
+from sentinel.sim.prometheus import CentralPrometheus
+
+from .conftest import our_taints
+
+TOKEN = "edge-reader-token"
+TENANT = ("X-Scope-OrgID", "edge")
+
+
+@pytest.fixture(scope="module")
+def central(fleet: Fleet) -> Iterator[CentralPrometheus]:
+    c = CentralPrometheus(fleet.prometheus_urls(), scrape_interval=1.0).start()
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
+
+
+def _central(fleet: Fleet, central: CentralPrometheus) -> dict[str, Any]:
+    return {"sites": [{"name": s} for s in fleet.sites],
+            "metrics_source": {"mode": "central", "url": central.url, "timeout": "1.5s"}}
+
+
+def _all_arriving(fleet: Fleet, node: str) -> Any:
+    site = next(s for s in fleet.sites if node in fleet.nodes(s))
+    return lambda r: all(v.reachable for v in r.snapshot.sites.values()) and \
+        node in r.snapshot.sites[site].present
+
+
+@pytest.mark.parametrize("mode", ["per-site", "central"])
+def test_a_crashed_node_reaches_level_2(clean_fleet: Fleet, harness: Any,
+                                        central: CentralPrometheus, mode: str) -> None:
+    """Both witnesses, whichever store the site's data comes from; the time is printed for
+    the two modes side by side (central adds the federation's scrape)."""
+    h = harness(**(_central(clean_fleet, central) if mode == "central" else {}))
+    node = "edge-a-02"
+    h.until(_all_arriving(clean_fleet, node), 30, "every site's data arriving")
+    t0 = time.monotonic()
+    clean_fleet.crash(node)
+    h.until(lambda r: our_taints(clean_fleet, node).get(NODE_KEY) == "NoExecute", 40,
+            "the crashed node at level 2")
+    print(f"{mode}: crash -> level 2 in {time.monotonic() - t0:.1f}s")
+    others = [n for n in clean_fleet.nodes() if n != node and our_taints(clean_fleet, n)]
+    assert others == [], "only the crashed node is isolated"
+
+
+def test_central_a_site_whose_data_stops_arriving_is_stale_not_down(
+        clean_fleet: Fleet, harness: Any, central: CentralPrometheus) -> None:
+    """The partition cuts the site's uplink, which the central Prometheus federates through.
+    Federated samples keep their own timestamps, so Prometheus writes no staleness marker:
+    the site's last samples stay visible for its lookback (5 min) and only their age tells
+    that nothing arrives any more. Sentinel reads that age: the site is stale, never "every
+    node down", and nothing there is isolated."""
+    h = harness(**_central(clean_fleet, central), durations={"max_data_age": 4})
+    h.until(_all_arriving(clean_fleet, "edge-b-01"), 30, "every site's data arriving")
+    clean_fleet.partition("site-b")
+    h.until(lambda r: r.detection.sites["site-b"].state in (SiteState.STALE,
+                                                            SiteState.PARTITIONED), 30,
+            "site-b stale once its data stops arriving")
+    reports = h.run_for(6)  # three times the node rule's `for`
+    assert all(r.detection.sites["site-b"].state in (SiteState.STALE, SiteState.PARTITIONED)
+               for r in reports)
+    tainted = [n for n in clean_fleet.nodes() if our_taints(clean_fleet, n)]
+    assert tainted == [], "a site whose data stopped arriving had nodes isolated"
+    assert all(r.detection.sites["site-a"].state is SiteState.OK for r in reports), \
+        "the other sites go on"
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    """An auth gateway in front of a Prometheus (as an ingress with auth would be): a bearer
+    token and the tenant header, else 401; then the request as it came."""
+
+    upstream = ""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}" or \
+                self.headers.get(TENANT[0]) != TENANT[1]:
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b"unauthorized")
+            return
+        path = self.path.removeprefix("/prom")
+        r = httpx.get(self.upstream + path, timeout=10)
+        self.send_response(r.status_code)
+        self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
+        self.end_headers()
+        self.wfile.write(r.content)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway(fleet: Fleet) -> Iterator[str]:
+    handler = type("Gateway", (_Gateway,), {"upstream": fleet.prometheus_urls()["site-a"]})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
+        clean_fleet: Fleet, harness: Any, gateway: str, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    urls = clean_fleet.prometheus_urls()
+    sites = [{"name": s, "prometheus": u} for s, u in urls.items() if s != "site-a"]
+    h = harness(sites=[{"name": "site-a", "prometheus": gateway, "http": {
+        "bearer_token_file": str(tmp_path / "token"), "headers": dict([TENANT]),
+        "path_prefix": "/prom"}}, *sites])
+    rep = h.until(lambda r: r.snapshot.sites["site-a"].reachable, 20, "site-a through the gateway")
+    assert rep.snapshot.sites["site-a"].uptime is not None, "the runtime-info probe got through"
+    node = "edge-a-03"
+    clean_fleet.crash(node)
+    h.until(lambda r: our_taints(clean_fleet, node).get(NODE_KEY) == "NoExecute", 40,
+            "a crashed node behind the gateway at level 2")
+    # range queries (anomaly training, rollout analysis) go through the same settings
+    now = time.time()
+    hist = fetch_history([t for t in site_targets(h.cfg) if t.name == "site-a"],
+                         {"up": "max by (node) (up)"}, now - 20, now, 5.0)
+    assert not hist.errors and set(hist.nodes) == set(clean_fleet.nodes("site-a"))
+    # without the tenant header the gateway refuses, and sentinel says so
+    h2 = harness(sites=[{"name": "site-a", "prometheus": gateway, "http": {
+        "bearer_token_file": str(tmp_path / "token"), "path_prefix": "/prom"}}, *sites])
+    rep = h2.cycle()
+    assert not rep.snapshot.sites["site-a"].reachable
+    assert "HTTP 401" in (rep.snapshot.sites["site-a"].error or "")
+
+
+def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:
+    """A Secret mounted as a file is replaced in place when it rotates: no restart needed."""
+    import os
+
+    from sentinel.adapters.promhttp import FileSecret
+
+    f = tmp_path / "token"
+    f.write_text("old\n")
+    secret = FileSecret(str(f))
+    assert secret.value() == "old"
+    f.write_text("new\n")
+    st = f.stat()
+    os.utime(f, (st.st_atime, st.st_mtime + 5))  # a later mtime, as the kubelet's swap gives
+    assert secret.value() == "new"
