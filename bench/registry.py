@@ -46,8 +46,8 @@ async def main(runs: int) -> None:
                        "healthy_for_failback": "1s", "max_failbacks": 1000}}),
         str(tmp / "sentinel.yaml"), {})
     journal = Journal(tmp / "journal.db")
-    api = make_api_client(cfg.cluster)
-    guard = registry_guard(cfg, api, make_recorder(cfg, api, journal),
+    client = make_api_client(cfg.cluster)
+    guard = registry_guard(cfg, client, make_recorder(cfg, client, journal),
                            Metrics(CollectorRegistry(), "enforce"), lambda s: False)
     interval = cfg.registries.probe_interval
 

@@ -121,8 +121,8 @@ def main(batches: int, n_bad: int, n_noisy: int) -> None:
                       for s, u in fleet.prometheus_urls().items()]}),
             str(tmp / "sentinel.yaml"), {})
         journal = Journal(tmp / "journal.db")
-        api = make_api_client(cfg.cluster)
-        guard = rollout_guard(cfg, api, make_recorder(cfg, api, journal),
+        client = make_api_client(cfg.cluster)
+        guard = rollout_guard(cfg, client, make_recorder(cfg, client, journal),
                               Metrics(CollectorRegistry(), "enforce")).start()
         guard.view.wait_synced(30)
         times: list[float] = []

@@ -9,6 +9,7 @@ and cannot be applied without its outcome settled, its Event written and its log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Protocol, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.journal import Journal
+from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.kube import api_reason
 from sentinel.core.effects import Effect, EventSpec
 from sentinel.core.model import Mode, Outcome
@@ -72,8 +73,10 @@ class Recorder:
     def run(self, effects: Sequence[Effect], mode: Mode, now: float,
             apply: Callable[[], Sequence[S]], count: Callable[[S], None] | None = None,
             logger: logging.Logger = log) -> list[S]:
-        """Write `effects` ahead, apply them, say how each went. An `apply` that raises
-        settles every effect failed (with the error) before the exception goes on."""
+        """Write `effects` ahead, apply them, say how each went. A write-ahead that fails
+        raises JournalError and nothing is applied; an `apply` that raises settles every
+        effect failed (with the error) before the exception goes on; a settle that fails
+        after the changes were made is kept by the journal and written with its next one."""
         if not effects:
             return []
         self.journal.write_ahead(effects, mode, now)
@@ -83,7 +86,9 @@ class Recorder:
             self.journal.settle([(f.id, Outcome.FAILED, f"{type(e).__name__}: {e}")
                                  for f in effects])
             raise
-        self.journal.settle([(r.id, r.outcome, r.error) for r in results])
+        # The changes are made: a settle that fails is kept by the journal for its next write.
+        with contextlib.suppress(JournalError):
+            self.journal.settle([(r.id, r.outcome, r.error) for r in results])
         for r in results:
             if count is not None:
                 count(r)

@@ -7,6 +7,7 @@ adapters are passed in, so tests run the same cycle against the emulator and rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -237,7 +238,9 @@ class Sentinel:
 
             results = self.recorder.run([effect_of(a) for a in plan.actions],
                                         self.actuator.mode, now, apply, logger=log)
-        self._journal_notes(plan, now)
+        # The journal said why; the changed reasons are journaled at its next write.
+        with contextlib.suppress(JournalError):
+            self._journal_notes(plan, now)
         return results, plan
 
     def _recheck(self, plan: Plan, detection: Detection,
