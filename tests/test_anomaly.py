@@ -437,7 +437,16 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
         h.run_for(4)
         assert our_taints(h.fleet, node) == {}, "alert mode must never isolate"
     else:
-        h.until(lambda r: ANOMALY_KEY in our_taints(h.fleet, node), 30, "the anomaly taint")
+        try:
+            h.until(lambda r: ANOMALY_KEY in our_taints(h.fleet, node), 60, "the anomaly taint")
+        except AssertionError:  # say why sentinel held back, for whoever reads the failure
+            last = h.reports[-1]
+            raise AssertionError(
+                f"no anomaly taint on {node} in 60 s; alarm now: "
+                f"{node in last.snapshot.anomalies}; held back: "
+                f"{[(n.reason, n.text) for n in last.plan.notes if n.node == node]}; "
+                f"journal: {[(j['reason'], j['text']) for j in h.rt.journal.notes(node=node)]}"
+                ) from None
     n = h.fleet.node(node)
     assert not n["spec"].get("unschedulable")
     assert "NoExecute" not in our_taints(h.fleet, node).values()
