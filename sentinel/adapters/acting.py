@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.kube import api_reason
 from sentinel.core.effects import Effect, EventSpec
+from sentinel.core.errors import AdapterError
 from sentinel.core.model import Mode, Outcome
 
 __all__ = ["Done", "Recorder", "Settled", "record_event"]
@@ -61,6 +62,11 @@ class Done:
     event: EventSpec | None = None
     planned: bool = False
 
+    @property
+    def counted(self) -> str:
+        """The metric's outcome label: `planned` for what dry-run only recorded."""
+        return "planned" if self.planned else self.outcome.value
+
 
 S = TypeVar("S", bound=Settled)
 
@@ -96,6 +102,19 @@ class Recorder:
                 record_event(self.core, r.event, r.id, now, self.events_namespace)
             _say(logger, r)
         return results
+
+    def run_one(self, effect: Effect, mode: Mode, now: float, line: str,
+                write: Callable[[], Done], count: Callable[[Done], None],
+                logger: logging.Logger = log) -> Done:
+        """One effect whose write raises AdapterError when the world refuses it: journaled
+        failed, for the caller's next round to decide again; anything else is a bug."""
+        def apply() -> list[Done]:
+            try:
+                return [write()]
+            except AdapterError as e:
+                return [Done(effect.id, Outcome.FAILED, line, str(e))]
+
+        return self.run([effect], mode, now, apply, count, logger)[0]
 
 
 def _say(logger: logging.Logger, r: Settled) -> None:

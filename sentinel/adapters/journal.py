@@ -18,7 +18,7 @@ from typing import Any
 
 from sentinel.core.effects import Effect
 from sentinel.core.errors import AdapterError
-from sentinel.core.model import ActionKind, Note
+from sentinel.core.model import ActionKind, Note, Outcome
 
 __all__ = ["PLANNED", "Journal", "JournalError", "open_sqlite", "transaction"]
 
@@ -141,6 +141,12 @@ class Journal:
                                    "AND node = '' AND level = ?", (PLANNED, level))
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def interrupt_other(self, level: str, why: str) -> list[dict[str, Any]]:
+        """Close as interrupted what `unsettled_other(level)` finds; returns those rows."""
+        rows = self.unsettled_other(level)
+        self.settle([(r["id"], Outcome.INTERRUPTED, why) for r in rows])
+        return rows
 
     def _insert_planned(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

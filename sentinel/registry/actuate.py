@@ -83,12 +83,10 @@ class RecordingRegistryActuator:
 
     def __init__(self, reader: KubeRegistryActuator) -> None:
         self.reader = reader
-        self.switched: list[tuple[str, Role]] = []
 
     def current(self, site: SiteConfig) -> Role | None:
         return self.reader.current(site)
 
     def switch(self, site: SiteConfig, standby: RegistryEndpoint, to: Role, reason: str,
                now: float) -> Switched:
-        self.switched.append((site.name, to))
         return Switched(None, planned=True)

@@ -107,10 +107,9 @@ class RegistryGuard:
     def _settle_predecessor(self) -> None:
         """Switches a dead predecessor left `planned`: where the site stands is read back
         from the cluster (`_restore`), so the rows are closed as interrupted."""
-        rows = self.recorder.journal.unsettled_other("registry")
-        self.recorder.journal.settle([(r["id"], Outcome.INTERRUPTED, "sentinel stopped before "
-                                       "this switch completed; the site's registry is read "
-                                       "back from the cluster") for r in rows])
+        self.recorder.journal.interrupt_other("registry", "sentinel stopped before this switch "
+                                              "completed; the site's registry is read back "
+                                              "from the cluster")
         self._settled = True
 
     def _restore(self, s: _Site, now: float) -> None:
@@ -142,24 +141,20 @@ class RegistryGuard:
                         "registry-failover", reason, evidence)
         line = f"{kind} site {site}: {reason}"
 
-        def apply() -> list[Done]:
-            try:
-                out = self.actuator.switch(s.cfg, s.standby, sw.to, reason, now)
-            except AdapterError as e:  # journaled as failed; the next round retries
-                return [Done(aid, Outcome.FAILED, line, str(e))]
+        def write() -> Done:  # an AdapterError is journaled failed; the next round retries
+            out = self.actuator.switch(s.cfg, s.standby, sw.to, reason, now)
             event = None if out.about is None else replace(
                 out.about, reason="SentinelRegistryFailover" if failover
                 else "SentinelRegistryFailback", message=f"site {site}: {reason}{out.detail}",
                 type="Warning" if failover else "Normal")
-            return [Done(aid, Outcome.APPLIED, line + out.detail, event=event,
-                         planned=out.planned)]
+            return Done(aid, Outcome.APPLIED, line + out.detail, event=event,
+                        planned=out.planned)
 
         def count(d: Done) -> None:
-            self.metrics.registry_switches.labels(
-                site, sw.to.value, "planned" if d.planned else d.outcome).inc()
+            self.metrics.registry_switches.labels(site, sw.to.value, d.counted).inc()
 
-        done = self.recorder.run([effect], self.actuator.mode, now, apply, count, log)
-        return done[0].outcome is Outcome.APPLIED
+        done = self.recorder.run_one(effect, self.actuator.mode, now, line, write, count, log)
+        return done.outcome is Outcome.APPLIED
 
     def status_values(self) -> list[dict[str, Any]]:
         out = []

@@ -135,10 +135,9 @@ class RolloutGuard:
         """A predecessor killed mid-action left `planned` rows. The workloads' annotations
         say what holds now, and this run finishes a cut rollback itself (once), so the old
         rows are closed as interrupted."""
-        rows = self.journal.unsettled_other(LEVEL)
-        self.journal.settle([(row["id"], Outcome.INTERRUPTED, "sentinel stopped before this action "
-                              "completed; the workload's annotation tells what holds now")
-                             for row in rows])
+        rows = self.journal.interrupt_other(LEVEL, "sentinel stopped before this action "
+                                            "completed; the workload's annotation tells what "
+                                            "holds now")
         for row in rows:
             log.info("rollouts: action %s (%s %s) left planned by a previous run: interrupted",
                      row["id"], row["kind"], row["key"])
@@ -276,18 +275,13 @@ class RolloutGuard:
 
     def _record(self, effect: Effect, w: Workload, kind: RolloutKind, text: str,
                 write: Callable[[], bool], event: EventSpec | None, now: float) -> Done:
-        def apply() -> list[Done]:
-            try:
-                planned = write()
-            except AdapterError as e:  # journaled as failed; the next round decides again
-                return [Done(effect.id, Outcome.FAILED, text, str(e))]
-            return [Done(effect.id, Outcome.APPLIED, text, event=event, planned=planned)]
+        def done() -> Done:  # an AdapterError is journaled failed; the next round decides
+            return Done(effect.id, Outcome.APPLIED, text, event=event, planned=write())
 
         def count(d: Done) -> None:
-            self.metrics.rollout_actions.labels(w.namespace, w.name, kind,
-                                                "planned" if d.planned else d.outcome).inc()
+            self.metrics.rollout_actions.labels(w.namespace, w.name, kind, d.counted).inc()
 
-        return self.recorder.run([effect], self.actuator.mode, now, apply, count, log)[0]
+        return self.recorder.run_one(effect, self.actuator.mode, now, text, done, count, log)
 
     # -- manual commands -------------------------------------------------------------------
     def find(self, name: str) -> Workload:
