@@ -136,7 +136,8 @@ class SiteCollector:
                                                      timeout=timeout)
                 raw = r.json().get("data", {}).get("startTime") if r.status_code == 200 \
                     else None
-            except (httpx.HTTPError, ValueError, AttributeError, AdapterError):
+            # RuntimeError: the client closed under it, when sentinel stops mid-cycle.
+            except (httpx.HTTPError, ValueError, AttributeError, AdapterError, RuntimeError):
                 return None
         if not isinstance(raw, str) or raw.startswith("0001-"):
             return None
