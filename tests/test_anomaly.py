@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score
 
 from sentinel.anomaly.arrays import Calibration
 from sentinel.anomaly.keeper import AnomalyKeeper
+from sentinel.anomaly.notes import alarm_notes
 from sentinel.anomaly.score import (
     AlarmState,
     AnomalyModel,
@@ -139,6 +140,34 @@ def test_a_node_that_joined_after_training_is_compared_with_its_peers() -> None:
     assert alarms[60:, 4].mean() >= 0.75  # peers alone are a weaker witness than history
     r = last.reading("n04")
     assert r is not None and r.top[0][3] == "site peers"
+
+
+def _r(*features: str) -> AnomalyReading:
+    return AnomalyReading(0.99, True, 0.98, tuple((f, 1.0, 3.0, "own history") for f in features))
+
+
+def test_the_journal_names_what_an_alarm_turns_out_to_be_about_once_per_feature() -> None:
+    site = {"n": SiteName("s"), "m": SiteName("s")}
+    steps: list[tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]] = [
+        # raised early in a ramp: nothing two spreads out yet, the note says the score
+        ({"n": _r()}, {}, [("anomaly", "")]),
+        ({"n": _r()}, {}, []),                      # the same: no note every cycle
+        ({"n": _r("disk_latency")}, {}, [("anomaly", "disk_latency")]),  # now it is named
+        ({"n": _r("disk_latency", "cpu")}, {}, [("anomaly", "cpu")]),
+        ({"n": _r("cpu")}, {}, []),                 # flickering between named ones: quiet
+        ({"n": _r("disk_latency")}, {}, []),
+        ({}, {"n": _r()}, [("anomaly-cleared", "")]),
+        ({"n": _r("disk_latency")}, {}, [("anomaly", "disk_latency")]),  # a new alarm
+        ({"n": None, "m": _r("memory")}, {}, [("anomaly", "memory")]),  # n: no reading now
+    ]
+    named: Any = {}
+    for alarmed, cleared, want in steps:
+        notes, named = alarm_notes(alarmed, cleared, site, named)
+        assert [n.reason for n in notes] == [r for r, _ in want], (alarmed, notes)
+        for note, (_, feature) in zip(notes, want, strict=True):
+            assert feature in note.text
+            if note.reason == "anomaly" and not feature:
+                assert note.text.startswith("anomaly score 0.990 (alarm at 0.980)")
 
 
 def test_calibration_is_a_monotone_map_into_0_1() -> None:
@@ -424,7 +453,7 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     assert len(above) <= 1, (reading, above)
     assert sum(1 for r in healthy if r is not None and r.alarm) <= 1
     notes = h.rt.journal.notes(node=node)
-    assert any(n["reason"] == "anomaly" and "disk_latency" in n["text"] for n in notes)
+    assert any(n["reason"] == "anomaly" and "disk_latency" in n["text"] for n in notes), notes
     metrics = generate_latest(h.rt.registry).decode()
     assert re.search(rf'sentinel_anomaly_score{{node="{node}",site="{site}"}} 0\.9', metrics)
     assert f'sentinel_anomaly_alarm{{node="{node}",site="{site}"}} 1.0' in metrics

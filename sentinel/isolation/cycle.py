@@ -22,6 +22,7 @@ from sentinel.adapters.actuate import ActionResult, Actuator
 from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.metrics import Metrics
 from sentinel.anomaly.arrays import feature_matrix
+from sentinel.anomaly.notes import Named, alarm_notes
 from sentinel.anomaly.score import (
     AlarmState,
     AnomalyModel,
@@ -41,7 +42,6 @@ from sentinel.core.model import (
     AlertEvidence,
     AnomalyReading,
     NodeInfo,
-    NodeName,
     Note,
     NoteReason,
     Outcome,
@@ -149,6 +149,7 @@ class Sentinel:
         nothing (leader election)."""
         self._alarm_state = AlarmState()
         self._scores: FleetScores | None = None
+        self._named: Named = {}
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
         self.state = PolicyState()
         self.remember(clock())
@@ -269,7 +270,8 @@ class Sentinel:
     def _score(self, model: AnomalyModel | None, nodes: Mapping[str, NodeInfo],
                sites: Mapping[str, SiteView], now: float) -> tuple[
                    dict[str, AnomalyReading], frozenset[str]]:
-        """Score every node with a site; journal each alarm as it is raised and cleared."""
+        """Score every node with a site; journal each alarm as it is raised, what it turns out to
+        be about (`alarm_notes`), and when it clears."""
         held = frozenset(n for n, i in nodes.items() if ANOMALY_KEY in i.held.keys)
         if model is None:
             self._scores = None
@@ -282,17 +284,9 @@ class Sentinel:
         alarms = self._scores.alarms()
         st = self._alarm_state
         after = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
-        notes = []
-        for n in sorted(after - before):
-            r = self._scores.reading(n)
-            notes.append(Note(NodeName(n), node_sites[n], NoteReason.ANOMALY,
-                              r.sentence() if r is not None else "anomaly alarm raised"))
-        for n in sorted(before - after):
-            if n in node_sites:
-                r = self._scores.reading(n)
-                notes.append(Note(NodeName(n), node_sites[n], NoteReason.ANOMALY_CLEARED,
-                                  "anomaly alarm cleared" + (f": score {r.score:.3f}"
-                                                             if r is not None else "")))
+        alarmed = {n: self._scores.reading(n) for n in after}
+        cleared = {n: self._scores.reading(n) for n in before - after}
+        notes, self._named = alarm_notes(alarmed, cleared, node_sites, self._named)
         for note in notes:
             log.info("ANOMALY %s (%s): %s", note.node, note.reason, note.text)
         if self.leading():
