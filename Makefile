@@ -23,5 +23,6 @@ bench: install
 	.venv/bin/python bench/alerts.py
 	.venv/bin/python bench/registry.py
 	.venv/bin/python bench/anomaly.py
+	.venv/bin/python bench/anomaly_real.py
 	.venv/bin/python bench/rollout.py
 	.venv/bin/python bench/startup.py

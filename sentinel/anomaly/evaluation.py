@@ -22,6 +22,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 from sklearn.neighbors import NearestNeighbors
 
 from sentinel.anomaly.arrays import Calibration, calibration_steps
+from sentinel.anomaly.dataset import DatasetError
 from sentinel.anomaly.score import (
     ESTIMATORS,
     AnomalyParams,
@@ -97,10 +98,13 @@ def _best(labels: NDArray[np.int8], scores: Array,
     return float(f1.max(initial=0.0)), float(fc1.max(initial=0.0))
 
 
-def _scores(train: Array, test: Array, estimator: str, params: AnomalyParams,
+def _scores(name: str, train: Array, test: Array, estimator: str, params: AnomalyParams,
             seed: int) -> Array:
     """Fit on train only; score test. Baselines share the calibration and alarm logic, so
     the comparison is of the estimators alone."""
+    if estimator == "pca" and train.shape[1] < 2:
+        raise DatasetError(f"{name}: 1 feature; the pca baseline reconstructs one feature from "
+                           "the others and needs at least 2 (use zscore on one feature)")
     model = fit_model(train[:, None, :], ["entity"], np.array([-1]),
                       [f"f{i}" for i in range(train.shape[1])], params, seed=seed)
     if estimator == "combined":
@@ -127,7 +131,7 @@ def _scores(train: Array, test: Array, estimator: str, params: AnomalyParams,
 def evaluate_entity(name: str, train: Array, test: Array, labels: NDArray[np.int8],
                     estimator: str = "combined", params: AnomalyParams = DEFAULT,
                     seed: int = 0) -> tuple[EntityResult, Array, NDArray[np.int8]]:
-    scores = _scores(train, test, estimator, params, seed)
+    scores = _scores(name, train, test, estimator, params, seed)
     alarms = series_alarms(scores, params)
     evs = events(labels)
     f1_own, fc1_own, delay = _at(labels, alarms, evs)
