@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -77,3 +78,148 @@ def test_reflector_relists_when_its_watch_version_expired() -> None:
     finally:
         api.close()
         srv.stop()
+
+
+# -- fleet-sized lists: pages, one snapshot, only what is read ------------------------------
+def _emulator(nodes: int, pods_per_node: int = 0) -> tuple[Any, client.ApiClient]:
+    from sentinel.sim.kubeapi import KubeApiServer
+    from sentinel.sim.nodes import kubelet_node, kubelet_pod
+    from sentinel.sim.store import RESOURCES, Store
+
+    NODES, PODS = RESOURCES[("", "v1", "nodes")], RESOURCES[("", "v1", "pods")]
+
+    store = Store()
+    for i in range(nodes):
+        store.create(NODES, "", kubelet_node(f"n{i:02d}", {"topology.kubernetes.io/zone": "a"}))
+        for k in range(pods_per_node):
+            labels = {"app": "x", "apps.openyurt.io/binding": "true"} if k == 0 else {"app": "x"}
+            store.create(PODS, "default", kubelet_pod(f"p{i:02d}-{k}", f"n{i:02d}", labels))
+    srv = KubeApiServer(store).start()
+    return srv, client.ApiClient(client.Configuration(host=srv.url))
+
+
+def test_the_emulator_pages_one_snapshot_and_refuses_an_expired_continue_token() -> None:
+    """As the API server does: every page of a list is cut from the first page's snapshot, and
+    a continue token the server no longer holds is 410 Expired (a consistent client lists
+    again); a token it never issued is 400."""
+    from kubernetes.client.rest import ApiException
+
+    srv, api = _emulator(5)
+    try:
+        core = client.CoreV1Api(api)
+        first = core.list_node(limit=2)
+        rv = first.metadata.resource_version
+        assert [n.metadata.name for n in first.items] == ["n00", "n01"]
+        assert first.metadata.remaining_item_count == 3
+        core.delete_node("n03")
+        core.create_node({"metadata": {"name": "n99"}})
+        second = core.list_node(limit=2, _continue=first.metadata._continue)
+        third = core.list_node(limit=2, _continue=second.metadata._continue)
+        assert [n.metadata.name for n in second.items + third.items] == ["n02", "n03", "n04"]
+        assert second.metadata.resource_version == third.metadata.resource_version == rv
+        assert not third.metadata._continue
+        again = core.list_node(limit=2)
+        srv.pages.forget()
+        try:
+            core.list_node(limit=2, _continue=again.metadata._continue)
+            raise AssertionError("an expired continue token was served")
+        except ApiException as e:
+            assert e.status == 410 and "too old to display a consistent list" in str(e.body)
+        try:
+            core.list_node(limit=2, _continue="not-a-token")
+            raise AssertionError("a made-up continue token was served")
+        except ApiException as e:
+            assert e.status == 400 and "continue key is not valid" in str(e.body)
+    finally:
+        api.close()
+        srv.stop()
+
+
+def test_the_cloud_view_lists_in_pages_and_keeps_only_what_it_reads() -> None:
+    import json
+
+    cfg = parse_config(yaml.safe_dump({"sites": [{"name": "a", "prometheus": "http://x:1"}],
+                                       "cluster": {"list_page_size": 3}}), "c.yaml", {})
+    srv, api = _emulator(7, pods_per_node=2)
+    try:
+        v = ClusterView(api, cfg)
+        v.nodes_reflector._list()
+        v.pods_reflector._list()
+        assert (v.nodes_reflector.pages, v.pods_reflector.pages) == (3, 5)  # 7 / 3, 14 / 3
+        nodes = v.nodes()
+        assert len(nodes) == 7 and all(i.site == "a" and i.ready is Ready.TRUE
+                                       for i in nodes.values())
+        full = json.dumps(client.CoreV1Api(api).read_node("n00", _preload_content=False)
+                          .json())
+        kept = json.dumps(v._nodes["n00"])
+        assert len(full) > 9000 and len(kept) < 600, (len(full), len(kept))
+        assert "images" not in kept and "managedFields" not in kept
+        # Of a pod only (uid, the node it binds to) is kept; one pod per node binds.
+        assert sorted(v._bound.values()) == sorted(nodes)
+        assert all(i.protected and i.protected_by == "a pod bound to it"
+                   for i in nodes.values())
+    finally:
+        api.close()
+        srv.stop()
+
+
+def test_a_list_whose_continue_token_expires_midway_starts_again_whole() -> None:
+    from sentinel.adapters.kube import Reflector
+
+    srv, api = _emulator(7)
+    try:
+        core = client.CoreV1Api(api)
+        calls: list[dict[str, Any]] = []
+
+        def list_node(**kw: Any) -> Any:  # the real client; the server forgets its snapshot
+            calls.append(kw)
+            resp = core.list_node(**kw)
+            if len(calls) == 1:
+                srv.pages.forget()
+            return resp
+
+        got: list[list[str]] = []
+        r = Reflector("nodes", list_node, lambda items: got.append(
+            [o["metadata"]["name"] for o in items]), lambda *_: None, page_size=3)
+        r._list()
+        assert got == [[f"n{i:02d}" for i in range(7)]]
+        assert [bool(c.get("_continue")) for c in calls] == [False, True, False, True, True]
+    finally:
+        api.close()
+        srv.stop()
+
+
+def test_what_the_cloud_view_keeps_of_a_node_tells_the_same_story_as_the_whole_node() -> None:
+    """`slim_node` keeps what `node_info` reads: for every kind of node the two must agree."""
+    from sentinel.core.ownership import annotation_key, node_info, slim_node
+    from sentinel.sim.nodes import kubelet_node, set_ready
+
+    domain, auto, dur = "sentinel.example", "node.beta.openyurt.io/autonomy", \
+        "node.openyurt.io/autonomy-duration"
+
+    def node(**change: Any) -> dict[str, Any]:
+        o = kubelet_node("n1", {"topology.kubernetes.io/zone": "a", **change.get("labels", {})})
+        o["metadata"]["annotations"].update(change.get("annotations", {}))
+        o["spec"].update(change.get("spec", {}))
+        if "ready" in change:
+            set_ready(o, change["ready"])
+        return o
+
+    held = json.dumps({"keys": {"node": {"since": 100.0, "decision": "abc"}}, "cordoned": True})
+    cases = [
+        node(),
+        node(ready="False"), node(ready="Unknown"),
+        node(spec={"unschedulable": True,
+                   "taints": [{"key": f"{domain}/node", "value": "r", "effect": "NoExecute"},
+                              {"key": "other/x", "effect": "NoSchedule"}]},
+             annotations={annotation_key(domain): held}),
+        node(labels={auto: "true"}), node(annotations={auto: "true"}),
+        node(annotations={dur: "24h"}), node(annotations={dur: "soon"}),
+        node(labels={"exempt": "yes"}),
+    ]
+    cases.append({"metadata": {"name": "bare"}})
+    for o in cases:
+        kw: dict[str, Any] = dict(autonomy_key=auto, bound=False, duration_key=dur,
+                                  exempt=lambda n, labels: labels.get("exempt") == "yes")
+        slim = slim_node(o, domain, autonomy_key=auto, duration_key=dur)
+        assert node_info(slim, None, domain, **kw) == node_info(o, None, domain, **kw), o

@@ -22,7 +22,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sentinel.config.schema import ClusterConfig, Config
 from sentinel.core.model import NodeInfo, SiteName
-from sentinel.core.ownership import node_info, pod_binds
+from sentinel.core.ownership import node_info, pod_binds, slim_node
 
 __all__ = ["ClusterView", "Reflector", "api_reason", "make_api_client"]
 
@@ -51,20 +51,28 @@ def make_api_client(cluster: ClusterConfig) -> client.ApiClient:
 class Reflector:
     """List, then watch from the list's resourceVersion; on 410 Gone or any error, list again.
 
-    `on_list(items, rv)` replaces the whole state; `on_event(type, obj)` applies one change.
+    The list comes in pages of `page_size` (limit/continue, as client-go's pager reads it), so
+    no whole list body is ever held, and every object, listed or watched, goes through
+    `transform` on receipt (as a client-go informer's transform does): the cache keeps only
+    what its reader needs. `on_list(items)` replaces the whole state with the transformed
+    objects; `on_event(type, item)` applies one change.
     """
 
     def __init__(self, name: str, list_fn: Callable[..., Any],
-                 on_list: Callable[[list[Obj]], None], on_event: Callable[[str, Obj], None],
-                 watch_timeout: float = 300.0) -> None:
+                 on_list: Callable[[list[Any]], None], on_event: Callable[[str, Any], None],
+                 watch_timeout: float = 300.0, *, page_size: int = 500,
+                 transform: Callable[[Obj], Any] = lambda o: o) -> None:
         self.name = name
         self._list_fn = list_fn
         self._on_list, self._on_event = on_list, on_event
+        self._transform = transform
+        self._page = page_size
         self._timeout = max(1, int(watch_timeout))
         self.synced = threading.Event()
         self._stop = threading.Event()
         self._resp: Any = None
         self.relists = 0
+        self.pages = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"reflector-{name}", daemon=True)
 
@@ -104,13 +112,38 @@ class Reflector:
                 backoff = min(backoff * 2, 30.0)
 
     def _list(self) -> str:
-        resp = self._list_fn(_preload_content=False)
-        body = json.loads(resp.data)
-        self._on_list(body.get("items") or [])
+        items: list[Any] = []
+        token, rv = "", ""
+        while True:
+            kw: dict[str, Any] = {"limit": self._page}
+            if token:
+                kw["_continue"] = token
+            try:
+                resp = self._list_fn(_preload_content=False, **kw)
+            except ApiException as e:
+                if e.status != 410 or not token:
+                    raise
+                # The snapshot the first page was cut from is gone (the server's continue
+                # tokens live about five minutes): a consistent list starts again.
+                log.info("%s: list continue token expired after %d objects, listing again",
+                         self.name, len(items))
+                items, token, rv = [], "", ""
+                continue
+            body = json.loads(resp.data)
+            del resp
+            self.pages += 1
+            items.extend(self._transform(o) for o in body.get("items") or [])
+            meta = body.get("metadata") or {}
+            rv = rv or str(meta["resourceVersion"])  # every page is of the first's snapshot
+            token = meta.get("continue") or ""
+            del body
+            if not token:
+                break
+        self._on_list(items)
         self.relists += 1
         self.last_error = None
         self.synced.set()
-        return str(body["metadata"]["resourceVersion"])
+        return rv
 
     def _watch(self, rv: str) -> str | None:
         resp = self._list_fn(watch=True, resource_version=rv, timeout_seconds=self._timeout,
@@ -132,7 +165,7 @@ class Reflector:
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if ev.get("type") != "BOOKMARK":
-                    self._on_event(ev["type"], obj)
+                    self._on_event(ev["type"], self._transform(obj))
         finally:
             self._resp = None
             resp.release_conn()
@@ -156,11 +189,18 @@ class ClusterView:
         exempt_names = set(cfg.exempt.nodes)
         self._exempt = lambda name, labels: name in exempt_names or (
             bool(exempt_sel) and _matches(labels, exempt_sel))
-        t = cfg.cluster.watch_timeout
-        self.nodes_reflector = Reflector("nodes", self.core.list_node, self._nodes_listed,
-                                         self._node_event, t)
-        self.pods_reflector = Reflector("pods", self.core.list_pod_for_all_namespaces,
-                                        self._pods_listed, self._pod_event, t)
+        t, page = cfg.cluster.watch_timeout, cfg.cluster.list_page_size
+        domain, protect = cfg.taint_domain, cfg.protect
+        self.nodes_reflector = Reflector(
+            "nodes", self.core.list_node, self._nodes_listed, self._node_event, t,
+            page_size=page, transform=lambda o: slim_node(
+                o, domain, autonomy_key=protect.autonomy_key,
+                duration_key=protect.autonomy_duration_key))
+        self.pods_reflector = Reflector(
+            "pods", self.core.list_pod_for_all_namespaces, self._pods_listed, self._pod_event,
+            t, page_size=page, transform=lambda o: (
+                (o.get("metadata") or {}).get("uid") or o["metadata"]["name"],
+                pod_binds(o, protect.binding_key)))
 
     def start(self) -> ClusterView:
         self.nodes_reflector.start()
@@ -205,20 +245,16 @@ class ClusterView:
                 del self._pinned[name]
             self._nodes[name] = obj
 
-    def _pods_listed(self, items: list[Obj]) -> None:
-        key = self.cfg.protect.binding_key
+    def _pods_listed(self, items: list[tuple[str, str | None]]) -> None:
+        """Only (uid, the node it binds to) is kept of a pod: whether a node hosts a bound pod
+        is all sentinel asks of 500,000 of them."""
         with self._lock:
-            self._bound = {}
-            for p in items:
-                node = pod_binds(p, key)
-                if node:
-                    self._bound[p["metadata"].get("uid", p["metadata"]["name"])] = node
+            self._bound = {uid: node for uid, node in items if node}
 
-    def _pod_event(self, kind: str, obj: Obj) -> None:
-        uid = obj["metadata"].get("uid", obj["metadata"]["name"])
-        node = None if kind == "DELETED" else pod_binds(obj, self.cfg.protect.binding_key)
+    def _pod_event(self, kind: str, item: tuple[str, str | None]) -> None:
+        uid, node = item
         with self._lock:
-            if node:
+            if node and kind != "DELETED":
                 self._bound[uid] = node
             else:
                 self._bound.pop(uid, None)
@@ -236,7 +272,9 @@ class ClusterView:
         with self._lock:
             if rv in self._watched.get(name, ()):
                 return
-            self._nodes[name] = obj
+            self._nodes[name] = slim_node(
+                obj, self.cfg.taint_domain, autonomy_key=self.cfg.protect.autonomy_key,
+                duration_key=self.cfg.protect.autonomy_duration_key)
             self._pinned[name] = (rv, time.monotonic())
 
     def known(self, name: str) -> bool:

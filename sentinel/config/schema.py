@@ -84,6 +84,9 @@ class ClusterConfig(_Strict):
     """Where Events about nodes go; `kubectl describe node` shows them from any namespace."""
     watch_timeout: Duration = 300.0
     """Server-side watch timeout (s); the watch is re-established after it, as client-go does."""
+    list_page_size: int = Field(500, ge=1, le=10_000)
+    """Objects per page when nodes and pods are listed (limit/continue, client-go's default 500):
+    no list body of the whole fleet is ever held in memory."""
 
 
 class Durations(_Strict):

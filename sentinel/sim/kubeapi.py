@@ -1,16 +1,16 @@
 """A Kubernetes API emulator over HTTP, for the official `kubernetes` client.
 
 It speaks the REST shapes of the calls sentinel makes: list (label and field selectors,
-limit/continue), get, create, update (PUT), delete, the three PATCH flavours, the `/status`
-subresource, and watch (chunked JSON lines, `resourceVersion`, `timeoutSeconds`, 410 Gone when
-the version is older than the history window, bookmarks). Errors are `Status` objects with
-the real codes and reasons.
+limit/continue from one snapshot, 410 Expired for an old continue token), get, create, update
+(PUT), delete, the three PATCH flavours, the `/status` subresource, and watch (chunked JSON
+lines, `resourceVersion`, `timeoutSeconds`, 410 Gone when the version is older than the history
+window, bookmarks). Errors are `Status` objects with the real codes and reasons.
 
 Not covered (documented so nobody relies on it): authentication and RBAC, admission and
 defaulting (no default tolerations), server-side apply (415), `resourceVersion` on list (always
-the latest), set-based label selectors (400), field selectors beyond metadata.name,
-metadata.namespace and spec.nodeName (400), the node lifecycle controller (the simulator sets
-Ready itself), garbage collection and the workload controllers.
+the latest; continued pages keep their first page's), set-based label selectors (400), field
+selectors beyond metadata.name, metadata.namespace and spec.nodeName (400), the node lifecycle
+controller (the simulator sets Ready itself), garbage collection and the workload controllers.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sentinel.sim.pages import Pages
 from sentinel.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sentinel.sim.store import RESOURCES, ApiError, Obj, Resource, Store
 
@@ -192,18 +193,20 @@ class _Handler(BaseHTTPRequestHandler):
         if q.get("watch") in ("true", "1"):
             self._watch(res, ns, q, match)
             return
-        items, rv = store.list(res, ns, match)
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
         limit = int(q.get("limit") or 0)
-        if limit:
-            start = int(q.get("continue") or 0)
-            page = items[start:start + limit]
-            if start + limit < len(items):
-                meta["continue"] = str(start + limit)
-                meta["remainingItemCount"] = len(items) - start - limit
-            items = page
+        token = q.get("continue") or ""
+        if token:
+            items, rv, start = self.server.pages.resume(token)
+        else:
+            items, rv = store.list(res, ns, match)
+            start = 0
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if limit and start + limit < len(items):
+            meta["continue"] = self.server.pages.keep(items, rv, start + limit)
+            meta["remainingItemCount"] = len(items) - start - limit
         self._send(200, {"kind": res.kind + "List", "apiVersion": res.api_version,
-                         "metadata": meta, "items": items})
+                         "metadata": meta,
+                         "items": items[start:start + limit] if limit else items[start:]})
 
     def _watch(self, res: Resource, ns: str | None, q: dict[str, str],
                match: Callable[[Obj], bool]) -> None:
@@ -333,6 +336,7 @@ class _Server(ThreadingHTTPServer):
         self.requests: dict[str, int] = {}
         self._count_lock = threading.Lock()
         self.stall: Stall | None = None
+        self.pages = Pages()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -360,6 +364,10 @@ class KubeApiServer:
     @property
     def requests(self) -> dict[str, int]:
         return dict(self._server.requests)
+
+    @property
+    def pages(self) -> Pages:
+        return self._server.pages
 
     def stall(self, verb: str, path_contains: str, content_type: str = "") -> Stall:
         """From now on, hang matching requests (see Stall); `unstall` ends it."""

@@ -191,8 +191,8 @@ class WorkloadControllers:
     # -- pods ------------------------------------------------------------------------------
     def _nodes_for(self, template: Obj) -> list[str]:
         sel = (template.get("spec") or {}).get("nodeSelector") or {}
-        return [n["metadata"]["name"] for n in self.store.list(NODES, None)[0]
-                if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())]
+        return list(self.store.names(NODES, None, lambda n: all(
+            (n["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())))
 
     def _pods(self, owner: Obj, template: Obj, replicas: int, kind: str) -> list[Obj]:
         """Bring the owner's pods to `replicas`, spread over the matching nodes; newest go
