@@ -22,6 +22,8 @@ from sentinel.core.explain import explain_node
 from sentinel.http.app import Runtime, build_runtime
 from sentinel.isolation.cycle import CycleReport
 from sentinel.sim.fleet import NODES, PODS, Fleet, FleetSpec
+from sentinel.sim.lifecycle import NodeTiming
+from sentinel.sim.nodes import kubelet_pod
 from sentinel.sim.process import free_port
 
 DOMAIN = "sentinel.edge.io"
@@ -49,7 +51,11 @@ rules:
 
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[Fleet]:
-    with Fleet(FleetSpec(sites=3, nodes_per_site=5, scrape_interval=SCRAPE)) as f:
+    # A crashed node goes Unknown 1.5-2 s after it died: the order of a real cluster (Lease,
+    # grace period, then the cloud sees it), at test speed.
+    timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
+    with Fleet(FleetSpec(sites=3, nodes_per_site=5, scrape_interval=SCRAPE,
+                         timing=timing)) as f:
         f.wait_scraped()
         yield f
 
@@ -79,9 +85,7 @@ def reset(fleet: Fleet) -> None:
             try:
                 fleet.store.get(PODS, "default", name)
             except Exception:
-                fleet.store.create(PODS, "default", {
-                    "metadata": {"name": name, "labels": {"app": "demo"}},
-                    "spec": {"nodeName": n, "containers": [{"name": "app", "image": "demo:1"}]}})
+                fleet.store.create(PODS, "default", kubelet_pod(name, n, {"app": "demo"}))
     fleet.wait_scraped()
 
 

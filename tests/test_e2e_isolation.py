@@ -95,10 +95,7 @@ def test_site_partition_never_acts_and_a_real_death_is_acted_on_after(harness: A
         "sentinel_site_partitioned", {"site": "site-b"})
     assert text == 1.0
     # the link returns: the healthy nodes come back, the dead one is still dead
-    f.uplinks["site-b"].restore()
-    for n in f.nodes("site-b"):
-        if n != "edge-b-04":
-            f.set_ready(n, "True")
+    f.restore_uplink("site-b")  # its kubelets post Ready again; the dead one's cannot
     h.until(lambda r: held(f, "edge-b-04").get(NODE_KEY) == "NoExecute", 20,
             "level 2 on the node that really died")
     assert all(held(f, n) == {} for n in f.nodes("site-b") if n != "edge-b-04")

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from sentinel.adapters.prom import PromError, SiteTarget, describe
 from sentinel.adapters.promhttp import PromClients
+from sentinel.core.errors import AdapterError
 
 __all__ = ["History", "fetch_history", "query_range"]
 
@@ -44,6 +45,8 @@ def query_range(client: httpx.Client, url: str, expr: str, start: float, end: fl
         body = r.json()
     except httpx.HTTPError as e:
         raise PromError(describe(e)) from None
+    except AdapterError as e:  # the site's credentials (a secret file) cannot be read
+        raise PromError(str(e)) from None
     except ValueError:
         raise PromError(f"HTTP {r.status_code}, not JSON") from None
     if body.get("status") != "success":

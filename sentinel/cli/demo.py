@@ -22,6 +22,7 @@ import yaml
 from sentinel.cli import demofile
 from sentinel.core.errors import SentinelError
 from sentinel.sim.fleet import Fleet, FleetSpec
+from sentinel.sim.lifecycle import NodeTiming
 from sentinel.sim.prometheus import free_port
 
 __all__ = ["Demo", "DemoError", "run_demo"]
@@ -61,10 +62,15 @@ class Demo:
                  relay: Callable[[str], None] | None = None) -> None:
         self.relay = relay or (lambda line: print(f"  sentinel | {line}", flush=True))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
-        self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval))
         self.scrape = scrape_interval
         # Demo-sized durations that stay meaningful against the scrape interval.
         self.for_s = max(6, round(2 * scrape_interval))
+        # The cloud sees a dead node after a grace period, as in a real cluster (50 s there).
+        self.grace_s = self.for_s
+        self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval,
+                                     timing=NodeTiming(renew=max(1.0, self.grace_s / 5),
+                                                       grace=self.grace_s,
+                                                       monitor_period=1.0)))
         self.release_s = 2 * self.for_s
         # Long enough that a node flapping with the banner's period is released at most once
         # in it (its releases come 2 periods apart).
@@ -141,7 +147,8 @@ class Demo:
             print(f"  the CLI finds it without flags ({where}); from another shell or host:")
         print(f"    export SENTINEL_URL={self.url} SENTINEL_SIM={self.control}")
         print(f"  sentinel API       {self.url}  (/metrics /healthz /readyz /api/v1/status)")
-        print(f"  Kubernetes API     {self.fleet.api.url}  (emulator)")
+        print(f"  Kubernetes API     {self.fleet.api.url}  (emulator; a dead node goes Unknown "
+              f"{self.grace_s}s after its last Lease renewal here, 50s in a real cluster)")
         for s, p in self.fleet.proms.items():
             print(f"  Prometheus {s:<7} {p.url}  (sentinel reaches it via "
                   f"{self.fleet.uplinks[s].url})")

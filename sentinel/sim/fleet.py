@@ -26,7 +26,7 @@ import gc
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -36,6 +36,7 @@ from sentinel.sim.control import serve_control
 from sentinel.sim.exporters import JOBS, SiteExporters
 from sentinel.sim.faults import FAULTS, inject
 from sentinel.sim.kubeapi import KubeApiServer
+from sentinel.sim.lifecycle import NodeLifecycle, NodeTiming
 from sentinel.sim.nodes import kubelet_node, kubelet_pod, set_ready
 from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
@@ -62,6 +63,9 @@ class FleetSpec:
     pods_per_node: int = 2
     rollout_step: float = 2.0
     """Seconds between two steps (one pod, or one node) of a simulated rolling update."""
+    timing: NodeTiming = field(default_factory=NodeTiming)
+    """Lease renewals and the node lifecycle controller's grace period (a real cluster's by
+    default: a crashed node goes Unknown 50-55 s after it died)."""
 
     def site_names(self) -> list[str]:
         return [f"site-{chr(ord('a') + i)}" if i < 26 else f"site-{i}" for i in range(self.sites)]
@@ -83,6 +87,11 @@ class Fleet:
         self._flappers: dict[str, threading.Event] = {}
         self._control: ThreadingHTTPServer | None = None
         self.controllers = WorkloadControllers(self.store, step=spec.rollout_step)
+        self._silent: set[str] = set()
+        """Nodes whose kubelet cannot reach the API server (crashed, or their link lost)."""
+        self._cut: set[str] = set()
+        """Sites whose uplink is cut: none of their kubelets reaches the API server."""
+        self.lifecycle = NodeLifecycle(self.store, self.nodes, self._reaches, spec.timing)
         self.versions: dict[str, VersionBehaviour] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -105,6 +114,7 @@ class Fleet:
                 gc.enable()
             gc.collect()
             gc.freeze()
+            self.lifecycle.start()
             for i, site in enumerate(self.spec.site_names()):
                 nodes = self.spec.node_names(site)
                 exp = SiteExporters(site, nodes, seed=i)
@@ -126,6 +136,7 @@ class Fleet:
     def stop(self) -> None:
         for ev in self._flappers.values():
             ev.set()
+        self.lifecycle.stop()
         self.controllers.stop()
         if self._control is not None:
             self._control.shutdown()
@@ -243,9 +254,14 @@ class Fleet:
             raise KeyError(f"no node {node!r} in the fleet (nodes: {some}, ...)")
         return self.site_of[node]
 
+    def _reaches(self, node: str) -> bool:
+        return node not in self._silent and self.site_of.get(node) not in self._cut
+
     def crash(self, node: str) -> None:
+        """The node dies: its exporters stop answering at once; the cloud sees it only when
+        the node lifecycle controller's grace period has passed without a Lease renewal."""
         self.exporters[self._site(node)].set_crashed(node, True)
-        self.set_ready(node, "Unknown")
+        self._silent.add(node)
 
     def component(self, node: str, job: str) -> None:
         if job not in JOBS:
@@ -257,14 +273,22 @@ class Fleet:
 
     def link_loss(self, node: str) -> None:
         self._site(node)
-        self.set_ready(node, "Unknown")
+        self._silent.add(node)
 
     def partition(self, site: str, mode: str = "refuse") -> None:
         if site not in self.uplinks:
             raise KeyError(f"no site {site!r}; sites: {', '.join(self.sites)}")
         self.uplinks[site].cut(mode)
+        self._cut.add(site)
+
+    def restore_uplink(self, site: str) -> None:
+        """The site's uplink only: its kubelets reach the API server again (a crashed node's
+        does not)."""
+        self.uplinks[site].restore()
+        self._cut.discard(site)
         for n in self.nodes(site):
-            self.set_ready(n, "Unknown")
+            if self._reaches(n):
+                self.lifecycle.post_ready(n)
 
     def scrape_storm(self, site: str, fraction: float) -> None:
         """A fraction of the site's scrapes fail at random, on every node and job: what an
@@ -321,7 +345,9 @@ class Fleet:
 
     def heal_node(self, node: str) -> None:
         self.exporters[self._site(node)].heal(node)
-        self.set_ready(node, "True")
+        self._silent.discard(node)
+        if self._reaches(node):
+            self.lifecycle.post_ready(node)
 
     def heal(self, target: str | None = None) -> None:
         """Heal one node, one site (its uplink too), or everything."""
@@ -329,6 +355,7 @@ class Fleet:
             sites = [target] if target else self.sites
             for s in sites:
                 self.uplinks[s].restore()
+                self._cut.discard(s)
                 self.exporters[s].flaky = 0.0
                 for n in self.nodes(s):
                     self.stop_flapping(n)
