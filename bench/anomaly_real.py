@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-from sentinel.anomaly.dataset import read_dataset
+from sentinel.anomaly.dataset import read_dataset, shared_datasets
 from sentinel.anomaly.evaluation import evaluate_entity, summarize
 
-ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ESTIMATORS = ("combined", "zscore", "pca", "knn")
 
 
 def main() -> int:
-    if not ROOT.is_dir():
-        print(f"skipped: {ROOT} is absent (the shared real datasets are not on this machine)")
+    root = shared_datasets()
+    if root is None:
+        print("skipped: no shared datasets on this machine (set $SENTINEL_DATASETS, or put "
+              "them in shared/datasets above the project)")
         return 0
     for name in ("asd", "nab-aws"):
-        ents = list(read_dataset(ROOT / name))
+        ents = list(read_dataset(root / name))
         for est in ESTIMATORS:
             if est == "pca" and ents[0].train.shape[1] < 2:
                 print(f"{name:<8} {est:<9} (one feature: nothing to reconstruct)")

@@ -329,20 +329,19 @@ def test_evaluate_ranks_better_than_the_robust_z_score_baseline(dataset: Path) -
     assert ours["fc1_own"] > 0.8
 
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
 @pytest.mark.parametrize("name", ["asd", "nab-aws"])
 def test_every_estimator_scores_a_real_dataset_or_says_why_not(name: str) -> None:
     """Real servers' metrics, as `evaluate` reads them: one entity each (the full figures are
     `bench/anomaly_real.py`'s). PCA has nothing to reconstruct from one feature: it says so
     instead of failing in scikit-learn."""
-    from sentinel.anomaly.dataset import DatasetError, read_dataset
+    from sentinel.anomaly.dataset import DatasetError, read_dataset, shared_datasets
     from sentinel.anomaly.evaluation import evaluate_entity
 
-    if not (REAL / name / "train").is_dir():
-        pytest.skip(f"{REAL / name} is absent: the shared real datasets are not on this machine")
-    ent = next(iter(read_dataset(REAL / name)))
+    root = shared_datasets()
+    if root is None or not (root / name / "train").is_dir():
+        pytest.skip(f"no shared dataset {name!r}: neither $SENTINEL_DATASETS nor a "
+                    "shared/datasets folder above the project has it")
+    ent = next(iter(read_dataset(root / name)))
     for est in ("combined", "zscore", "pca", "knn"):
         if est == "pca" and ent.train.shape[1] == 1:
             with pytest.raises(DatasetError, match=rf"{ent.name}: 1 feature; the pca baseline"):

@@ -8,6 +8,7 @@ silently misaligned label file would make every figure of `evaluate` wrong.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,19 @@ def _labels(path: Path, n: int) -> np.ndarray:
     if len(out) != n:
         raise DatasetError(f"{path}: {len(out)} labels for {n} test rows")
     return np.asarray(out, dtype=np.int8)
+
+
+def shared_datasets() -> Path | None:
+    """Where the shared real datasets are (asd, nab-aws): `$SENTINEL_DATASETS`, else the first
+    `shared/datasets` beside the project or one of its parent folders (the workspace keeps
+    them in `../shared/datasets`); None when there are none on this machine."""
+    env = os.environ.get("SENTINEL_DATASETS")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    for up in Path(__file__).resolve().parents[2:]:
+        if (up / "shared" / "datasets").is_dir():
+            return up / "shared" / "datasets"
+    return None
 
 
 def read_dataset(root: Path) -> Iterator[Entity]:

@@ -9,9 +9,9 @@ window, bookmarks). Errors are `Status` objects with the real codes and reasons.
 Not covered (documented so nobody relies on it): authentication and RBAC, admission and
 defaulting (no default tolerations), server-side apply (415), `resourceVersion` on list (always
 the latest; continued pages keep their first page's), set-based label selectors (400), field
-selectors beyond metadata.name, metadata.namespace and spec.nodeName (400), the node lifecycle
-controller (the simulator sets Ready itself), garbage collection and the workload controllers.
-"""
+selectors beyond metadata.name, metadata.namespace and spec.nodeName (400), garbage collection.
+The node lifecycle controller and the workload controllers are played beside it
+(sim/lifecycle.py, sim/workloads.py)."""
 
 from __future__ import annotations
 
