@@ -96,7 +96,7 @@ def test_the_largest_demo_starts_touching_no_healthy_node_and_stops_on_ctrl_c_in
     d.wait_for("free play", 300)
     assert len(_prometheus_pids() - before) == 26, "one Prometheus per site"
     # the CLI finds the demo's server and simulator without --server, --sim or an export
-    deadline = time.monotonic() + 30  # three times the demo rules' `for` after the start-up
+    deadline = time.monotonic() + 20  # three times the demo rules' `for` (6 s) after start-up
     while time.monotonic() < deadline:
         st = d.cli("status", "-o", "json")
         assert st.returncode == 0, st.stderr

@@ -84,7 +84,9 @@ def test_site_partition_never_acts_and_a_real_death_is_acted_on_after(harness: A
     f.partition("site-b")
     f.crash("edge-b-04")  # a real death inside the partition
     longest_for = max(r.for_seconds for r in h.rules.rules)
-    reports = h.run_for(10 * longest_for + 1)
+    # Six times the longest `for` once the cloud has seen the site's nodes go (after the
+    # lifecycle controller's grace period): any rule would have fired several times over.
+    reports = h.run_for(6 * longest_for + f.spec.timing.grace + 1)
     assert all(r.detection.sites["site-b"].state is SiteState.PARTITIONED for r in reports[1:])
     assert not any(r.nodes_after[n].held for r in reports for n in f.nodes("site-b"))
     assert not [a for a in h.rt.journal.actions() if a["site"] == "site-b"]

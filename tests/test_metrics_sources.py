@@ -142,6 +142,12 @@ def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
     hist = fetch_history([t for t in site_targets(h.cfg) if t.name == "site-a"],
                          {"up": "max by (node) (up)"}, now - 20, now, 5.0)
     assert not hist.errors and set(hist.nodes) == set(clean_fleet.nodes("site-a"))
+    # without the tenant header the gateway refuses, and sentinel says so
+    h2 = harness(sites=[{"name": "site-a", "prometheus": gateway, "http": {
+        "bearer_token_file": str(tmp_path / "token"), "path_prefix": "/prom"}}, *sites])
+    rep = h2.cycle()
+    assert not rep.snapshot.sites["site-a"].reachable
+    assert "HTTP 401" in (rep.snapshot.sites["site-a"].error or "")
     # a token file gone (a Secret unmounted) leaves that site out of training, not all sites
     (tmp_path / "token").unlink()
     both = [t for t in site_targets(h.cfg) if t.name in ("site-a", "site-b")]
@@ -149,12 +155,6 @@ def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
     assert set(hist.errors) == {"site-a"}, hist.errors
     assert "cannot read the secret file" in hist.errors["site-a"]
     assert set(hist.nodes) == set(clean_fleet.nodes("site-b"))
-    # without the tenant header the gateway refuses, and sentinel says so
-    h2 = harness(sites=[{"name": "site-a", "prometheus": gateway, "http": {
-        "bearer_token_file": str(tmp_path / "token"), "path_prefix": "/prom"}}, *sites])
-    rep = h2.cycle()
-    assert not rep.snapshot.sites["site-a"].reachable
-    assert "HTTP 401" in (rep.snapshot.sites["site-a"].error or "")
 
 
 def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:

@@ -65,8 +65,9 @@ class Demo:
         self.scrape = scrape_interval
         # Demo-sized durations that stay meaningful against the scrape interval.
         self.for_s = max(6, round(2 * scrape_interval))
-        # The cloud sees a dead node after a grace period, as in a real cluster (50 s there).
-        self.grace_s = self.for_s
+        # The cloud sees a dead node after a grace period, as in a real cluster (50 s there;
+        # here half the rules' `for`, so the tour does not keep its audience waiting).
+        self.grace_s = max(3, self.for_s // 2)
         self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval,
                                      timing=NodeTiming(renew=max(1.0, self.grace_s / 5),
                                                        grace=self.grace_s,

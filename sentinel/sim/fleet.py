@@ -5,12 +5,14 @@ Faults, as DESIGN.md's witnesses see them:
 
 | fault          | node's exporters at the site | cloud Ready | site Prometheus from sentinel |
 |----------------|------------------------------|-------------|-------------------------------|
-| crash          | all down                     | Unknown     | reachable                     |
+| crash          | all down                     | Unknown*    | reachable                     |
 | component JOB  | that job down                | True        | reachable                     |
-| link-loss      | up                           | Unknown     | reachable                     |
-| partition SITE | up                           | Unknown     | unreachable                   |
+| link-loss      | up                           | Unknown*    | reachable                     |
+| partition SITE | up                           | Unknown*    | unreachable                   |
 | flap           | crash and heal in turn       |             |                               |
 | gray KIND      | up, one signal going bad     | True        | reachable                     |
+
+*once the node lifecycle controller's grace period has passed (lifecycle.py).
 
 Grey faults (signals.GRAY_FAULTS): disk-slow, memory-leak, nic-errors, cpu-hog, restart-loop.
 
@@ -31,10 +33,11 @@ from functools import partial
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from sentinel.sim.apps import VERSION_KINDS, AppPod, AppPods, VersionBehaviour
+from sentinel.sim.apps import AppPods, VersionBehaviour
 from sentinel.sim.control import serve_control
 from sentinel.sim.exporters import JOBS, SiteExporters
 from sentinel.sim.faults import FAULTS, inject
+from sentinel.sim.fleetapps import APP_LABEL, GUARD_LABEL, PODS, ZONE_LABEL, FleetApps
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.lifecycle import NodeLifecycle, NodeTiming
 from sentinel.sim.nodes import kubelet_node, kubelet_pod, set_ready
@@ -42,17 +45,11 @@ from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
 from sentinel.sim.store import RESOURCES, Store
 from sentinel.sim.uplink import Uplink
-from sentinel.sim.workloads import DAEMONSETS, DEPLOYMENTS, WorkloadControllers
+from sentinel.sim.workloads import WorkloadControllers
 
 __all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec"]
 
-ZONE_LABEL = "topology.kubernetes.io/zone"
 NODES = RESOURCES[("", "v1", "nodes")]
-PODS = RESOURCES[("", "v1", "pods")]
-APP_LABEL = "apps.kubeedge.io/edgeapplication-name"
-"""What KubeEdge's EdgeApplication controller labels its per-node-group workloads with."""
-GUARD_LABEL = "sentinel.edge.io/rollout-guard"
-"""sentinel's default opt-in label for the rollout guard (`rollouts.label`)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ class FleetSpec:
         return [f"edge-{short}-{j:02d}" for j in range(1, self.nodes_per_site + 1)]
 
 
-class Fleet:
+class Fleet(FleetApps):
     def __init__(self, spec: FleetSpec = FleetSpec()) -> None:
         self.spec = spec
         self.store = Store()
@@ -177,75 +174,6 @@ class Fleet:
 
     def set_ready(self, node: str, status: str) -> None:
         self.store.mutate(NODES, "", node, lambda o: set_ready(o, status), subresource="status")
-
-    # -- applications ----------------------------------------------------------------------
-    def app_pods(self, site: str) -> list[AppPod]:
-        """The pods of workloads (owned by a ReplicaSet or DaemonSet) on the site's nodes."""
-        nodes = set(self.nodes(site))
-
-        def mine(p: dict[str, Any]) -> bool:
-            m = p["metadata"]
-            return p["spec"].get("nodeName") in nodes and bool(m.get("ownerReferences")) and \
-                "version" in (m.get("labels") or {})
-
-        return [AppPod(p["metadata"]["namespace"], p["metadata"]["name"], p["spec"]["nodeName"],
-                       p["metadata"]["labels"].get("app", ""), p["metadata"]["labels"]["version"])
-                for p in self.store.list(PODS, None, mine)[0]]
-
-    def behaviour(self, version: str) -> VersionBehaviour:
-        return self.versions.get(version, VERSION_KINDS["healthy"])
-
-    def set_version(self, version: str, kind: str) -> None:
-        if kind not in VERSION_KINDS:
-            raise KeyError(f"no version behaviour {kind!r}; kinds: {', '.join(VERSION_KINDS)}")
-        self.versions[version] = VERSION_KINDS[kind]
-
-    def deploy_app(self, app: str, version: str, *, sites: Iterable[str] | None = None,
-                   replicas: int = 3, kind: str = "Deployment", namespace: str = "default",
-                   labels: dict[str, str] | None = None) -> list[str]:
-        """One workload per site (node group), named `<app>-<site>`; returns the names."""
-        res = DEPLOYMENTS if kind == "Deployment" else DAEMONSETS
-        names = []
-        for site in sites or self.sites:
-            name = f"{app}-{site}"
-            spec: dict[str, Any] = {
-                "selector": {"matchLabels": {"app": app, "group": site}},
-                "template": self._template(app, site, version)}
-            if kind == "Deployment":
-                spec["replicas"] = replicas
-            self.store.create(res, namespace, {
-                "metadata": {"name": name, "labels": {
-                    GUARD_LABEL: "true", APP_LABEL: app, **(labels or {})}},
-                "spec": spec})
-            names.append(name)
-        return names
-
-    @staticmethod
-    def _template(app: str, site: str, version: str) -> dict[str, Any]:
-        return {"metadata": {"labels": {"app": app, "group": site, "version": version}},
-                "spec": {"nodeSelector": {ZONE_LABEL: site},
-                         "containers": [{"name": "app", "image": f"registry.local/{app}:{version}",
-                                         "env": [{"name": "VERSION", "value": version}]}]}}
-
-    def upgrade(self, app: str, version: str, site: str, *, kind: str = "Deployment",
-                namespace: str = "default") -> None:
-        """What the EdgeApplication controller (or a person) does to one node group: a new
-        pod template. A paused Deployment takes it and rolls nothing out."""
-        res = DEPLOYMENTS if kind == "Deployment" else DAEMONSETS
-        template = self._template(app, site, version)
-        self.store.mutate(res, namespace, f"{app}-{site}",
-                          lambda o: o["spec"].__setitem__("template", template))
-
-    def remove_apps(self) -> None:
-        """Every Deployment and DaemonSet and what they own (no garbage collector here)."""
-        for res in (DEPLOYMENTS, DAEMONSETS):
-            for o in self.store.list(res, None)[0]:
-                self.store.delete(res, o["metadata"]["namespace"], o["metadata"]["name"])
-        for res in (RESOURCES[("apps", "v1", "replicasets")],
-                    RESOURCES[("apps", "v1", "controllerrevisions")], PODS):
-            for o in self.store.list(res, None)[0]:
-                if o["metadata"].get("ownerReferences"):
-                    self.store.delete(res, o["metadata"]["namespace"], o["metadata"]["name"])
 
     # -- faults --------------------------------------------------------------------------
     def _site(self, node: str) -> str:

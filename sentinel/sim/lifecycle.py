@@ -86,8 +86,12 @@ class NodeLifecycle:
         next_monitor = time.monotonic() + t.monitor_period
         while not self._stop.wait(tick):
             now = time.time()
-            for n in self.nodes():
-                if self.reaches(n) and now - self._renewed.get(n, 0.0) >= t.renew:
+            due = [n for n in self.nodes()
+                   if self.reaches(n) and now - self._renewed.get(n, 0.0) >= t.renew]
+            # One write batch under the store's lock: its watchers wake once for the batch,
+            # not once per Lease (a thousand kubelets renew several times a second here).
+            with self.store.lock:
+                for n in due:
                     self._renew(n, now)
                     if n in self._unknown:  # the kubelet's next status update
                         self._unknown.discard(n)
