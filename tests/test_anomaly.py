@@ -441,11 +441,27 @@ def test_anomaly_cli_train_explains_a_failure(tmp_path: Path) -> None:
     assert r.returncode == 1 and "no model at" in r.stderr and "anomaly train" in r.stderr
 
 
-# A node of its own per case, in a site the earlier live tests leave alone: the model trains on
-# the last 40 s, which must not hold the previous case's fault on the same node.
+@pytest.fixture(scope="module")
+def clean_model(fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model for the live grey-node cases, trained before either runs. Trained after the
+    first case, its 40 s window held that case's grey fault at full strength — a tenth of the
+    calibration sample — so the threshold sat on the fault, the next case's node never
+    alarmed, and a healthy neighbour did (CI saw both)."""
+    from .conftest import reset
+
+    reset(fleet)
+    path = tmp_path_factory.mktemp("anomaly") / "model.npz"
+    cfg = parse_config(yaml.safe_dump({
+        "sites": [{"name": s, "prometheus": u} for s, u in fleet.prometheus_urls().items()],
+        "anomaly": {**LIVE, "model_file": str(path)}}), str(path.parent / "sentinel.yaml"), {})
+    _train(AnomalyKeeper(cfg))
+    return path
+
+
+# A node of its own per case, in a site the earlier live tests leave alone.
 @pytest.mark.parametrize(("action", "node"), [("alert", "edge-c-02"), ("isolate", "edge-c-03")])
 def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
-        harness: Any, action: str, node: str) -> None:
+        harness: Any, clean_model: Path, action: str, node: str) -> None:
     # isolate, leave 3: isolation waits for `isolate_after` of uninterrupted alarm, and on 40 s
     # of live training one quiet score would clear the alarm (with leave 1) and restart that
     # wait; CI saw the taint never come under load. A stable alarm is how `isolate` is meant to
@@ -453,9 +469,8 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     # alarm three cycles longer, and CI saw three of them alarming at the checked cycle.
     leave = 3 if action == "isolate" else 1
     h: Harness = harness(anomaly={**LIVE, "action": action, "isolate_after": "2s",
-                                  "leave": leave, "model_file": "model.npz"})
-    assert h.rt.anomaly is not None
-    _train(h.rt.anomaly)
+                                  "leave": leave, "model_file": str(clean_model)})
+    assert h.rt.anomaly is not None and h.rt.anomaly.model is not None, h.rt.anomaly.problem
     h.run_for(2)  # a baseline of cycles before the fault
     site = h.fleet.site_of[node]
     h.fleet.gray(node, "disk-slow", severity=2.0, ramp=2.0)

@@ -19,7 +19,7 @@ import pytest
 
 from .conftest import poll
 
-LARGEST = ("--sites", "26", "--nodes", "40")
+LARGEST = ("--sites", "26", "--nodes", "30")
 
 
 def _prometheus_pids() -> set[int]:
@@ -104,8 +104,8 @@ def test_the_largest_demo_starts_touching_no_healthy_node_and_stops_on_ctrl_c_in
     hist = d.cli("history", "-o", "json")
     assert hist.returncode == 0, hist.stderr
     assert not [r for r in json.loads(hist.stdout) if r.get("kind") == "isolate"], hist.stdout
-    out = d.cli("sim", "inject", "component", "edge-z-40", "coredns")
-    assert out.returncode == 0 and "edge-z-40: coredns down" in out.stdout, out.stderr
+    out = d.cli("sim", "inject", "component", "edge-z-30", "coredns")
+    assert out.returncode == 0 and "edge-z-30: coredns down" in out.stdout, out.stderr
     t0 = time.monotonic()
     os.killpg(d.proc.pid, signal.SIGINT)  # Ctrl-C at the terminal: the foreground group
     assert d.finish(timeout=30) == 0, d.text()

@@ -216,9 +216,9 @@ def sim_dataset(out: Path = typer.Argument(..., help="Folder to write train/, te
 @app.command()
 def demo(sites: int = typer.Option(3, min=1, max=26, help="Simulated sites, one real "
                                    "Prometheus each (at most 26 on 2 cores)."),
-         nodes: int = typer.Option(5, min=3, max=40, help="Nodes per site (at most 40: from "
-                                   "about 50 on a busy machine, 26 sites' simulated exporters "
-                                   "cannot keep up on 2 cores; bench/startup.py)."),
+         nodes: int = typer.Option(5, min=3, max=30, help="Nodes per site (at most 30: from "
+                                   "about 40 on a busy machine, 26 sites' simulated exporters "
+                                   "and kubelets cannot keep up on 2 cores; bench/startup.py)."),
          scrape_interval: float = typer.Option(5.0, min=0.5, help="Seconds between the "
                                                "sites' scrapes."),
          tour: bool = typer.Option(

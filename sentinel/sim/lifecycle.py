@@ -109,7 +109,7 @@ class NodeLifecycle:
         def fn(o: dict[str, Any]) -> None:
             o["spec"]["renewTime"] = _micro(now)
         try:
-            self.store.mutate(LEASES, LEASE_NS, node, fn)
+            self.store.touch(LEASES, LEASE_NS, node, fn)
         except ApiError as e:
             if e.code != 404:
                 raise
