@@ -31,16 +31,18 @@ def inject(fleet: Faulty, kind: str, target: str, arg: str | None = None, *,
     """The one entry point of `sentinel sim inject`; returns what it did, in words."""
     if kind == "crash":
         fleet.crash(target)
-        return f"{target}: exporters down, Ready -> Unknown"
+        return f"{target}: exporters down; Ready -> Unknown once its Lease is past the grace period"
     if kind == "component":
         fleet.component(target, arg or "kube-proxy")
         return f"{target}: {arg or 'kube-proxy'} down"
     if kind == "link-loss":
         fleet.link_loss(target)
-        return f"{target}: cloud link lost (Ready -> Unknown), still serving at its site"
+        return (f"{target}: cloud link lost (Ready -> Unknown after the grace period), still "
+                "serving at its site")
     if kind == "partition":
         fleet.partition(target, arg or "refuse")
-        return f"{target}: uplink cut ({arg or 'refuse'}), its nodes Ready -> Unknown"
+        return (f"{target}: uplink cut ({arg or 'refuse'}), its nodes Ready -> Unknown after the "
+                "grace period")
     if kind == "flap":
         if arg is not None:
             raise ValueError(f"flap takes --period SECONDS and --count N, not {arg!r} as "
