@@ -125,6 +125,9 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return
         try:
             result = await in_daemon_thread(keeper.train)
+        except asyncio.CancelledError:  # sentinel stopping mid-training: nothing to report
+            log.info("anomaly training abandoned: sentinel is stopping")
+            return
         except Exception as e:
             rt.sentinel.metrics.trained("failed")
             log.warning("anomaly training failed: %s; next try in %.0fs", e,
