@@ -153,9 +153,7 @@ class Store:
     def list(self, res: Resource, ns: str | None,
              match: Callable[[Obj], bool] = lambda o: True) -> tuple[list[Obj], int]:
         with self._lock:
-            kind = self._kinds.get((res.group, res.plural), {})
-            items = [_clone(o) for (n, _), o in sorted(kind.items())
-                     if (ns is None or n == ns) and match(o)]
+            items = [_clone(o) for _, o in self._matching(res, ns, match)]
             return items, self._rv
 
     def names(self, res: Resource, ns: str | None,
@@ -163,9 +161,15 @@ class Store:
         """The names of the matching objects, copying none: the simulated controllers ask this
         of every Node several times a second, and a kubelet-sized Node costs 140 us to copy."""
         with self._lock:
-            kind = self._kinds.get((res.group, res.plural), {})
-            return tuple(n for (ns_, n), o in sorted(kind.items())
-                         if (ns is None or ns_ == ns) and match(o))
+            return tuple(n for n, _ in self._matching(res, ns, match))
+
+    def _matching(self, res: Resource, ns: str | None,
+                  match: Callable[[Obj], bool]) -> Iterator[tuple[str, Obj]]:
+        """(name, stored object) of one kind, in key order; the caller holds the lock."""
+        kind = self._kinds.get((res.group, res.plural), {})
+        for (ns_, name), o in sorted(kind.items()):
+            if (ns is None or ns_ == ns) and match(o):
+                yield name, o
 
     def watch(self, res: Resource, ns: str | None, since: int | None, timeout: float,
               match: Callable[[Obj], bool], stop: Callable[[], bool]) -> Iterator[WatchEvent]:
