@@ -1,13 +1,17 @@
 """sentinel_* metrics: counters created once against an injected registry, and a Collector
 that exports the last cycle's state at scrape time (per site, and per node that is not healthy,
-so cardinality follows trouble rather than fleet size)."""
+so cardinality follows trouble rather than fleet size).
+
+Only the replica that acts exports the fleet's state and what was done to it (`_LeaderOnly`):
+with two replicas scraped, every `sum()` of a dashboard and every alert counts the fleet once.
+A follower exports `sentinel_leader 0` and its own health (cycles, journal, build, training)."""
 
 from __future__ import annotations
 
 import math
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -63,20 +67,48 @@ class CycleFacts(Protocol):
 BUDGETS = ("site", "fleet", "rate")
 
 
+_C = TypeVar("_C", bound=Collector)
+
+
+class _LeaderOnly(Collector):
+    """What it wraps is collected only while `leading()`: the follower cycles on the same
+    data, and its copy of the fleet's state would be counted twice by every `sum()`."""
+
+    def __init__(self, leading: Callable[[], bool]) -> None:
+        self.leading = leading
+        self.parts: list[Collector] = []
+
+    def add(self, part: _C) -> _C:
+        self.parts.append(part)
+        return part
+
+    def collect(self) -> Iterator[Any]:
+        if self.leading():
+            for part in self.parts:
+                yield from part.collect()
+
+    def describe(self) -> Sequence[Any]:
+        return []
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry, mode: str) -> None:
         self.registry = registry
+        fleet = _LeaderOnly(lambda: self.leading())
+        registry.register(fleet)
         self.cycle_seconds = Histogram(
             "sentinel_cycle_duration_seconds", "Time of one collect-detect-decide-act cycle.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
         self.cycles = Counter("sentinel_cycles_total", "Cycles run, by outcome.", ["outcome"],
                               registry=registry)
-        self.actions = Counter("sentinel_actions_total", "Actions taken, by kind and rule.",
-                               ["kind", "rule", "level", "mode", "outcome"], registry=registry)
-        self.alerts = Counter("sentinel_alerts_received_total",
-                              "Alerts received on the webhook, by outcome (new, resolved, "
-                              "duplicate, unmapped, unknown_node, rejected).", ["outcome"],
-                              registry=registry)
+        self.actions = fleet.add(Counter(
+            "sentinel_actions_total", "Actions taken, by kind and rule.",
+            ["kind", "rule", "level", "mode", "outcome"], registry=None))
+        self.alerts = fleet.add(Counter(
+            "sentinel_alerts_received_total", "Alerts received on the webhook, by outcome "
+            "(new, resolved, duplicate, unmapped, unknown_node, rejected). Every replica "
+            "receives every alert; the leader's count is exported.", ["outcome"],
+            registry=None))
         self.last_success = Gauge("sentinel_last_cycle_success_timestamp_seconds",
                                   "When the last cycle completed.", registry=registry)
         Gauge("sentinel_build_info", "1, labelled with the running sentinel's version and "
@@ -99,33 +131,29 @@ class Metrics:
         self.journal_write_errors = Counter(
             "sentinel_journal_write_errors_total", "Journal writes that failed (and were "
             "rolled back).", registry=registry)
-        self.state = _StateCollector()
-        registry.register(self.state)
-        self.registry_switches = Counter(
+        self.state = fleet.add(_StateCollector())
+        self.registry_switches = fleet.add(Counter(
             "sentinel_registry_switches_total", "Registry switches of a site, by the role "
             "switched to (standby: failover, primary: failback) and outcome.",
-            ["site", "to", "outcome"], registry=registry)
-        self.registry_probe = Histogram(
+            ["site", "to", "outcome"], registry=None))
+        self.registry_probe = fleet.add(Histogram(
             "sentinel_registry_probe_duration_seconds", "Time of one registry probe "
             "(GET /v2/, and the canary manifest if configured), failed or not.",
             ["site", "registry"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
-            registry=registry)
-        self.registry_state = _RegistryCollector()
-        registry.register(self.registry_state)
+            registry=None))
+        self.registry_state = fleet.add(_RegistryCollector())
         self.trainings = Counter("sentinel_anomaly_trainings_total",
                                  "Anomaly model trainings, by outcome (ok, failed).",
                                  ["outcome"], registry=registry)
         self.training_seconds = Gauge("sentinel_anomaly_training_duration_seconds",
                                       "How long the last successful training took (fetch "
                                       "and fit).", registry=registry)
-        self.anomaly_state = _AnomalyCollector()
-        registry.register(self.anomaly_state)
-        self.rollout_actions = Counter(
+        self.anomaly_state = fleet.add(_AnomalyCollector())
+        self.rollout_actions = fleet.add(Counter(
             "sentinel_rollout_actions_total", "Rollout guard actions (rollback, hold, resume), "
             "by outcome (applied, failed, planned in dry-run).",
-            ["namespace", "workload", "action", "outcome"], registry=registry)
-        self.rollout_state = _RolloutCollector()
-        registry.register(self.rollout_state)
+            ["namespace", "workload", "action", "outcome"], registry=None))
+        self.rollout_state = fleet.add(_RolloutCollector())
 
     def trained(self, outcome: str, seconds: float | None = None) -> None:
         self.trainings.labels(outcome).inc()
