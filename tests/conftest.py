@@ -75,6 +75,9 @@ def reset(fleet: Fleet) -> None:
             ann.pop("node.beta.openyurt.io/autonomy", None)
             ann.pop("node.openyurt.io/autonomy-duration", None)
         fleet.store.mutate(NODES, "", n, clean)
+    overrides = fleet.store.resources[("sentinel.edge.io", "v1alpha1", "sentineloverrides")]
+    for o in fleet.store.list(overrides, None)[0]:  # in the cluster now, not a test's journal
+        fleet.store.delete(overrides, o["metadata"]["namespace"], o["metadata"]["name"])
     items, _ = fleet.store.list(PODS, None)
     for p in items:
         if p["metadata"]["name"].startswith("camera-"):

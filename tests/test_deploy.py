@@ -5,6 +5,7 @@ loaded as sentinel loads them, and the Containerfile's user."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sentinel.adapters.overrides import GROUP, PLURAL, VERSION
 from sentinel.config.loading import parse_config
 from sentinel.config.rules import load_rules
 from sentinel.config.schema import Config
@@ -66,17 +68,18 @@ def test_every_object_validates(base: list[dict[str, Any]], full: list[dict[str,
     kinds = {(d["kind"], d["metadata"]["name"]) for d in base}
     assert kinds >= {("Namespace", "sentinel"), ("ServiceAccount", "sentinel"),
                      ("ClusterRole", "sentinel"), ("Role", "sentinel"),
-                     ("Deployment", "sentinel"), ("Service", "sentinel"),
+                     ("StatefulSet", "sentinel"), ("Service", "sentinel"),
+                     ("Service", "sentinel-pods"),
+                     ("CustomResourceDefinition", "sentineloverrides.sentinel.edge.io"),
                      ("PodDisruptionBudget", "sentinel"), ("NetworkPolicy", "sentinel"),
-                     ("PersistentVolumeClaim", "sentinel-journal"),
                      ("DaemonSet", "sentinel-registry-hosts")}
     extra = {(d["kind"], d["metadata"]["name"]) for d in full} - kinds
     assert extra == {("PodMonitor", "sentinel"), ("ClusterRole", "sentinel-rollouts"),
                      ("ClusterRoleBinding", "sentinel-rollouts")}
 
 
-def test_the_deployment_is_safe_and_probed(base: list[dict[str, Any]]) -> None:
-    d = by(base, "Deployment", "sentinel")
+def test_the_statefulset_is_safe_and_probed(base: list[dict[str, Any]]) -> None:
+    d = by(base, "StatefulSet", "sentinel")
     assert d["spec"]["replicas"] == 2
     pod = d["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -89,9 +92,11 @@ def test_the_deployment_is_safe_and_probed(base: list[dict[str, Any]]) -> None:
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert c["image"] == "ghcr.io/sentinel-edge/sentinel:0.1.0"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    claims = {v["name"]: v for v in pod["volumes"]}
-    assert claims[mounts["/var/lib/sentinel"]]["persistentVolumeClaim"]["claimName"] == \
-        "sentinel-journal"
+    (claim,) = d["spec"]["volumeClaimTemplates"]
+    assert mounts["/var/lib/sentinel"] == claim["metadata"]["name"], "each replica its own"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    headless = by(base, "Service", d["spec"]["serviceName"])["spec"]
+    assert headless["clusterIP"] == "None", "per-replica DNS names for Alertmanager"
     pdb = by(base, "PodDisruptionBudget", "sentinel")
     assert pdb["spec"]["minAvailable"] == 1
     labels = d["spec"]["template"]["metadata"]["labels"]
@@ -117,12 +122,16 @@ def test_rbac_grants_only_what_sentinel_needs(base: list[dict[str, Any]],
     assert role["metadata"]["namespace"] == "sentinel"
     assert _rules(role) == {(g, r, v) for g, r in (("coordination.k8s.io", "leases"),
                                                    ("", "configmaps"))
-                            for v in ("get", "create", "update")}
+                            for v in ("get", "create", "update")} | {
+        ("sentinel.edge.io", "sentineloverrides", v)
+        for v in ("get", "list", "create", "patch", "delete")}
     cfg = _shipped_config(base)
     named: dict[str, set[str]] = {}
     for rule in role["rules"]:
         if rule["verbs"] == ["create"]:  # RBAC cannot limit create by name
             assert "resourceNames" not in rule
+            continue
+        if rule["resources"] == ["sentineloverrides"]:  # sentinel's own objects
             continue
         assert set(rule["verbs"]) <= {"get", "update"} and rule.get("resourceNames"), \
             f"{rule}: get and update only by name (not its own configuration and rules)"
@@ -175,7 +184,7 @@ def test_only_alertmanager_prometheus_and_labelled_clients_reach_sentinel(
 
 def test_the_podmonitor_scrapes_the_deployment(full: list[dict[str, Any]]) -> None:
     pm = by(full, "PodMonitor", "sentinel")
-    d = by(full, "Deployment", "sentinel")
+    d = by(full, "StatefulSet", "sentinel")
     assert pm["spec"]["selector"]["matchLabels"].items() <= \
         d["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]}
@@ -208,3 +217,62 @@ def test_the_container_runs_as_a_non_root_user() -> None:
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0", "0:0"), "the last USER must not be root"
     assert users[-1].split(":")[0] == "10001", "the Deployment's runAsUser"
+
+
+def test_nothing_is_shared_between_replicas_through_a_volume(base: list[dict[str, Any]]) -> None:
+    text = "\n".join(p.read_text() for p in DEPLOY.rglob("*.yaml"))
+    assert "ReadWriteMany" not in text
+    assert not [d for d in base if d["kind"] == "PersistentVolumeClaim"], \
+        "a replica's volume comes from its StatefulSet's volumeClaimTemplates"
+
+
+def test_the_overrides_crd_is_the_one_the_emulator_serves() -> None:
+    shipped = DEPLOY / "crds" / "sentineloverrides.yaml"
+    packaged = ROOT / "sentinel" / "sim" / "sentineloverrides.crd.yaml"
+    assert shipped.read_bytes() == packaged.read_bytes(), \
+        "sentinel/sim/sentineloverrides.crd.yaml is a copy of deploy/crds/sentineloverrides.yaml"
+    crd = yaml.safe_load(shipped.read_text())
+    kubernetes_validate.validate(crd, K8S, strict=True)
+    assert (crd["spec"]["group"], crd["spec"]["names"]["plural"]) == (GROUP, PLURAL)
+    assert [v["name"] for v in crd["spec"]["versions"] if v["storage"]] == [VERSION]
+
+
+def test_sentinel_and_alertmanager_read_the_same_webhook_token(
+        base: list[dict[str, Any]], tmp_path: Path) -> None:
+    """deploy/tokens.sh makes both Secrets; the StatefulSet mounts one where the shipped
+    configuration reads it, Alertmanager's route reads the other where the Operator mounts
+    it, and both hold the same token."""
+    out = subprocess.run([str(DEPLOY / "tokens.sh"), "--print", "monitoring"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KUBECTL": KUBECTL})
+    assert out.returncode == 0, out.stderr
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(out.stdout) if d}
+    data = {n: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+            for n, d in secrets.items()}
+    ours, theirs = data["sentinel-tokens"], data["sentinel-webhook-token"]
+    assert secrets["sentinel-tokens"]["metadata"]["namespace"] == "sentinel"
+    assert ours["webhook-token"] == theirs["token"] and len(theirs["token"]) >= 32
+    assert ours["oncall-token"] != ours["webhook-token"]
+
+    sts = by(base, "StatefulSet", "sentinel")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in sts["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in sts["containers"][0]["volumeMounts"]}
+    name = next(n for n, v in vols.items()
+                if v.get("secret", {}).get("secretName") == "sentinel-tokens")
+    cfg = _shipped_config(base)
+    assert cfg.alerts.token_file is not None
+    where, key = cfg.alerts.token_file.rsplit("/", 1)
+    assert where == mounts[name] and key in ours, "sentinel reads the webhook token"
+    assert any(t.token_file == f"{mounts[name]}/oncall-token" and t.write
+               for t in cfg.api.tokens), "the on-call token can write"
+
+    am = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    hooks = next(r for r in am["receivers"] if r["name"] == "sentinel")["webhook_configs"]
+    for h in hooks:
+        path = h["http_config"]["authorization"]["credentials_file"]
+        assert path == "/etc/alertmanager/secrets/sentinel-webhook-token/token", path
+    replicas = by(base, "StatefulSet", "sentinel")["spec"]["replicas"]
+    svc = by(base, "StatefulSet", "sentinel")["spec"]["serviceName"]
+    assert sorted(h["url"] for h in hooks) == [
+        f"http://sentinel-{i}.{svc}.sentinel.svc:8080/api/v1/alerts" for i in range(replicas)], \
+        "every replica gets every alert"

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -78,6 +82,39 @@ def test_render_patch_keeps_foreign_taints_and_is_idempotent(api: client.CoreV1A
     assert out["spec"]["unschedulable"] is False
 
 
+def test_a_release_that_frees_the_node_is_kept_on_the_node_for_flap_damping(
+        api: client.CoreV1Api) -> None:
+    """Whichever replica leads next reads it from the node: no replica's disk is needed."""
+    from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
+    from sentinel.core.ownership import held_from_node, memory_from_nodes, node_info
+
+    def act(kind: ActionKind, key: str, now: float, frees: bool = False) -> dict[str, Any]:
+        obj = json.loads(api.read_node("n1", _preload_content=False).data)
+        a = Action(f"d{now:g}", kind, NodeName("n1"), SiteName("s"), key, Level.COMPONENT,
+                   "NoSchedule", "r", "test", {"frees_node": frees})
+        body = render_patch(obj, [a], "sentinel.edge.io", now)
+        assert body is not None
+        return json.loads(api.patch_node("n1", body, _preload_content=False).data)
+
+    node(api)
+    act(ActionKind.ISOLATE, "edgecore", 100.0)
+    act(ActionKind.ISOLATE, "kube-proxy", 101.0)
+    out = act(ActionKind.RELEASE, "edgecore", 200.0)
+    assert held_from_node(out, "sentinel.edge.io").released is None, "kube-proxy still held"
+    out = act(ActionKind.RELEASE, "kube-proxy", 300.0, frees=True)
+    assert out["spec"].get("taints", []) == []
+    assert held_from_node(out, "sentinel.edge.io").released == 300.0
+    info = node_info(out, None, "sentinel.edge.io", autonomy_key="a", bound=False,
+                     exempt=lambda n, labels: False)
+    assert memory_from_nodes([info], 350.0, 1800.0) == ({"n1": 300.0}, ())
+    assert memory_from_nodes([info], 2200.0, 1800.0) == ({}, ()), "past the flap window"
+    out = act(ActionKind.ISOLATE, "edgecore", 400.0)
+    info = node_info(out, None, "sentinel.edge.io", autonomy_key="a", bound=False,
+                     exempt=lambda n, labels: False)
+    assert memory_from_nodes([info], 430.0, 1800.0) == ({"n1": 300.0}, (400.0,)), \
+        "isolated again: the release is still remembered, the isolation counts for the rate"
+
+
 def test_human_cordon_is_never_undone(api: client.CoreV1Api) -> None:
     from sentinel.core.model import Action, ActionKind, Level, NodeName, SiteName
 
@@ -117,3 +154,60 @@ def test_unsupported_selectors_are_a_400(api: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as e:
         api.list_node(label_selector="zone in (a,b)")
     assert e.value.status == 400
+
+
+def test_a_crd_serves_its_resource_validates_and_prunes_as_the_api_server(
+        api: client.CoreV1Api) -> None:
+    """Through the official client: the resource is 404 until its CRD exists; then writes
+    are checked against the shipped schema (422 naming the field), unknown fields pruned,
+    strategic merge refused (415, custom resources have no patch strategies), merge patch
+    applied, and the CRD reports Established."""
+    crd = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "crds" /
+                          "sentineloverrides.yaml").read_text())
+    ext = client.ApiextensionsV1Api(api.api_client)
+    co = client.CustomObjectsApi(api.api_client)
+    args = ("sentinel.edge.io", "v1alpha1", "sentinel", "sentineloverrides")
+    with pytest.raises(ApiException) as e:
+        co.list_namespaced_custom_object(*args)
+    assert e.value.status == 404
+    ext.create_custom_resource_definition(crd)
+    got = ext.read_custom_resource_definition("sentineloverrides.sentinel.edge.io")
+    assert {c.type: c.status for c in got.status.conditions}["Established"] == "True"
+
+    spec = {"kind": "pause", "reason": "storm", "by": "alice",
+            "created": "2026-11-30T10:00:00.000000Z", "expires": "2026-11-30T11:00:00Z"}
+    body = {"apiVersion": "sentinel.edge.io/v1alpha1", "kind": "SentinelOverride",
+            "metadata": {"name": "ab12"}, "spec": {**spec, "colour": "red"}, "extra": 1}
+    out = co.create_namespaced_custom_object(*args, body)
+    assert "colour" not in out["spec"] and "extra" not in out, "unknown fields pruned"
+    assert out["spec"] == spec
+
+    for bad, field in (({**spec, "kind": "evict"}, 'spec.kind: Unsupported value: "evict"'),
+                       ({k: v for k, v in spec.items() if k != "reason"},
+                        "spec.reason: Required value"),
+                       ({**spec, "force": "yes"}, "spec.force: Invalid value"),
+                       ({**spec, "expires": "tomorrow"}, "spec.expires: Invalid value")):
+        with pytest.raises(ApiException) as e:
+            co.create_namespaced_custom_object(
+                *args, {**body, "metadata": {"name": "cd34"}, "spec": bad})
+        assert e.value.status == 422, bad
+        msg = json.loads(e.value.body)["message"]
+        assert msg.startswith('SentinelOverride.sentinel.edge.io "cd34" is invalid: ') and \
+            field in msg, msg
+
+    # the official client always sends a merge patch to custom objects: ask as kubectl would
+    r = httpx.patch(f"{api.api_client.configuration.host}/apis/sentinel.edge.io/v1alpha1/"
+                    "namespaces/sentinel/sentineloverrides/ab12", json={"spec": {"reason": "x"}},
+                    headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert r.status_code == 415 and r.json()["reason"] == "UnsupportedMediaType"
+    lifted = {"spec": {"lifted": {"at": "2026-11-30T10:30:00Z", "by": "bob"}}}
+    out = co.patch_namespaced_custom_object(*args, "ab12", lifted)
+    assert out["spec"]["lifted"] == {"at": "2026-11-30T10:30:00Z", "by": "bob"}
+    assert out["spec"]["reason"] == "storm", "a merge patch keeps the rest"
+    with pytest.raises(ApiException) as e:
+        co.patch_namespaced_custom_object(*args, "ab12", {"spec": {"lifted": {"at": None}}})
+    assert e.value.status == 422 and "spec.lifted.at: Required value" in e.value.body
+    ext.delete_custom_resource_definition("sentineloverrides.sentinel.edge.io")
+    with pytest.raises(ApiException) as e:
+        co.get_namespaced_custom_object(*args, "ab12")
+    assert e.value.status == 404

@@ -1,113 +1,195 @@
-"""Overrides on disk, in the journal's SQLite file: they survive a restart and are visible to
-every replica. Rows are never removed, only marked lifted, so `history` tells who did what by
-hand, and when."""
+"""Overrides as SentinelOverride objects in the cluster (deploy/crds/): every replica reads the
+same ones, whichever replica a person's write reached; they survive the loss of any replica
+with its disk; `kubectl get sentineloverrides -n sentinel` shows them. Lifting one marks it
+(`spec.lifted`) rather than deleting it, so `history` tells who did what by hand, and when;
+objects that ended more than `KEEP_ENDED` ago are removed when a new override is set.
+
+A read that fails (the API server briefly unreachable) answers what was last read, and says
+so once in the log; with nothing ever read it raises, and the cycle acts on nothing, since a
+pause it cannot see may be in force."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-from sentinel.adapters.journal import open_sqlite
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from sentinel.adapters.kube import api_reason
+from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest
 from sentinel.core.timefmt import span
 
-__all__ = ["OverrideStore"]
+__all__ = ["GROUP", "KEEP_ENDED", "PLURAL", "VERSION", "OverrideStore", "OverrideStoreError"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS overrides (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, node TEXT, site TEXT, key TEXT NOT NULL,
-    force INTEGER NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL, created REAL NOT NULL,
-    expires REAL NOT NULL, deleted REAL, deleted_by TEXT, node_site TEXT
-);
-CREATE INDEX IF NOT EXISTS overrides_expires ON overrides(expires);
-"""
+log = logging.getLogger("sentinel.overrides")
 
-_COLS = "id, kind, reason, by, created, expires, node, site, key, force"
+GROUP, VERSION, PLURAL = "sentinel.edge.io", "v1alpha1", "sentineloverrides"
+KEEP_ENDED = 7 * 86400.0
+"""How long an override that ended (expired or lifted) stays in the cluster for the history."""
+_CRD_HINT = ("the SentinelOverride CRD is not installed (kubectl apply -k deploy/, or "
+             "kubectl apply -f deploy/crds/)")
 
 
-def _row(r: tuple[object, ...]) -> Override:
-    oid, kind, reason, by, created, expires, node, site, key, force = r
-    return Override(str(oid), OverrideKind(str(kind)), str(reason), str(by), float(str(created)),
-                    float(str(expires)), None if node is None else str(node),
-                    None if site is None else str(site), str(key), bool(force))
+class OverrideStoreError(AdapterError):
+    """The overrides could not be read or written; `status` for the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(v: object) -> float:
+    return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+
+
+def _override(obj: dict[str, Any]) -> Override:
+    s = obj["spec"]
+    return Override(obj["metadata"]["name"], OverrideKind(s["kind"]), s["reason"], s["by"],
+                    _parse(s["created"]), _parse(s["expires"]), s.get("node") or None,
+                    s.get("site") or None, s.get("key", ""), bool(s.get("force")))
+
+
+def _lifted(obj: dict[str, Any]) -> tuple[float, str] | None:
+    lifted = obj["spec"].get("lifted")
+    return None if not lifted else (_parse(lifted["at"]), str(lifted["by"]))
 
 
 class OverrideStore:
-    def __init__(self, path: str | Path, busy_timeout: float = 10.0) -> None:
-        self._db = open_sqlite(str(path), _SCHEMA, busy_timeout)
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(api)
+        self.namespace = namespace
         self._lock = threading.Lock()
+        self._last: list[dict[str, Any]] | None = None
+        self._failing = False
 
     def close(self) -> None:
+        """Nothing to release: the client belongs to the runtime."""
+
+    def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(GROUP, VERSION, self.namespace, PLURAL, *args, **kw)
+        except ApiException as e:
+            reason = api_reason(e)
+            if e.status == 404 and "sentineloverrides" in reason and "not find" in reason:
+                raise OverrideStoreError(f"cannot {what}: {_CRD_HINT}") from None
+            status = 422 if e.status == 422 else 503
+            raise OverrideStoreError(f"cannot {what}: the API server answered {e.status}: "
+                                     f"{reason}", status) from None
+        except (HTTPError, OSError) as e:
+            raise OverrideStoreError(f"cannot {what}: the API server is unreachable: "
+                                     f"{e}") from None
+
+    def _objects(self) -> list[dict[str, Any]]:
+        """Every SentinelOverride, or the last list read if the API fails now."""
+        try:
+            items = self._call("read the overrides", self.api.list_namespaced_custom_object)
+        except OverrideStoreError as e:
+            with self._lock:
+                if self._last is None:
+                    raise
+                if not self._failing:
+                    log.warning("%s; using the %d read before", e, len(self._last))
+                self._failing = True
+                return self._last
+        out = [o for o in items.get("items", []) if isinstance(o.get("spec"), dict)]
         with self._lock:
-            self._db.close()
+            if self._failing:
+                log.warning("the overrides can be read again")
+            self._last, self._failing = out, False
+        return out
 
     def create(self, req: OverrideRequest, by: str, now: float, site: str | None) -> Override:
         """`site` is the node's site, for the history's site filter."""
         o = Override(secrets.token_hex(4), req.kind, req.reason.strip(), by, now, now + req.ttl,
                      req.node, req.site, req.key, req.force)
-        with self._lock:
-            self._db.execute(f"INSERT INTO overrides ({_COLS}, node_site) "
-                             "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                             (o.id, o.kind.value, o.reason, o.by, o.created, o.expires, o.node,
-                              o.site, o.key, int(o.force), site or o.site))
+        spec: dict[str, Any] = {"kind": o.kind.value, "reason": o.reason, "by": o.by,
+                                "created": _ts(o.created), "expires": _ts(o.expires),
+                                "key": o.key, "force": o.force}
+        for k, v in (("node", o.node), ("site", o.site), ("nodeSite", site or o.site)):
+            if v:
+                spec[k] = v
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SentinelOverride",
+                "metadata": {"name": o.id, "labels": {"app.kubernetes.io/part-of": "sentinel"}},
+                "spec": spec}
+        self._call("set the override", self.api.create_namespaced_custom_object, body)
+        self._prune(now)
         return o
+
+    def _prune(self, now: float) -> None:
+        """Remove what ended more than KEEP_ENDED ago; a failure here costs nothing."""
+        try:
+            for obj in self._objects():
+                o, lifted = _override(obj), _lifted(obj)
+                ended = lifted[0] if lifted else o.expires
+                if now - ended > KEEP_ENDED:
+                    self._call("remove an old override",
+                               self.api.delete_namespaced_custom_object, o.id)
+        except OverrideStoreError as e:
+            log.info("old overrides not removed now: %s", e)
 
     def delete(self, oid: str, by: str, now: float) -> Override | None:
         """Lift an override; None if there is none in force with that id."""
-        with self._lock:
-            cur = self._db.execute(f"SELECT {_COLS} FROM overrides WHERE id = ? AND deleted IS "
-                                   "NULL AND expires > ?", (oid, now))
-            r = cur.fetchone()
-            if r is None:
+        found = next((obj for obj in self._objects() if obj["metadata"]["name"] == oid), None)
+        if found is None or _lifted(found) is not None or not _override(found).active(now):
+            return None
+        patch = {"metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
+                 "spec": {"lifted": {"at": _ts(now), "by": by}}}
+        try:
+            self._call("lift the override", self.api.patch_namespaced_custom_object, oid,
+                       patch)
+        except OverrideStoreError:
+            # 409: someone else changed it meanwhile (lifted it too): read again once
+            again = self._call("read the override", self.api.get_namespaced_custom_object, oid)
+            if _lifted(again) is not None:
                 return None
-            self._db.execute("UPDATE overrides SET deleted = ?, deleted_by = ? WHERE id = ?",
-                             (now, by, oid))
-        return _row(r)
+            raise
+        return _override(found)
 
     def active(self, now: float) -> tuple[Override, ...]:
-        with self._lock:
-            cur = self._db.execute(f"SELECT {_COLS} FROM overrides WHERE deleted IS NULL AND "
-                                   "expires > ? ORDER BY created, id", (now,))
-            return tuple(_row(r) for r in cur.fetchall())
+        found = [_override(obj) for obj in self._objects() if _lifted(obj) is None]
+        return tuple(sorted((o for o in found if o.active(now)), key=lambda o: (o.created, o.id)))
 
     def get(self, oid: str) -> Override | None:
-        with self._lock:
-            r = self._db.execute(f"SELECT {_COLS} FROM overrides WHERE id = ?",
-                                 (oid,)).fetchone()
-        return None if r is None else _row(r)
+        found = next((obj for obj in self._objects() if obj["metadata"]["name"] == oid), None)
+        return None if found is None else _override(found)
 
     def history(self, now: float, *, node: str | None = None, site: str | None = None,
                 since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Each override's creation and its end (lifted by someone, or expired once its time
         has passed), as history entries."""
-        q = f"SELECT {_COLS}, deleted, deleted_by, node_site FROM overrides WHERE 1=1"
-        args: list[Any] = []
-        if node:
-            q += " AND node = ?"
-            args.append(node)
-        if site:
-            q += " AND (node_site = ? OR site = ? OR (site IS NULL AND node IS NULL))"
-            args += [site, site]
-        q += " ORDER BY created DESC LIMIT ?"
-        args.append(limit)
-        with self._lock:
-            rows = self._db.execute(q, args).fetchall()
         out: list[dict[str, Any]] = []
-        for r in rows:
-            o, deleted, deleted_by, node_site = _row(r[:10]), r[10], r[11], r[12]
-            base = {"type": "override", "node": o.node or "", "site": node_site or "",
+        objs = sorted(self._objects(), key=lambda obj: _override(obj).created, reverse=True)
+        for obj in objs:
+            o, lifted = _override(obj), _lifted(obj)
+            node_site = obj["spec"].get("nodeSite") or ""
+            if node and o.node != node:
+                continue
+            if site and not (node_site == site or o.site == site
+                             or (o.site is None and o.node is None)):
+                continue
+            base = {"type": "override", "node": o.node or "", "site": node_site,
                     "override": o.record()}
             out.append({**base, "ts": o.created, "event": "created",
                         "text": f"{o.by} set override {o.id}: {_describe(o)}"})
-            if deleted is not None:
-                out.append({**base, "ts": float(deleted), "event": "lifted",
-                            "text": f"{deleted_by} lifted override {o.id} ({_describe(o)})"})
+            if lifted is not None:
+                out.append({**base, "ts": lifted[0], "event": "lifted",
+                            "text": f"{lifted[1]} lifted override {o.id} ({_describe(o)})"})
             elif o.expires <= now:
                 out.append({**base, "ts": o.expires, "event": "expired",
                             "text": f"override {o.id} expired ({_describe(o)})"})
+            if len(out) >= limit:
+                break
         return [e for e in out if since is None or e["ts"] >= since]
 
 

@@ -193,6 +193,9 @@ class Api(_Strict):
     none configured, nobody can write."""
     open_reads: bool = True
     """Reads (status, nodes, explain, history) without a token. Set false to require one."""
+    overrides_namespace: str = "sentinel"
+    """Where the people's overrides live, as SentinelOverride objects (deploy/crds/): in the
+    cluster, so every replica sees the same ones and `kubectl get sov -n sentinel` lists them."""
     max_override_ttl: Duration = Field(7 * 86400.0, gt=0)
     """No override outlives this (s): a forgotten pause must end by itself."""
     max_body_bytes: int = Field(65_536, ge=1024)

@@ -174,6 +174,9 @@ class Held:
 
     keys: Mapping[str, HeldKey] = field(default_factory=dict)
     cordoned: bool = False
+    released: float | None = None
+    """When a release last freed the node entirely (flap damping). On the node, not only in
+    one replica's journal: a new leader, or one whose disk was lost, damps the same flaps."""
 
     def __bool__(self) -> bool:
         return bool(self.keys)

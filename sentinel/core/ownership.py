@@ -3,7 +3,9 @@
 Sentinel owns exactly the taints whose key starts with `<taint_domain>/`, the annotation
 `<taint_domain>/isolation`, and a cordon only when that annotation says sentinel made it.
 Because ownership lives on the node, a restarted sentinel (or a new leader) rebuilds what it
-holds from the cluster, and never edits a taint or cordon someone else made.
+holds from the cluster, and never edits a taint or cordon someone else made. The annotation
+also keeps when a release last freed the node, so flap damping survives the loss of any
+replica's disk.
 
 Pure functions over the JSON shapes of the Kubernetes API; the adapters do the I/O.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "annotation_key",
     "apply_actions",
     "held_from_node",
+    "memory_from_nodes",
     "node_info",
     "render_patch",
     "unschedulable_after",
@@ -79,7 +82,9 @@ def held_from_node(obj: Obj, domain: str) -> Held:
                             since=float(since) if isinstance(since, int | float) else None,
                             decision=str(rec.get("decision", "")))
     cordoned = bool(record.get("cordoned")) and bool((obj.get("spec") or {}).get("unschedulable"))
-    return Held(keys=keys, cordoned=cordoned)
+    released = record.get("released")
+    return Held(keys=keys, cordoned=cordoned,
+                released=float(released) if isinstance(released, int | float) else None)
 
 
 def slim_node(obj: Obj, domain: str, *, autonomy_key: str,
@@ -164,6 +169,7 @@ def apply_actions(held: Held, actions: Iterable[Action], now: float,
     """What sentinel will hold after these actions. Shared by the real and dry-run actuators,
     so dry-run simulates exactly what enforce would do."""
     keys = dict(held.keys)
+    released = held.released
     for a in actions:
         if a.kind is ActionKind.ISOLATE:
             prev = keys.get(a.key)
@@ -171,10 +177,24 @@ def apply_actions(held: Held, actions: Iterable[Action], now: float,
             keys[a.key] = HeldKey(a.key, a.effect, a.rule, since, a.id)
         else:
             keys.pop(a.key, None)
+            if a.evidence.get("frees_node") is True:
+                released = now
     level2 = NODE_KEY in keys
     # Cordon only if nobody else did: a human's cordon stays theirs.
     cordoned = level2 and (held.cordoned or not already_unschedulable)
-    return Held(keys=keys, cordoned=cordoned)
+    return Held(keys=keys, cordoned=cordoned, released=released)
+
+
+def memory_from_nodes(nodes: Iterable[NodeInfo], now: float,
+                      flap_window: float) -> tuple[dict[str, float], tuple[float, ...]]:
+    """Decide's memory as the nodes carry it: the last release that freed each node within
+    the flap window, and the isolations (held keys) of the last minute, for the rate budget.
+    What any replica reads the same, whatever its own disk holds."""
+    last = {n.name: n.held.released for n in nodes
+            if n.held.released is not None and now - n.held.released < flap_window}
+    recent = sorted(k.since for n in nodes for k in n.held.keys.values()
+                    if k.since is not None and now - k.since < 60.0)
+    return {str(k): v for k, v in last.items() if v is not None}, tuple(recent)
 
 
 def unschedulable_after(before: Held, after: Held, unschedulable: bool) -> bool:
@@ -190,12 +210,15 @@ def _iso(ts: float) -> str:
 
 
 def _record(held: Held) -> str | None:
-    if not held.keys and not held.cordoned:
+    if not held.keys and not held.cordoned and held.released is None:
         return None
-    return json.dumps({
+    record: dict[str, Any] = {
         "keys": {k: h.record() for k, h in sorted(held.keys.items())},
         "cordoned": held.cordoned,
-    }, sort_keys=True)
+    }
+    if held.released is not None:
+        record["released"] = held.released
+    return json.dumps(record, sort_keys=True)
 
 
 def render_patch(obj: Obj, actions: Sequence[Action], domain: str,

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sentinel.adapters.overrides import OverrideStoreError
 from sentinel.config.yamlsrc import parse_duration
 from sentinel.core.autonomy import protection
 from sentinel.core.budgets import budget_cap
@@ -75,6 +76,10 @@ def add_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="sentinel"'} if e.status == 401 else None
         return JSONResponse({"error": e.reason}, e.status, headers=headers)
+
+    @app.exception_handler(OverrideStoreError)
+    async def overrides_error(request: Request, e: OverrideStoreError) -> JSONResponse:
+        return JSONResponse({"error": str(e)}, e.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

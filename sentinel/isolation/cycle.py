@@ -50,6 +50,7 @@ from sentinel.core.model import (
     SiteView,
     Snapshot,
 )
+from sentinel.core.ownership import memory_from_nodes
 from sentinel.core.ruleset import Rule, RuleSet
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
@@ -165,6 +166,19 @@ class Sentinel:
                                                    self.actuator.mode)
         self.state = replace(self.state, last_release=last_release, recent_isolations=recent)
         self._settled = False
+        self._read_nodes_memory = True
+
+    def _memory(self, nodes: Mapping[str, NodeInfo], now: float) -> tuple[dict[str, float],
+                                                                          tuple[float, ...]]:
+        """The journal's memory joined with the nodes': this replica's journal holds only what
+        it did itself (another replica led before, or its disk was replaced); the nodes hold
+        what any leader did. Each release the later of the two; of the isolations of the last
+        minute the longer list (both are lower bounds, and their sum would count twice)."""
+        p = self.decide_params
+        j_last, j_recent = self.journal.memory(now, p.flap_window, self.actuator.mode)
+        n_last, n_recent = memory_from_nodes(nodes.values(), now, p.flap_window)
+        last = {**n_last, **{k: max(v, n_last.get(k, v)) for k, v in j_last.items()}}
+        return last, max(j_recent, n_recent, key=len)
 
     async def take_over(self, now: float) -> None:
         """This replica got the lease: reload the memory between cycles, never during one
@@ -250,7 +264,7 @@ class Sentinel:
             return plan.actions, ()
         p = self.decide_params
         nodes = self.actuator.view(self.node_source.nodes())
-        _, recent = self.journal.memory(now, p.flap_window, self.actuator.mode)
+        _, recent = self._memory(nodes, now)
         sizes = {name: st.nodes for name, st in detection.sites.items()}
         fleet = sum(1 for n in nodes.values() if n.site is not None)
         b = Budgets(Counter(), fleet, p.site_max_fraction, p.fleet_max_fraction,
@@ -260,6 +274,11 @@ class Sentinel:
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
                   model: AnomalyModel | None) -> Snapshot:
         nodes = self.actuator.view(self.node_source.nodes())
+        if self._read_nodes_memory and nodes:  # at start and at takeover, once nodes are known
+            last_release, recent = self._memory(nodes, started)
+            self.state = replace(self.state, last_release=last_release,
+                                 recent_isolations=recent)
+            self._read_nodes_memory = False
         if not self._settled and self.leading():
             self._settle_interrupted(nodes)
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}

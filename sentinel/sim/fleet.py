@@ -31,7 +31,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import ThreadingHTTPServer
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from sentinel.sim.apps import AppPods, VersionBehaviour
 from sentinel.sim.control import serve_control
@@ -41,6 +44,7 @@ from sentinel.sim.fleetapps import APP_LABEL, GUARD_LABEL, PODS, ZONE_LABEL, Fle
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.lifecycle import NodeLifecycle, NodeTiming
 from sentinel.sim.nodes import kubelet_node, kubelet_pod, set_ready
+from sentinel.sim.objects import CRDS
 from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
 from sentinel.sim.store import RESOURCES, Store
@@ -49,6 +53,8 @@ from sentinel.sim.workloads import WorkloadControllers
 
 __all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec"]
 
+#: The CRD of deploy/crds/, packaged (a test keeps the two equal).
+OVERRIDES_CRD = "sentineloverrides.crd.yaml"
 NODES = RESOURCES[("", "v1", "nodes")]
 
 
@@ -95,6 +101,9 @@ class Fleet(FleetApps):
     def start(self) -> Fleet:
         try:
             self.api.start()
+            # As `kubectl apply -k deploy/` installs it: sentinel keeps overrides there.
+            self.store.create(CRDS, "", yaml.safe_load(
+                resources.files("sentinel.sim").joinpath(OVERRIDES_CRD).read_text()))
             # A kubelet-sized fleet is a million small dicts and lists that live as long as the
             # fleet: left to the cyclic collector, every full collection walks them all with
             # the GIL held (and collections come ever more often while they are made), and

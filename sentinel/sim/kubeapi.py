@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
                            f"({url.path})")
         group = m["g"] or ""
         version = m["cv"] or m["v"]
-        res = RESOURCES.get((group, version, m["plural"]))
+        res = self.server.store.resources.get((group, version, m["plural"]))
         if res is None:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                            f"({m['plural']} in {group or 'core'}/{version})")
@@ -266,6 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         body = self._body()
         store = self.server.store
+        if ctype == "application/strategic-merge-patch+json" and res not in RESOURCES.values():
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an "
+                           "unknown format - accepted media types include: application/"
+                           "json-patch+json, application/merge-patch+json, application/"
+                           "apply-patch+yaml")  # custom resources have no patch strategies
         with store.lock:  # the real server retries internally; here nobody can interleave
             cur = store.get(res, ns or "", name)
             new, want = self._apply_patch(ctype, cur, body)

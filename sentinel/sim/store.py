@@ -20,65 +20,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-__all__ = ["RESOURCES", "ApiError", "Resource", "Store", "WatchEvent"]
+from sentinel.sim.crds import resource_of, validate_custom
+from sentinel.sim.objects import CRDS, RESOURCES, ApiError, Key, Obj, Resource, WatchEvent
 
-Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Resource:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    has_status: bool = False
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-RESOURCES: dict[tuple[str, str, str], Resource] = {
-    (r.group, r.version, r.plural): r for r in [
-        Resource("", "v1", "nodes", "Node", False, True),
-        Resource("", "v1", "pods", "Pod", True, True),
-        Resource("", "v1", "events", "Event", True),
-        Resource("", "v1", "configmaps", "ConfigMap", True),
-        Resource("events.k8s.io", "v1", "events", "Event", True),
-        Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
-        Resource("apps", "v1", "deployments", "Deployment", True, True),
-        Resource("apps", "v1", "daemonsets", "DaemonSet", True, True),
-        Resource("apps", "v1", "replicasets", "ReplicaSet", True, True),
-        Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
-    ]
-}
-
-Key = tuple[str, str, str, str]  # group, plural, namespace, name
-
-
-class ApiError(Exception):
-    """Becomes a `Status` object with this code and reason, as the real server sends."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-
-    def status(self) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    rv: int
-    type: str
-    res: Resource
-    obj: Obj
+__all__ = ["RESOURCES", "ApiError", "Obj", "Resource", "Store", "WatchEvent"]
 
 
 def _now() -> str:
@@ -131,6 +79,9 @@ class Store:
         """(namespace, pod, node) of every pod the taint manager evicted."""
         self.writes: list[tuple[str, str, str, str]] = []
         """(verb, plural, namespace, name) of every successful write, for tests."""
+        self.resources: dict[tuple[str, str, str], Resource] = dict(RESOURCES)
+        """What this server serves: the built-in resources and those its CRDs define."""
+        self._schemas: dict[Resource, dict[str, Any]] = {}
 
     @property
     def lock(self) -> threading.Condition:
@@ -307,7 +258,28 @@ class Store:
             key = (res.group, res.plural, ns if res.namespaced else "", name)
             if key not in self._objects:
                 raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
-            return self._commit(res, key, None, "DELETED", "delete")
+            out = self._commit(res, key, None, "DELETED", "delete")
+            if res == CRDS:  # its resource is no longer served, its objects are gone
+                served, _ = resource_of(out)
+                self.resources.pop((served.group, served.version, served.plural), None)
+                self._schemas.pop(served, None)
+                for k in [k for k in self._objects if k[:2] == (served.group, served.plural)]:
+                    self._commit(served, k, None, "DELETED", "delete")
+            return out
+
+    def _define(self, crd: Obj) -> None:
+        """A CRD written: serve its resource, check writes against its schema, and say so in
+        its status (Established), as the apiextensions controller does."""
+        res, schema = resource_of(crd)
+        self.resources[(res.group, res.version, res.plural)] = res
+        self._schemas[res] = schema
+        key = (CRDS.group, CRDS.plural, "", crd["metadata"]["name"])
+        stored = self._objects[key]
+        if not (stored.get("status") or {}).get("conditions"):
+            stored["status"] = {"conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": _now()}
+                for t in ("NamesAccepted", "Established")],
+                "acceptedNames": (crd.get("spec") or {}).get("names", {})}
 
     def mutate(self, res: Resource, ns: str, name: str, fn: Callable[[Obj], None], *,
                subresource: str = "") -> Obj:
@@ -335,6 +307,10 @@ class Store:
 
     # -- semantics -------------------------------------------------------------------------
     def _validate(self, res: Resource, obj: Obj) -> None:
+        if res == CRDS:
+            resource_of(obj)  # 422 if it cannot define a resource
+        if res in self._schemas:
+            validate_custom(res, self._schemas[res], obj)
         if res.kind != "Node":
             return
         seen = set()
@@ -360,6 +336,8 @@ class Store:
 
     def _controllers(self, res: Resource, obj: Obj) -> None:
         """Called with the lock held after a write."""
+        if res == CRDS:
+            self._define(obj)
         if res.kind != "Node":
             return
         name = obj["metadata"]["name"]

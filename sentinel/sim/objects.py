@@ -1,0 +1,68 @@
+"""The API's vocabulary shared by the store and the HTTP layer: resources, the error that
+becomes a `Status`, watch events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CRDS", "RESOURCES", "ApiError", "Key", "Obj", "Resource", "WatchEvent"]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    has_status: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                "CustomResourceDefinition", False, True)
+
+#: The built-in resources; a store serves these and the custom ones its CRDs define.
+RESOURCES: dict[tuple[str, str, str], Resource] = {
+    (r.group, r.version, r.plural): r for r in [
+        Resource("", "v1", "nodes", "Node", False, True),
+        Resource("", "v1", "pods", "Pod", True, True),
+        Resource("", "v1", "events", "Event", True),
+        Resource("", "v1", "configmaps", "ConfigMap", True),
+        Resource("events.k8s.io", "v1", "events", "Event", True),
+        Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+        Resource("apps", "v1", "deployments", "Deployment", True, True),
+        Resource("apps", "v1", "daemonsets", "DaemonSet", True, True),
+        Resource("apps", "v1", "replicasets", "ReplicaSet", True, True),
+        Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+        CRDS,
+    ]
+}
+
+Key = tuple[str, str, str, str]  # group, plural, namespace, name
+
+
+class ApiError(Exception):
+    """Becomes a `Status` object with this code and reason, as the real server sends."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def status(self) -> Obj:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "code": self.code}
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    type: str
+    res: Resource
+    obj: Obj
