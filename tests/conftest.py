@@ -200,7 +200,7 @@ class Serve:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp / "rules.yaml").write_text(rules)
-        self.journal = tmp / "journal.db"
+        self.journal = tmp / str(extra.get("journal", "journal.db"))
         cfg = {"mode": "enforce", "interval": "0.5s", "query_timeout": "1.5s",
                "sites": [{"name": s, "prometheus": u} for s, u in
                          fleet.prometheus_urls().items()],
@@ -209,9 +209,16 @@ class Serve:
                "durations": {"release_after": "3s", "cloud_link_for": "2s"},
                "listen": f"127.0.0.1:{self.port}", **extra}
         self.config = tmp / "sentinel.yaml"
+        self.cfg = cfg
         self.config.write_text(yaml.safe_dump(cfg))
         self.log = tmp / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def set_port(self, port: int) -> None:
+        """Listen on this port (one that another process, such as Alertmanager, names)."""
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.cfg["listen"] = f"127.0.0.1:{port}"
+        self.config.write_text(yaml.safe_dump(self.cfg))
 
     def start(self) -> None:
         with open(self.log, "ab") as out:

@@ -41,6 +41,12 @@ class LeaseElector:
         self._renewed_at: float | None = None
         self.holder: str | None = None
         self.transitions = 0
+        self.leading_since: float | None = None
+        """Wall time this replica's current term began, if someone held the lease before
+        (None while it follows, or when it created the lease)."""
+        self.previous: str | None = None
+        """Who held the lease before this term (None: released): whose journal holds the
+        earlier actions."""
 
     @property
     def leading(self) -> bool:
@@ -74,7 +80,7 @@ class LeaseElector:
             self.holder, self.transitions = rec.holder, rec.transitions
         lead, write = lease_step(rec, self.identity, self._seen_at, now, self.duration)
         if write is None:
-            self._renewed_at = None
+            self._renewed_at = self.leading_since = None
             return False
         wall = self.wall()
         spec = client.V1LeaseSpec(
@@ -99,6 +105,10 @@ class LeaseElector:
         if self._renewed_at is None or self.holder != self.identity:
             log.warning("leading now (lease %s/%s, identity %s)", self.namespace, self.name,
                         self.identity)
+            # A lease that existed had a holder before us (maybe ourselves, before a restart
+            # that lost our disk): the actions of that term are not in our journal.
+            self.leading_since = wall if rec is not None else None
+            self.previous = rec.holder if rec is not None else None
         self._renewed_at, self.holder = now, self.identity
         return lead
 

@@ -160,6 +160,8 @@ def render_history(rows: list[dict[str, Any]], con: Console, now: float) -> None
             text = e["reason"] + (f" [error: {e['error']}]" if e.get("error") else "")
         elif e["type"] == "note":
             what, text = f"held: {e['reason']}", e["text"]
+        elif e["type"] == "notice":
+            what, text = "NOT HERE", e["text"]
         else:
             what, text = f"override {e['event']}", e["text"]
         out.append((_when(e["ts"], now), e["node"] or "-", e["site"] or "-", what, text))

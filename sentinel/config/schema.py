@@ -169,6 +169,12 @@ class Alerts(_Strict):
     stale_after: Duration = Field(3600.0, gt=0)
     """A firing alert not re-sent for this long stops counting: its resolve may have been lost.
     Keep it above the route's repeat_interval."""
+    alertmanager_urls: list[str] = []
+    """Alertmanager API URLs (http://alertmanager-operated.monitoring.svc:9093) to read the
+    firing alerts routed to `receiver` from at start: a replica that starts with an empty disk
+    knows them at once, not at the route's repeat_interval. Any one that answers will do."""
+    receiver: str = "sentinel"
+    """The Alertmanager receiver that delivers to sentinel (alertmanager/alertmanager.yml)."""
 
 
 class ApiToken(_Strict):

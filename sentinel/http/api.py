@@ -24,6 +24,7 @@ from sentinel.core.errors import Refused
 from sentinel.core.explain import explain_node, isolation_level
 from sentinel.core.model import Finding, NodeInfo, Verdict
 from sentinel.core.overrides import Overrides
+from sentinel.core.timefmt import utc
 from sentinel.http.auth import caller
 from sentinel.http.models import (
     ErrorOut,
@@ -253,7 +254,10 @@ def add_api_routes(app: FastAPI, rt: Runtime) -> None:
             node=node, site=site, since=t0, limit=limit)]
         entries += rt.overrides.history(now, node=node, site=site, since=t0, limit=limit)
         entries.sort(key=lambda e: e["ts"])
-        return [HistoryEntry.model_validate(e) for e in entries[-limit:]]
+        entries = entries[-limit:]
+        notice = _unseen(rt, t0, now)
+        return [HistoryEntry.model_validate(e)
+                for e in ([*entries, notice] if notice else entries)]
 
     @api.get("/registries")
     def registries() -> list[RegistryRow]:
@@ -268,6 +272,26 @@ def add_api_routes(app: FastAPI, rt: Runtime) -> None:
         return rollouts_of(rt)
 
     app.include_router(api)
+
+
+def _unseen(rt: Runtime, t0: float | None, now: float) -> dict[str, Any] | None:
+    """What this replica's journal cannot hold, said as the history's last entry: each replica
+    journals only the actions it took while it led (overrides come from the cluster and are
+    complete on every replica)."""
+    e = rt.elector
+    if e is None:
+        return None
+    base = {"type": "notice", "ts": now, "node": "", "site": ""}
+    if not e.leading:
+        return {**base, "text": f"this replica ({e.identity}) does not act now: the actions "
+                                f"of the leader ({e.holder or 'none yet'}) are in its journal; "
+                                "ask it (sentinel history --server ...)"}
+    since = e.leading_since
+    if since is not None and (t0 is None or t0 < since):
+        before = e.previous or "the replica that released the lease"
+        return {**base, "text": f"this replica ({e.identity}) has acted since {utc(since)}; "
+                                f"actions before that were taken and journaled by {before}"}
+    return None
 
 
 def rollouts_of(rt: Runtime) -> RolloutsOut:

@@ -21,6 +21,10 @@ from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sentinel.adapters.alertstore import StoreError
+from sentinel.adapters.alertsync import firing_alerts
+from sentinel.core.alerts import map_alert
+from sentinel.core.errors import AdapterError
 from sentinel.http.api import add_api_routes, add_error_handlers
 from sentinel.http.auth import Access, AccessTable, AuthGate, Credentials, access_table, caller
 from sentinel.http.models import HealthOut, ReadyOut
@@ -135,6 +139,34 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return
         rt.sentinel.metrics.trained("ok", result.seconds)
 
+    unread_said: list[bool] = []
+
+    async def read_firing_alerts() -> None:
+        """Once the node list is known: the alerts Alertmanager has firing for sentinel, from
+        the first of `alerts.alertmanager_urls` that answers; then this job ends."""
+        ac = rt.cfg.alerts
+        if not rt.cluster.synced:
+            return
+        problems = []
+        for url in ac.alertmanager_urls:
+            try:
+                alerts = await asyncio.to_thread(firing_alerts, url, ac.receiver)
+                mapped = [map_alert(a, ac) for a in alerts]
+                acc = await asyncio.to_thread(rt.alerts.accept, mapped, receiver=ac.receiver,
+                                              group_key="alertmanager-api",
+                                              known=rt.cluster.known)
+            except (AdapterError, StoreError) as e:
+                problems.append(str(e))
+                continue
+            log.info("%d firing alerts read from Alertmanager at %s (%d new to this replica)",
+                     len(alerts), url, acc.new)
+            scheduler.remove_job("alerts-from-alertmanager")
+            return
+        if not unread_said:  # once: the job retries every 5 s until one answers
+            log.warning("firing alerts not read at start (retrying every 5 s): %s",
+                        "; ".join(problems))
+            unread_said.append(True)
+
     async def analyse_rollouts() -> None:
         """Off the decision path: its own job, the queries and writes in a worker thread."""
         assert rt.rollouts is not None
@@ -166,6 +198,10 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             if rt.rollouts is not None:
                 scheduler.add_job(analyse_rollouts, "interval", seconds=rt.cfg.rollouts.interval,
                                   max_instances=1, coalesce=True, id="rollouts",
+                                  next_run_time=datetime.now().astimezone())
+            if rt.cfg.alerts.alertmanager_urls:
+                scheduler.add_job(read_firing_alerts, "interval", seconds=5, max_instances=1,
+                                  coalesce=True, id="alerts-from-alertmanager",
                                   next_run_time=datetime.now().astimezone())
             if rt.anomaly is not None:
                 a = rt.cfg.anomaly

@@ -55,6 +55,14 @@ class PrometheusProcess(ServerProcess):
                      "--storage.tsdb.retention.time=2h", "--web.enable-lifecycle"])
         return self
 
+    def scrape_only(self, job: str, addresses: Sequence[str]) -> None:
+        """Scrape just these host:port targets as `job`, no external labels: a central
+        Prometheus scraping sentinel's replicas. Before `start`."""
+        self.config["global"].pop("external_labels", None)
+        self.config["scrape_configs"] = [{"job_name": job,
+                                          "static_configs": [{"targets": list(addresses)}]}]
+        self._write()
+
     def set_alerting(self, rule_files: Sequence[Path], alertmanager: str | None) -> None:
         """Evaluate these rule files and send alerts to this Alertmanager (host:port)."""
         self.config["rule_files"] = [str(p) for p in rule_files]
