@@ -27,3 +27,4 @@ bench: install
 	.venv/bin/python bench/anomaly_real.py
 	.venv/bin/python bench/rollout.py
 	.venv/bin/python bench/startup.py
+	.venv/bin/python bench/takeover.py
