@@ -5,17 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=0
-for bin in prometheus promtool prometheus-alertmanager amtool docker-registry; do
+for bin in prometheus promtool prometheus-alertmanager amtool docker-registry openssl unshare \
+        setpriv; do
     command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "installing Debian packages: prometheus prometheus-alertmanager docker-registry" >&2
+    echo "installing Debian packages: prometheus prometheus-alertmanager docker-registry" \
+         "openssl util-linux" >&2
     $SUDO apt-get update -qq
     # Debian's postinst would start the services; the project starts its own processes.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        prometheus prometheus-alertmanager docker-registry >/dev/null
+        prometheus prometheus-alertmanager docker-registry openssl util-linux >/dev/null
 fi
 
 PY="${PYTHON:-python3}"

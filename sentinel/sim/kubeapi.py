@@ -17,80 +17,27 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sentinel.sim.pages import Pages
 from sentinel.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from sentinel.sim.selectors import field_selector, parse_label_selector
 from sentinel.sim.store import RESOURCES, ApiError, Obj, Resource, Store
 
 __all__ = ["KubeApiServer", "Stall", "parse_label_selector"]
+
 
 _PATH = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
 )
-
-
-def parse_label_selector(sel: str) -> Callable[[dict[str, str]], bool]:
-    """Equality-based selectors (`a=b`, `a==b`, `a!=b`, `a`, `!a`), as the API accepts them."""
-    # (key, op, value): op is "=", "!=", "exists" or "!exists"
-    reqs: list[tuple[str, str, str]] = []
-    for part in filter(None, (p.strip() for p in sel.split(","))):
-        if " in " in part or " notin " in part or "(" in part:
-            raise ApiError(400, "BadRequest", f"set-based selector {part!r} is not supported "
-                           "by the emulator")
-        if "!=" in part:
-            k, v = (x.strip() for x in part.split("!=", 1))
-            reqs.append((k, "!=", v))
-        elif "=" in part:
-            k, v = (x.strip() for x in part.replace("==", "=").split("=", 1))
-            reqs.append((k, "=", v))
-        elif part.startswith("!"):
-            reqs.append((part[1:].strip(), "!exists", ""))
-        else:
-            reqs.append((part, "exists", ""))
-
-    def ok(labels: dict[str, str], k: str, op: str, v: str) -> bool:
-        if op == "=":
-            return labels.get(k) == v
-        if op == "!=":
-            return labels.get(k) != v
-        return (k in labels) == (op == "exists")
-
-    return lambda labels: all(ok(labels, k, op, v) for k, op, v in reqs)
-
-
-_FIELDS: dict[str, tuple[str, str]] = {
-    "metadata.name": ("metadata", "name"),
-    "metadata.namespace": ("metadata", "namespace"),
-    "spec.nodeName": ("spec", "nodeName"),
-}
-
-
-def _field_selector(sel: str) -> Callable[[Obj], bool]:
-    reqs: list[tuple[tuple[str, str], bool, str]] = []  # (path, negated, value)
-    for part in filter(None, (p.strip() for p in sel.split(","))):
-        neg = "!=" in part
-        k, v = (x.strip() for x in part.replace("==", "=").split("!=" if neg else "=", 1))
-        if k not in _FIELDS:
-            raise ApiError(400, "BadRequest", f'"{k}" is not a known field selector: only '
-                           f'"{", ".join(_FIELDS)}"')
-        reqs.append((_FIELDS[k], neg, v))
-
-    def match(o: Obj) -> bool:
-        for (top, name), neg, v in reqs:
-            got = (o.get(top) or {}).get(name)
-            if (got != v) if neg else (got == v):
-                continue
-            return False
-        return True
-
-    return match
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -185,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, store.get(res, ns or "", name))
             return
         labels = parse_label_selector(q.get("labelSelector", ""))
-        fields = _field_selector(q.get("fieldSelector", ""))
+        fields = field_selector(q.get("fieldSelector", ""))
 
         def match(o: Obj) -> bool:
             return labels(o["metadata"].get("labels") or {}) and fields(o)
@@ -354,17 +301,29 @@ class _Server(ThreadingHTTPServer):
 
 
 class KubeApiServer:
-    """The emulator on a free loopback port; `url` is what a kubeconfig or client points at."""
+    """The emulator on a free loopback port; `url` is what a kubeconfig or client points at.
+    With `tls` (certificate and key files), HTTPS, as a pod's in-cluster client requires; two
+    servers may share one store (the same cluster on two ports)."""
 
-    def __init__(self, store: Store | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, store: Store | None = None, host: str = "127.0.0.1", port: int = 0,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.store = store or Store()
         self._server = _Server((host, port), self.store)
+        self.tls = tls is not None
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="kube-api",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> dict[str, int]:
