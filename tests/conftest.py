@@ -220,12 +220,19 @@ class Serve:
         self.cfg["listen"] = f"127.0.0.1:{port}"
         self.config.write_text(yaml.safe_dump(self.cfg))
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start the process; `wait_ready` waits for it (two replicas start side by side)."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sentinel", "serve", "--config", str(self.config),
                  "--log-format", "json"], stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
         poll(lambda: self.get("/readyz").status_code == 200, 30, "sentinel ready")
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
 
     def get(self, path: str) -> httpx.Response:
         assert self.proc is not None

@@ -3,6 +3,7 @@ on the emulated cluster through the official client."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -73,7 +74,9 @@ def test_heal_releases_after_release_after(harness: Any) -> None:
     h.until(lambda r: not held(f, "edge-a-02"), 20, "released")
     assert time.monotonic() - healed >= h.cfg.durations.release_after
     ann = f.node("edge-a-02")["metadata"].get("annotations", {})
-    assert ann.get(f"{DOMAIN}/isolation") is None
+    record = json.loads(ann[f"{DOMAIN}/isolation"])
+    assert record["keys"] == {} and not record["cordoned"], "nothing held any more"
+    assert record["released"] >= time.time() - 30, "when the node was freed: flap damping"
 
 
 def test_site_partition_never_acts_and_a_real_death_is_acted_on_after(harness: Any) -> None:

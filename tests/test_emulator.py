@@ -211,3 +211,36 @@ def test_a_crd_serves_its_resource_validates_and_prunes_as_the_api_server(
     with pytest.raises(ApiException) as e:
         co.get_namespaced_custom_object(*args, "ab12")
     assert e.value.status == 404
+
+
+def test_discovery_and_strict_field_validation_as_kubectl_meets_them(
+        api: client.CoreV1Api) -> None:
+    """kubectl discovers resources (legacy discovery), reads the OpenAPI v3 index to learn that
+    the server validates fields, then writes with fieldValidation=Strict: an undeclared field
+    is refused (400, the real wording), a wrong value 422; without Strict it is accepted."""
+    host = api.api_client.configuration.host
+    core = httpx.get(f"{host}/api/v1").json()
+    assert {"name": "services", "namespaced": True} .items() <= \
+        next(r for r in core["resources"] if r["name"] == "services").items()
+    assert "svc" in next(r for r in core["resources"] if r["name"] == "services")["shortNames"]
+    groups = {g["name"] for g in httpx.get(f"{host}/apis").json()["groups"]}
+    assert {"apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io"} <= groups
+    index = httpx.get(f"{host}/openapi/v3").json()["paths"]
+    doc = httpx.get(f"{host}{index['api/v1']['serverRelativeURL']}").json()
+    ops = [p["patch"] for p in doc["paths"].values()]
+    ns_op = next(o for o in ops if o["x-kubernetes-group-version-kind"]["kind"] == "Namespace")
+    assert {"name": "fieldValidation", "in": "query"}.items() <= ns_op["parameters"][0].items()
+
+    bad = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"},
+           "spec": {"finalizers": [], "colour": "red"}}
+    r = httpx.post(f"{host}/api/v1/namespaces?fieldValidation=Strict", json=bad)
+    assert r.status_code == 400 and 'unknown field "spec.colour"' in r.json()["message"]
+    r = httpx.post(f"{host}/api/v1/namespaces?fieldValidation=Strict",
+                   json={**bad, "spec": {"finalizers": "kubernetes"}})
+    assert r.status_code == 422 and "spec.finalizers" in r.json()["message"]
+    r = httpx.post(f"{host}/api/v1/namespaces", json=bad)
+    assert r.status_code == 201, "without Strict the server does not refuse it"
+    svc = httpx.post(f"{host}/api/v1/namespaces/a/services?fieldValidation=Strict",
+                     json={"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                           "spec": {"ports": [{"port": 80}]}}).json()
+    assert svc["spec"]["clusterIP"].startswith("10.96."), "a cluster IP, as the server gives"

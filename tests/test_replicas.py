@@ -170,10 +170,14 @@ def test_losing_the_leader_with_its_disk_loses_and_repeats_nothing(clean_fleet: 
         hq.wait_ready()
         hq.set_alerting([shortened(ROOT / "rules/prometheus/central.rules.yaml",
                                    tmp_path / "central.yaml", "1s")], None)
-        a.start()
-        poll(lambda: leader(a) == 1.0, 15, "a leads")
-        b.start()
-        poll(lambda: leader(b) == 0.0, 15, "b follows")
+        a.spawn()
+        b.spawn()  # side by side, as a StatefulSet with podManagementPolicy Parallel
+        a.wait_ready()
+        b.wait_ready()
+        poll(lambda: {leader(a), leader(b)} == {0.0, 1.0}, 15, "one leads, one follows")
+        if leader(b) == 1.0:  # call the leader a
+            a, b = b, a
+            ports.reverse()
         status = b.get("/api/v1/status").json()
         assert {s["site"] for s in status["sites"]} == set(fleet.sites), "a follower reads"
 
@@ -234,12 +238,13 @@ def test_losing_the_leader_with_its_disk_loses_and_repeats_nothing(clean_fleet: 
             "the new leader damps the flap its predecessor saw")
         assert our_taints(fleet, n_flap).get(NODE_KEY) == "NoExecute"
         history = b.get("/api/v1/history").json()
-        assert history[-1]["type"] == "notice" and "journaled by a" in history[-1]["text"]
+        lost = a.cfg["leader_election"]["identity"]
+        assert history[-1]["type"] == "notice" and f"journaled by {lost}" in history[-1]["text"]
 
         # a's replacement starts on an empty disk, at a's address, as a StatefulSet does: it
         # reads what is firing from Alertmanager at once (a delivery already made is repeated
         # only at the route's repeat_interval, 10 min) ...
-        a2 = replica(fleet, tmp_path, "a2", am, identity="a")
+        a2 = replica(fleet, tmp_path, "a2", am, identity=lost)
         a2.set_port(ports[0])
         a2.start()
         poll(lambda: stored_alerts(a2) == acked, 15, "the replacement knows what is firing")

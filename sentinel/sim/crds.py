@@ -38,14 +38,22 @@ def resource_of(crd: Obj) -> tuple[Resource, dict[str, Any]]:
     version = next((v for v in versions if v.get("storage")), versions[0])
     schema = ((version.get("schema") or {}).get("openAPIV3Schema")) or {}
     res = Resource(spec["group"], version["name"], names["plural"], names["kind"],
-                   spec.get("scope", "Namespaced") == "Namespaced")
+                   spec.get("scope", "Namespaced") == "Namespaced", False,
+                   tuple(names.get("shortNames") or ()))
     return res, schema
 
 
-def validate_custom(res: Resource, schema: dict[str, Any], obj: Obj) -> None:
-    """Prune `obj` in place to what the schema knows; 422 with every problem otherwise."""
+def validate_custom(res: Resource, schema: dict[str, Any], obj: Obj,
+                    strict: bool = False) -> None:
+    """Prune `obj` in place to what the schema knows; 422 with every problem otherwise. With
+    `strict` (the request's `fieldValidation=Strict`), an unknown field is an error instead."""
     problems: list[str] = []
-    _walk(schema, obj, "", problems, top=True)
+    unknown: list[str] = []
+    _walk(schema, obj, "", problems, top=True, unknown=unknown)
+    if strict and unknown:
+        raise ApiError(400, "BadRequest", f'{res.kind} in version "{res.version}" cannot be '
+                       "handled as a " + res.kind + ": strict decoding error: "
+                       + ", ".join(f'unknown field "{u}"' for u in unknown))
     if problems:
         name = (obj.get("metadata") or {}).get("name", "")
         raise ApiError(422, "Invalid", f'{res.kind}.{res.group} "{name}" is invalid: '
@@ -53,7 +61,7 @@ def validate_custom(res: Resource, schema: dict[str, Any], obj: Obj) -> None:
 
 
 def _walk(schema: dict[str, Any], value: Any, path: str, problems: list[str],
-          top: bool = False) -> None:
+          top: bool = False, unknown: list[str] | None = None) -> None:
     where = path or "<root>"
     if value is None:
         if not schema.get("nullable"):
@@ -73,7 +81,7 @@ def _walk(schema: dict[str, Any], value: Any, path: str, problems: list[str],
         _string(schema, value, where, problems)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
-            _walk(schema["items"], item, f"{path}[{i}]", problems)
+            _walk(schema["items"], item, f"{path}[{i}]", problems, unknown=unknown)
     if isinstance(value, dict):
         props: dict[str, Any] = schema.get("properties") or {}
         for req in schema.get("required") or []:
@@ -83,10 +91,13 @@ def _walk(schema: dict[str, Any], value: Any, path: str, problems: list[str],
             props = {**props, "apiVersion": {}, "kind": {}, "metadata": {}}
         if not schema.get("x-kubernetes-preserve-unknown-fields"):
             for k in [k for k in value if k not in props]:
+                if unknown is not None:
+                    unknown.append(f"{path + '.' if path else ''}{k}")
                 del value[k]  # pruned, as the server prunes unknown fields
         for k, sub in props.items():
             if k in value and sub and not (top and k in ("apiVersion", "kind", "metadata")):
-                _walk(sub, value[k], f"{path + '.' if path else ''}{k}", problems)
+                _walk(sub, value[k], f"{path + '.' if path else ''}{k}", problems,
+                      unknown=unknown)
 
 
 def _string(schema: dict[str, Any], value: str, where: str, problems: list[str]) -> None:

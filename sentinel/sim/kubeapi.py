@@ -1,15 +1,22 @@
-"""A Kubernetes API emulator over HTTP, for the official `kubernetes` client.
+"""A Kubernetes API emulator over HTTP (or HTTPS), for the official `kubernetes` client and
+for kubectl.
 
 It speaks the REST shapes of the calls sentinel makes: list (label and field selectors,
 limit/continue from one snapshot, 410 Expired for an old continue token), get, create, update
-(PUT), delete, the three PATCH flavours, the `/status` subresource, and watch (chunked JSON
-lines, `resourceVersion`, `timeoutSeconds`, 410 Gone when the version is older than the history
-window, bookmarks). Errors are `Status` objects with the real codes and reasons.
+(PUT), delete, the three PATCH flavours (strategic merge refused for custom resources, as the
+real server refuses it), the `/status` subresource, and watch (chunked JSON lines,
+`resourceVersion`, `timeoutSeconds`, 410 Gone when the version is older than the history
+window, bookmarks). Errors are `Status` objects with the real codes and reasons. CRDs serve
+their resources with schema validation and pruning (sim/crds.py). For kubectl: legacy
+discovery, the OpenAPI v3 index with each kind's PATCH operation (no schemas), and
+`fieldValidation=Strict` (sim/fields.py) — enough for `kubectl apply -k deploy/`, twice.
 
 Not covered (documented so nobody relies on it): authentication and RBAC, admission and
-defaulting (no default tolerations), server-side apply (415), `resourceVersion` on list (always
-the latest; continued pages keep their first page's), set-based label selectors (400), field
-selectors beyond metadata.name, metadata.namespace and spec.nodeName (400), garbage collection.
+defaulting (no default tolerations), server-side apply (415), OpenAPI schemas (a kubectl patch
+that needs them fails), table output (kubectl prints names only), namespaces' existence,
+`resourceVersion` on list (always the latest; continued pages keep their first page's),
+set-based label selectors (400), field selectors beyond metadata.name, metadata.namespace and
+spec.nodeName (400), garbage collection.
 The node lifecycle controller and the workload controllers are played beside it
 (sim/lifecycle.py, sim/workloads.py)."""
 
@@ -26,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sentinel.sim.discovery import discovery, openapi_v3
+from sentinel.sim.fields import check_strict
 from sentinel.sim.pages import Pages
 from sentinel.sim.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sentinel.sim.selectors import field_selector, parse_label_selector
@@ -126,6 +135,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/version":
             self._send(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-sentinel-sim"})
             return
+        found = discovery(path, self.server.store.resources.values()) or \
+            openapi_v3(path, self.server.store.resources.values())
+        if found is not None:
+            self._send(200, found)
+            return
         res, ns, name, _, q = self._route()
         store = self.server.store
         if name:
@@ -188,26 +202,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.close_connection = True
 
+    def _strict(self, res: Resource, q: dict[str, str], obj: Obj) -> None:
+        if q.get("fieldValidation") == "Strict":
+            check_strict(res, self.server.store.schema(res), obj)
+
     def _post(self) -> None:
-        res, ns, name, _, _ = self._route()
+        res, ns, name, _, q = self._route()
         if name:
             raise ApiError(405, "MethodNotAllowed", "POST goes to the collection")
         body = self._body()
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
+        self._strict(res, q, body)
         self._send(201, self.server.store.create(res, ns or "", body))
 
     def _put(self) -> None:
-        res, ns, name, sub, _ = self._route()
+        res, ns, name, sub, q = self._route()
         if not name:
             raise ApiError(405, "MethodNotAllowed", "PUT needs a name")
         body = self._body()
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
+        self._strict(res, q, body)
         self._send(200, self.server.store.replace(res, ns or "", name, body, subresource=sub))
 
     def _patch(self) -> None:
-        res, ns, name, sub, _ = self._route()
+        res, ns, name, sub, q = self._route()
         if not name:
             raise ApiError(405, "MethodNotAllowed", "PATCH needs a name")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -221,6 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         with store.lock:  # the real server retries internally; here nobody can interleave
             cur = store.get(res, ns or "", name)
             new, want = self._apply_patch(ctype, cur, body)
+            self._strict(res, q, new)
             if want is None:
                 new.setdefault("metadata", {})["resourceVersion"] = \
                     cur["metadata"]["resourceVersion"]

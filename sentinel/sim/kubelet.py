@@ -43,6 +43,10 @@ __all__ = ["Image", "Pod", "container_env", "self_signed_cert", "service_links"]
 
 Obj = Mapping[str, Any]
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: What containerd gives a container unless its securityContext drops them.
+RUNTIME_CAPS = ("chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid",
+                "setuid", "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill",
+                "audit_write")
 
 
 def self_signed_cert(dest: Path) -> tuple[Path, Path]:
@@ -124,7 +128,7 @@ def service_links(services: Sequence[Obj]) -> dict[str, str]:
 
 
 def container_env(pod: Obj, container: Obj, image: Image, *, pod_name: str, namespace: str,
-                  services: Sequence[Obj], master: Obj) -> dict[str, str]:
+                  services: Sequence[Obj], master: Obj, node_name: str = "") -> dict[str, str]:
     """The container's environment, in the kubelet's order of precedence: the image's, the
     service links, then what the manifest declares."""
     spec = pod.get("spec") or {}
@@ -134,7 +138,8 @@ def container_env(pod: Obj, container: Obj, image: Image, *, pod_name: str, name
     links = [master] + (list(services) if spec.get("enableServiceLinks", True) else [])
     env.update(service_links(links))
     fields = {"metadata.name": pod_name, "metadata.namespace": namespace,
-              "spec.serviceAccountName": spec.get("serviceAccountName", "default")}
+              "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+              "spec.nodeName": node_name}
     for e in container.get("env") or []:
         if "value" in e:
             env[e["name"]] = str(e["value"])
@@ -178,6 +183,9 @@ class Pod:
     workdir: Path
     sa_files: Mapping[str, bytes]
     container_index: int = 0
+    node_name: str = ""
+    host_root: Path | None = None
+    """Where the node's filesystem is, for hostPath volumes (a test's directory)."""
     log: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
     _made: list[Path] = field(init=False, default_factory=list)
@@ -220,6 +228,10 @@ class Pod:
                 else:
                     files = {k: x.encode() for k, x in (obj.get("data") or {}).items()}
                 _atomic_files(dest, files, int(src.get("defaultMode", 0o644)), fs_group)
+            elif "hostPath" in v and self.host_root is not None:
+                dest = self.host_root / v["hostPath"]["path"].lstrip("/")
+                if v["hostPath"].get("type") == "DirectoryOrCreate":
+                    dest.mkdir(parents=True, exist_ok=True)
             elif "emptyDir" in v:
                 dest.mkdir(parents=True)
                 os.chmod(dest, 0o777)
@@ -255,8 +267,13 @@ class Pod:
             lines.append("mount -o remount,bind,ro /")
         groups = f"--groups={fs_group}" if fs_group is not None else "--clear-groups"
         envs = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
-        lines.append(f"exec setpriv --reuid={user} --regid={group} {groups} --no-new-privs "
-                     f"--inh-caps=-all --bounding-set=-all -- env -i {envs} "
+        sc = self.container.get("securityContext") or {}
+        drop = {c.lower() for c in (sc.get("capabilities") or {}).get("drop") or []}
+        caps = "-all" if "all" in drop else "-all," + ",".join(
+            f"+{c}" for c in RUNTIME_CAPS if c not in drop)
+        nnp = "--no-new-privs " if sc.get("allowPrivilegeEscalation") is False else ""
+        lines.append(f"exec setpriv --reuid={user} --regid={group} {groups} {nnp}"
+                     f"--inh-caps=-all --bounding-set={caps} -- env -i {envs} "
                      + " ".join(shlex.quote(a) for a in argv))
         return "\n".join(lines)
 
@@ -301,7 +318,7 @@ class Pod:
                     self._made.append(q)
         env = container_env(self.pod, self.container, self.image, pod_name=self.name,
                             namespace=self.namespace, services=self.services,
-                            master=self.master)
+                            master=self.master, node_name=self.node_name)
         entry = list(self.container.get("command") or self.image.entrypoint)
         args = list(self.container.get("args") or ([] if self.container.get("command")
                                                     else self.image.cmd))

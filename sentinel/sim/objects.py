@@ -19,6 +19,7 @@ class Resource:
     kind: str
     namespaced: bool
     has_status: bool = False
+    short_names: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -26,21 +27,36 @@ class Resource:
 
 
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-                "CustomResourceDefinition", False, True)
+                "CustomResourceDefinition", False, True, ("crd", "crds"))
 
 #: The built-in resources; a store serves these and the custom ones its CRDs define.
 RESOURCES: dict[tuple[str, str, str], Resource] = {
     (r.group, r.version, r.plural): r for r in [
-        Resource("", "v1", "nodes", "Node", False, True),
-        Resource("", "v1", "pods", "Pod", True, True),
+        Resource("", "v1", "nodes", "Node", False, True, ("no",)),
+        Resource("", "v1", "pods", "Pod", True, True, ("po",)),
         Resource("", "v1", "events", "Event", True),
-        Resource("", "v1", "configmaps", "ConfigMap", True),
+        Resource("", "v1", "configmaps", "ConfigMap", True, False, ("cm",)),
         Resource("events.k8s.io", "v1", "events", "Event", True),
         Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
-        Resource("apps", "v1", "deployments", "Deployment", True, True),
-        Resource("apps", "v1", "daemonsets", "DaemonSet", True, True),
-        Resource("apps", "v1", "replicasets", "ReplicaSet", True, True),
+        Resource("apps", "v1", "deployments", "Deployment", True, True, ("deploy",)),
+        Resource("apps", "v1", "daemonsets", "DaemonSet", True, True, ("ds",)),
+        Resource("apps", "v1", "replicasets", "ReplicaSet", True, True, ("rs",)),
         Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True),
+        Resource("apps", "v1", "statefulsets", "StatefulSet", True, True, ("sts",)),
+        # stored as given, for `kubectl apply -k deploy/`: no semantics emulated
+        Resource("", "v1", "namespaces", "Namespace", False, True, ("ns",)),
+        Resource("", "v1", "serviceaccounts", "ServiceAccount", True, False, ("sa",)),
+        Resource("", "v1", "services", "Service", True, True, ("svc",)),
+        Resource("", "v1", "secrets", "Secret", True),
+        Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, True,
+                 ("pdb",)),
+        Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, False,
+                 ("netpol",)),
+        Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+        Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                 "ClusterRoleBinding", False),
+        Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+        Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
         CRDS,
     ]
 }

@@ -82,6 +82,11 @@ class Store:
         self.resources: dict[tuple[str, str, str], Resource] = dict(RESOURCES)
         """What this server serves: the built-in resources and those its CRDs define."""
         self._schemas: dict[Resource, dict[str, Any]] = {}
+        self._ips = 0
+
+    def schema(self, res: Resource) -> dict[str, Any] | None:
+        """The OpenAPI schema a CRD gave this resource; None for a built-in one."""
+        return self._schemas.get(res)
 
     @property
     def lock(self) -> threading.Condition:
@@ -204,6 +209,10 @@ class Store:
             meta["creationTimestamp"] = _now()
             if res.has_status and res.kind != "Node":
                 meta["generation"] = 1
+            if res.kind == "Service" and "clusterIP" not in (obj.get("spec") or {}):
+                self._ips += 1  # allocated from the service CIDR, as the API server does
+                obj.setdefault("spec", {})["clusterIP"] = \
+                    f"10.96.{self._ips // 250}.{self._ips % 250 + 2}"
             self._validate(res, obj)
             out = self._commit(res, key, obj, "ADDED", "create")
             self._controllers(res, obj)
