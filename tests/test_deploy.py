@@ -118,6 +118,9 @@ def test_rbac_grants_only_what_sentinel_needs(base: list[dict[str, Any]],
         ("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
         ("", "nodes", "patch"), ("", "pods", "list"), ("", "pods", "watch"),
         ("", "events", "create")}
+    leases = by(base, "Role", "sentinel-node-leases")
+    assert leases["metadata"]["namespace"] == _shipped_config(base).cluster.node_lease_namespace
+    assert _rules(leases) == {("coordination.k8s.io", "leases", v) for v in ("list", "watch")}
     role = by(base, "Role", "sentinel")
     assert role["metadata"]["namespace"] == "sentinel"
     assert _rules(role) == {(g, r, v) for g, r in (("coordination.k8s.io", "leases"),

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 from kubernetes import client
 
+from sentinel.core.leases import lease_witness
+from sentinel.core.model import NODE_KEY, NodeInfo, NodeName, Ready, SiteName
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.lifecycle import LEASE_NS, NodeLifecycle, NodeTiming
 from sentinel.sim.nodes import kubelet_node
 from sentinel.sim.store import RESOURCES, Store
 
-from .conftest import poll
+from .conftest import our_taints, poll
 
 NODES = RESOURCES[("", "v1", "nodes")]
 
@@ -75,3 +78,48 @@ def test_a_crashed_node_stays_ready_in_the_cloud_until_its_grace_period_ends(
     assert clean_fleet.lifecycle.renewed(node) == last
     clean_fleet.heal(node)
     assert _ready(clean_fleet.node(node)) == "True"
+
+
+def test_the_lease_witness_table() -> None:
+    """A Ready node is lost to the cloud once its Lease has been silent `after` seconds; one
+    renewal late is not enough; a node already NotReady, or with no Lease seen, is as it is."""
+    n = {name: NodeInfo(NodeName(name), SiteName("s"), ready)
+         for name, ready in (("dead", Ready.TRUE), ("slow", Ready.TRUE),
+                             ("notready", Ready.FALSE), ("nolease", Ready.TRUE))}
+    out = lease_witness(n, {"dead": 31.0, "slow": 24.9, "notready": 99.0}, 25.0, 1000.0)
+    assert out["dead"].ready is Ready.UNKNOWN and out["dead"].lease_silent == 31.0
+    assert out["dead"].unready_since == 994.0, "since its silence passed `after`"
+    assert out["slow"] == n["slow"] and out["notready"] == n["notready"]
+    assert out["nolease"] == n["nolease"]
+    assert lease_witness(n, {"dead": 31.0}, 0.0, 1000.0) == n, "0: the controller's word only"
+
+
+def test_a_dead_kubelets_silent_lease_is_the_clouds_witness_before_the_grace_period(
+        harness: Any) -> None:
+    """With the controller's grace at 2 min, a crashed node is level 2 within seconds of its
+    Lease going silent (both witnesses: its Lease, its site's Prometheus) while its Ready
+    condition still says True. A slow kubelet (renewing late but within the limit) is never
+    condemned; one that cannot reach the cloud while its site sees it serving is a cloud-link
+    fault (level 1), never level 2."""
+    h = harness(cluster={"lease_witness_after": 2.0})
+    f: Fleet = h.fleet
+    old = f.lifecycle.timing
+    f.lifecycle.timing = NodeTiming(renew=0.5, grace=120.0, monitor_period=0.5)
+    dead, slow, cut = f.nodes("site-a")[0], f.nodes("site-b")[0], f.nodes("site-c")[0]
+    try:
+        f.lifecycle.renew_every[slow] = 1.5
+        f.crash(dead)
+        f.link_loss(cut)
+        h.until(lambda r: our_taints(f, dead).get(NODE_KEY) == "NoExecute", 20,
+                "level 2 from the silent Lease and the site")
+        assert _ready(f.node(dead)) == "True", "the controller has not spoken: grace 2 min"
+        story = " ".join(h.explain(dead)["story"])
+        assert "has not renewed its Lease" in story, story
+        h.until(lambda r: "edgecore" in our_taints(f, cut), 20, "the cut node: level 1")
+        for rep in h.run_for(4):
+            assert NODE_KEY not in our_taints(f, cut), "a cloud-link fault is never level 2"
+            assert rep.nodes_after[slow].ready is Ready.TRUE and not our_taints(f, slow), \
+                "a slow but alive kubelet is not condemned"
+    finally:
+        f.lifecycle.timing = old
+        f.lifecycle.renew_every.clear()

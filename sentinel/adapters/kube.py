@@ -201,26 +201,44 @@ class ClusterView:
             t, page_size=page, transform=lambda o: (
                 (o.get("metadata") or {}).get("uid") or o["metadata"]["name"],
                 pod_binds(o, protect.binding_key)))
+        self._renewals: dict[str, tuple[str, float]] = {}
+        """Node -> (its Lease's renewTime as written, when we saw that value arrive)."""
+        self.reflectors = [self.nodes_reflector, self.pods_reflector]
+        if cfg.cluster.lease_witness_after > 0:
+            coord = client.CoordinationV1Api(api)
+            ns = cfg.cluster.node_lease_namespace
+            self.reflectors.append(Reflector(
+                "node-leases", lambda **kw: coord.list_namespaced_lease(ns, **kw),
+                self._leases_listed, self._lease_event, t, page_size=page,
+                transform=lambda o: (o["metadata"]["name"],
+                                     str((o.get("spec") or {}).get("renewTime")))))
 
     def start(self) -> ClusterView:
-        self.nodes_reflector.start()
-        self.pods_reflector.start()
+        for r in self.reflectors:
+            r.start()
         return self
 
     def stop(self) -> None:
-        """Both watches are told first, then waited for: at most one wait, not two."""
-        self.nodes_reflector.request_stop()
-        self.pods_reflector.request_stop()
-        self.nodes_reflector.stop()
-        self.pods_reflector.stop()
+        """Every watch is told first, then waited for: at most one wait, not three."""
+        for r in self.reflectors:
+            r.request_stop()
+        for r in self.reflectors:
+            r.stop()
 
     @property
     def synced(self) -> bool:
-        return self.nodes_reflector.synced.is_set() and self.pods_reflector.synced.is_set()
+        return all(r.synced.is_set() for r in self.reflectors)
 
     def wait_synced(self, timeout: float) -> bool:
-        return self.nodes_reflector.synced.wait(timeout) and \
-            self.pods_reflector.synced.wait(timeout)
+        return all(r.synced.wait(timeout) for r in self.reflectors)
+
+    def lease_silence(self) -> dict[str, float]:
+        """Seconds since each node's Lease was last seen renewed, on our clock (never the
+        kubelet's `renewTime`: its clock may be skewed), as the node lifecycle controller
+        measures it. A Lease first seen counts as renewed then."""
+        now = time.monotonic()
+        with self._lock:
+            return {n: now - seen for n, (_, seen) in self._renewals.items()}
 
     # -- reflector callbacks -------------------------------------------------------------
     def _nodes_listed(self, items: list[Obj]) -> None:
@@ -244,6 +262,21 @@ class ClusterView:
                     return  # older than what we wrote (the watch delivers in order): skip
                 del self._pinned[name]
             self._nodes[name] = obj
+
+    def _leases_listed(self, items: list[tuple[str, str]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = self._renewals
+            self._renewals = {n: (r, old[n][1] if n in old and old[n][0] == r else now)
+                              for n, r in items}
+
+    def _lease_event(self, kind: str, item: tuple[str, str]) -> None:
+        name, renewed = item
+        with self._lock:
+            if kind == "DELETED":
+                self._renewals.pop(name, None)
+            elif name not in self._renewals or self._renewals[name][0] != renewed:
+                self._renewals[name] = (renewed, time.monotonic())
 
     def _pods_listed(self, items: list[tuple[str, str | None]]) -> None:
         """Only (uid, the node it binds to) is kept of a pod: whether a node hosts a bound pod

@@ -63,8 +63,9 @@ class Demo:
         self.relay = relay or (lambda line: print(f"  sentinel | {line}", flush=True))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
         self.scrape = scrape_interval
-        # Demo-sized durations that stay meaningful against the scrape interval.
-        self.for_s = max(6, round(2 * scrape_interval))
+        # Demo-sized durations that stay meaningful against the scrape interval: at least
+        # four scrapes (the tests' 1 s scrapes), two at the default 5 s.
+        self.for_s = max(4, round(2 * scrape_interval))
         # The cloud sees a dead node after a grace period, as in a real cluster (50 s there;
         # here half the rules' `for`, so the tour does not keep its audience waiting).
         self.grace_s = max(3, self.for_s // 2)

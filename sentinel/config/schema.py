@@ -84,6 +84,13 @@ class ClusterConfig(_Strict):
     """Where Events about nodes go; `kubectl describe node` shows them from any namespace."""
     watch_timeout: Duration = 300.0
     """Server-side watch timeout (s); the watch is re-established after it, as client-go does."""
+    lease_witness_after: Duration = Field(25.0, ge=0)
+    """A Ready node whose kubelet has not renewed its Lease (in `node_lease_namespace`) for this
+    long counts as lost to the cloud (s), before the node lifecycle controller's grace period
+    (50 s) marks it: two and a half of the kubelet's 10 s renewals, so one late renewal of a
+    slow but alive kubelet is not a death. Level 2 still needs the site's Prometheus to agree.
+    0: wait for the controller (Ready only)."""
+    node_lease_namespace: str = "kube-node-lease"
     list_page_size: int = Field(500, ge=1, le=10_000)
     """Objects per page when nodes and pods are listed (limit/continue, client-go's default 500):
     no list body of the whole fleet is ever held in memory."""

@@ -176,8 +176,10 @@ def isolate_text(cand: Candidate, now: float) -> str:
     if c.level is Level.NODE:
         how = "cordon + NoExecute" if cand.effect == NO_EXECUTE else \
             "cordon + NoSchedule only (autonomous node or bound pod: nothing is evicted)"
-        return (f"node failure confirmed by both witnesses {held_for}: cloud Ready="
-                f"{f.cloud.value}, site Prometheus {cond_text(c)} -> {how}")
+        cloud = f"cloud Ready={f.cloud.value}" if cand.node.lease_silent is None else \
+            f"cloud Lease not renewed for {cand.node.lease_silent:.0f}s"
+        return (f"node failure confirmed by both witnesses {held_for}: {cloud}, site "
+                f"Prometheus {cond_text(c)} -> {how}")
     if c.rule == "cloud-link":
         return (f"cloud sees Ready={f.cloud.value} {held_for} while the site sees the node "
                 f"serving: edgecore or its cloud link is broken -> NoSchedule {c.key}")

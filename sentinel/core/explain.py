@@ -79,7 +79,10 @@ def _site_sentence(st: SiteStatus | None, site: str | None) -> str:
 
 
 def _witness_sentence(node: NodeInfo, f: Finding | None) -> str:
-    cloud = f"Cloud (Kubernetes) says Ready={node.ready.value}"
+    cloud = f"Cloud (Kubernetes) says Ready={node.ready.value}" if node.lease_silent is None \
+        else (f"Cloud (Kubernetes) has lost it: its kubelet has not renewed its Lease for "
+              f"{node.lease_silent:.0f}s (Ready still says True until the controller's grace "
+              "period ends)")
     if f is None:
         return f"{cloud}; the site's Prometheus sees it serving. Verdict healthy: " \
                f"{VERDICT_MEANING[Verdict.HEALTHY]}."

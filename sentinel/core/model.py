@@ -206,6 +206,9 @@ class NodeInfo:
     """When the cloud's Ready condition last left True (its lastTransitionTime)."""
     autonomy_note: str = ""
     """An autonomy setting that is there but unreadable, ignored as OpenYurt ignores it."""
+    lease_silent: float | None = None
+    """Set when `ready` is Unknown because the kubelet's Lease went unrenewed for this many
+    seconds while its Ready condition still says True (core/leases.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from sentinel.core.budgets import Budgets, Refused, recheck
 from sentinel.core.decide import DecideParams, PolicyState, decide
 from sentinel.core.detect import Detection, DetectParams, detect
 from sentinel.core.effects import effect_of
+from sentinel.core.leases import lease_witness
 from sentinel.core.model import (
     ANOMALY_KEY,
     Action,
@@ -70,6 +71,7 @@ class Collector(Protocol):
 
 class NodeSource(Protocol):
     def nodes(self) -> dict[str, NodeInfo]: ...
+    def lease_silence(self) -> dict[str, float]: ...
 
 
 class AlertSource(Protocol):
@@ -222,8 +224,7 @@ class Sentinel:
         self.state = _only_what_happened(state, self.state, results, started)
         for stop in sorted(plan.budget_exhausted):
             log.warning("budget %s spent: isolations held this cycle", stop)
-        after = await asyncio.to_thread(lambda: self.actuator.view(self.node_source.nodes())) \
-            if results else nodes
+        after = await asyncio.to_thread(self._nodes, started) if results else nodes
         report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
                              plan, tuple(results), after, self.state, self._scores)
         self.metrics.observe(report)
@@ -273,7 +274,7 @@ class Sentinel:
 
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
                   model: AnomalyModel | None) -> Snapshot:
-        nodes = self.actuator.view(self.node_source.nodes())
+        nodes = self._nodes(started)
         if self._read_nodes_memory and nodes:  # at start and at takeover, once nodes are known
             last_release, recent = self._memory(nodes, started)
             self.state = replace(self.state, last_release=last_release,
@@ -330,6 +331,13 @@ class Sentinel:
                      row["kind"], row["key"], row["node"], out[-1][1])
         self.journal.settle(out)
         self._settled = True
+
+    def _nodes(self, now: float) -> dict[str, NodeInfo]:
+        """The cloud view as decide reads it: what the actuator holds, and a kubelet's silent
+        Lease as the cloud's witness (core/leases.py)."""
+        return lease_witness(self.actuator.view(self.node_source.nodes()),
+                             self.node_source.lease_silence(),
+                             self.cfg.cluster.lease_witness_after, now)
 
     def _think(self, snapshot: Snapshot, now: float) -> tuple[Detection, tuple[Plan, PolicyState]]:
         detection = detect(snapshot, self.rules, self.detect_params)

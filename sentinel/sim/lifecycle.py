@@ -53,6 +53,8 @@ class NodeLifecycle:
                  reaches: Callable[[str], bool], timing: NodeTiming = NodeTiming()) -> None:
         self.store, self.nodes, self.reaches, self.timing = store, nodes, reaches, timing
         self._renewed: dict[str, float] = {}
+        self.renew_every: dict[str, float] = {}
+        """A slow kubelet: its own renew interval, instead of `timing.renew`."""
         self._unknown: set[str] = set()
         """Nodes this controller marked Unknown: their kubelet posts Ready when it renews."""
         self._stop = threading.Event()
@@ -81,13 +83,12 @@ class NodeLifecycle:
         self._set(node, "True")
 
     def _run(self) -> None:
-        t = self.timing
-        tick = min(t.renew, t.monitor_period) / 2
-        next_monitor = time.monotonic() + t.monitor_period
-        while not self._stop.wait(tick):
+        next_monitor = time.monotonic() + self.timing.monitor_period
+        while not self._stop.wait(min(self.timing.renew, self.timing.monitor_period) / 2):
+            t = self.timing  # read each turn: a test may lengthen the grace period
             now = time.time()
-            due = [n for n in self.nodes()
-                   if self.reaches(n) and now - self._renewed.get(n, 0.0) >= t.renew]
+            due = [n for n in self.nodes() if self.reaches(n) and now - self._renewed.get(
+                n, 0.0) >= self.renew_every.get(n, t.renew)]
             # One write batch under the store's lock: its watchers wake once for the batch,
             # not once per Lease (a thousand kubelets renew several times a second here).
             with self.store.lock:
