@@ -253,13 +253,22 @@ class Pod:
                 argv: list[str]) -> str:
         lines = ["set -eu"]
         python = (self.image.venv / "bin" / "python").resolve()
-        lines += self._reachable([Path(argv[0]), python, self.image.venv,
-                                  Path(__file__).resolve().parents[2]])
+        image = [self.image.venv.resolve(), Path(__file__).resolve().parents[2],
+                 python.parents[1]]  # the virtualenv, the source it was installed from, Python
+        image = [p for p in image if not any(p != q and p.is_relative_to(q) for q in image)]
+        lines += self._reachable([Path(argv[0]), python, *image])
         # A mount over a directory that holds the volumes' sources (/tmp) goes last.
         here = self.workdir.resolve()
         order = sorted(mounts, key=lambda m: here.is_relative_to(m[1]))
         for src, dst, _ in order:
-            lines.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
+            # The image where this machine keeps it, if a volume covers it (a checkout under
+            # /tmp): bound inside the volume first, carried along by a recursive bind.
+            inside = [p for p in image if p.is_relative_to(dst)]
+            for p in inside:
+                hole = shlex.quote(str(src / p.relative_to(dst)))
+                lines.append(f"mkdir -p {hole} && mount --bind {shlex.quote(str(p))} {hole}")
+            how = "--rbind" if inside else "--bind"
+            lines.append(f"mount {how} {shlex.quote(str(src))} {shlex.quote(dst)}")
         for _, dst, ro in order:
             if ro:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
