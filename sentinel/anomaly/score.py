@@ -33,7 +33,6 @@ from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.decomposition import PCA
 
 from sentinel.anomaly import ESTIMATORS
 from sentinel.anomaly.arrays import (
@@ -220,6 +219,10 @@ def fit_model(x: Array, nodes: Sequence[str], codes: NDArray[np.intp],
     if zfit.shape[0] > PCA_ROWS:
         zfit = zfit[rng.choice(zfit.shape[0], PCA_ROWS, replace=False)]
     if len(features) > 1 and zfit.shape[0] > len(features):
+        # Here, not at the top: scikit-learn takes 1.8 s to import, and only training needs it
+        # (every `sentinel serve` start, every CLI call would pay it).
+        from sklearn.decomposition import PCA
+
         pca = PCA(n_components=params.pca_variance, svd_solver="full").fit(zfit)
         keep = min(pca.n_components_, len(features) - 1)
         model = replace(model, pca_mean=pca.mean_.astype(np.float64),
