@@ -219,7 +219,7 @@ def test_the_container_runs_as_a_non_root_user() -> None:
     lines = [ln.strip() for ln in (ROOT / "Containerfile").read_text().splitlines()]
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0", "0:0"), "the last USER must not be root"
-    assert users[-1].split(":")[0] == "10001", "the Deployment's runAsUser"
+    assert users[-1].split(":")[0] == "10001", "the StatefulSet's runAsUser"
 
 
 def test_nothing_is_shared_between_replicas_through_a_volume(base: list[dict[str, Any]]) -> None:
