@@ -140,7 +140,7 @@ class OverrideStore:
 
     def delete(self, oid: str, by: str, now: float) -> Override | None:
         """Lift an override; None if there is none in force with that id."""
-        found = next((obj for obj in self._objects() if obj["metadata"]["name"] == oid), None)
+        found = self._find(oid)
         if found is None or _lifted(found) is not None or not _override(found).active(now):
             return None
         patch = {"metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
@@ -161,8 +161,11 @@ class OverrideStore:
         return tuple(sorted((o for o in found if o.active(now)), key=lambda o: (o.created, o.id)))
 
     def get(self, oid: str) -> Override | None:
-        found = next((obj for obj in self._objects() if obj["metadata"]["name"] == oid), None)
+        found = self._find(oid)
         return None if found is None else _override(found)
+
+    def _find(self, oid: str) -> dict[str, Any] | None:
+        return next((obj for obj in self._objects() if obj["metadata"]["name"] == oid), None)
 
     def history(self, now: float, *, node: str | None = None, site: str | None = None,
                 since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -190,11 +190,11 @@ def memory_from_nodes(nodes: Iterable[NodeInfo], now: float,
     """Decide's memory as the nodes carry it: the last release that freed each node within
     the flap window, and the isolations (held keys) of the last minute, for the rate budget.
     What any replica reads the same, whatever its own disk holds."""
-    last = {n.name: n.held.released for n in nodes
+    last = {str(n.name): n.held.released for n in nodes
             if n.held.released is not None and now - n.held.released < flap_window}
     recent = sorted(k.since for n in nodes for k in n.held.keys.values()
                     if k.since is not None and now - k.since < 60.0)
-    return {str(k): v for k, v in last.items() if v is not None}, tuple(recent)
+    return last, tuple(recent)
 
 
 def unschedulable_after(before: Held, after: Held, unschedulable: bool) -> bool:

@@ -106,8 +106,8 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             log.exception("lease step failed; the next one retries")
             return
         if now_leading and not was:
-            # The previous leader's journal is the memory now (flap damping, rate budget).
-            await rt.sentinel.take_over(time.time())
+            # The nodes and our journal are the memory now (flap damping, rate budget).
+            await rt.sentinel.take_over()
             wake()
         elif was and not now_leading:
             log.warning("not leading any more (lease held by %s): acting on nothing",

@@ -155,20 +155,18 @@ class Sentinel:
         self._named: Named = {}
         self.detect_params, self.decide_params = detect_params(cfg), decide_params(cfg)
         self.state = PolicyState()
-        self.remember(clock())
+        self.remember()
         self.last: CycleReport | None = None
         self._notes: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
-    def remember(self, now: float) -> None:
-        """Decide's memory from the journal: at start, and when this replica takes the lease
-        over (the previous leader's releases and isolations count for flap damping and the
-        rate budget). Pending matches are this replica's own: it kept cycling as follower."""
-        last_release, recent = self.journal.memory(now, self.cfg.durations.flap_window,
-                                                   self.actuator.mode)
-        self.state = replace(self.state, last_release=last_release, recent_isolations=recent)
+    def remember(self) -> None:
+        """Have decide's memory read again, from the journal and the nodes, by the next cycle
+        that sees the nodes: at start, and when this replica takes the lease over (the
+        previous leader's releases and isolations count for flap damping and the rate
+        budget). Pending matches are this replica's own: it kept cycling as follower."""
         self._settled = False
-        self._read_nodes_memory = True
+        self._read_memory = True
 
     def _memory(self, nodes: Mapping[str, NodeInfo], now: float) -> tuple[dict[str, float],
                                                                           tuple[float, ...]]:
@@ -182,11 +180,11 @@ class Sentinel:
         last = {**n_last, **{k: max(v, n_last.get(k, v)) for k, v in j_last.items()}}
         return last, max(j_recent, n_recent, key=len)
 
-    async def take_over(self, now: float) -> None:
+    async def take_over(self) -> None:
         """This replica got the lease: reload the memory between cycles, never during one
         (a cycle in flight would write its older state back over it)."""
         async with self._lock:
-            await asyncio.to_thread(self.remember, now)
+            self.remember()
 
     async def run_cycle(self) -> CycleReport:
         async with self._lock:  # never two cycles at once, whoever calls
@@ -275,11 +273,11 @@ class Sentinel:
     def _snapshot(self, started: float, sites: Mapping[str, SiteView],
                   model: AnomalyModel | None) -> Snapshot:
         nodes = self._nodes(started)
-        if self._read_nodes_memory and nodes:  # at start and at takeover, once nodes are known
+        if self._read_memory and nodes:  # at start and at takeover, once nodes are known
             last_release, recent = self._memory(nodes, started)
             self.state = replace(self.state, last_release=last_release,
                                  recent_isolations=recent)
-            self._read_nodes_memory = False
+            self._read_memory = False
         if not self._settled and self.leading():
             self._settle_interrupted(nodes)
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
