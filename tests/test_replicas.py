@@ -88,18 +88,15 @@ def stored_alerts(s: Serve) -> set[tuple[str, str]]:
                                               "'firing'")}
 
 
-def leader(s: Serve) -> float | None:
-    for line in s.get("/metrics").text.splitlines():
-        if line.startswith("sentinel_leader "):
-            return float(line.split()[1])
-    return None
-
-
 def metric(s: Serve, name: str) -> float | None:
     for line in s.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None
+
+
+def leader(s: Serve) -> float | None:
+    return metric(s, "sentinel_leader")
 
 
 def node_writes(fleet: Fleet, nodes: list[str]) -> int:

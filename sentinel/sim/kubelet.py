@@ -248,7 +248,7 @@ class Pod:
         out["kube-api-access"] = sa
         return out
 
-    def _script(self, mounts: list[tuple[Path, str, bool]], readonly_root: bool,
+    def _script(self, mounts: list[tuple[Path, str, bool]], sc: Obj,
                 user: int, group: int, fs_group: int | None, env: Mapping[str, str],
                 argv: list[str]) -> str:
         lines = ["set -eu"]
@@ -272,11 +272,10 @@ class Pod:
         for _, dst, ro in order:
             if ro:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
-        if readonly_root:
+        if sc.get("readOnlyRootFilesystem"):
             lines.append("mount -o remount,bind,ro /")
         groups = f"--groups={fs_group}" if fs_group is not None else "--clear-groups"
         envs = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
-        sc = self.container.get("securityContext") or {}
         drop = {c.lower() for c in (sc.get("capabilities") or {}).get("drop") or []}
         caps = "-all" if "all" in drop else "-all," + ",".join(
             f"+{c}" for c in RUNTIME_CAPS if c not in drop)
@@ -332,7 +331,7 @@ class Pod:
         args = list(self.container.get("args") or ([] if self.container.get("command")
                                                     else self.image.cmd))
         exe = shutil.which(entry[0], path=env["PATH"]) or entry[0]
-        script = self._script(mounts, bool(c_sc.get("readOnlyRootFilesystem")), user, group,
+        script = self._script(mounts, c_sc, user, group,
                               fs_group, env, [exe, *entry[1:], *args])
         (self.workdir / "start.sh").write_text(script)
         with open(self.log, "ab") as out:
