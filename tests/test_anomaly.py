@@ -83,7 +83,7 @@ def run(model: AnomalyModel, x: np.ndarray, names: list[str], codes: np.ndarray
     sites = [f"site-{c}" for c in codes]
     scores, alarms, last = [], [], []
     for t in range(x.shape[0]):
-        sc, st = score_fleet(model, tuple(names), sites, x[t], st)
+        sc, st = score_fleet(model, tuple(names), sites, x[t], st, t * STEP)
         scores.append(sc.score)
         alarms.append(sc.alarm.copy())
         last = [sc]
@@ -107,7 +107,11 @@ def test_a_grey_failure_scores_above_every_healthy_node_and_names_its_feature(
     # restart in days is unusual too, and both then score 1.0), above all the others.
     top = (bad >= healthy.max(axis=1)).mean()
     assert top >= 0.95, f"{kind}: the faulty node ranked first only {top:.0%} of the time"
-    assert (bad > np.sort(healthy, axis=1)[:, -2]).all()
+    # Above all but one healthy node nearly always: the moving average of the evidence keeps
+    # a healthy node's one-off spike (a first restart) up for a few steps, and it can then
+    # tie with or pass the faulty one for as long.
+    second = (bad > np.sort(healthy, axis=1)[:, -2]).mean()
+    assert second >= 0.97, f"{kind}: above all but one healthy node {second:.0%} of the time"
     assert alarms[after, 0].mean() >= 0.9
     assert not alarms[:50, 0].any(), "alarm before the fault began"
     reading = last.reading("n00")
@@ -140,6 +144,90 @@ def test_a_node_that_joined_after_training_is_compared_with_its_peers() -> None:
     assert alarms[60:, 4].mean() >= 0.75  # peers alone are a weaker witness than history
     r = last.reading("n04")
     assert r is not None and r.top[0][3] == "site peers"
+
+
+def _shifted(x: np.ndarray, node: int, from_step: int, by: float) -> np.ndarray:
+    """A level shift on every feature of one node (a new deployment, a new load), in units of
+    each feature's spread over the training part."""
+    x = x.copy()
+    spread = np.nanstd(x[:TRAIN, node], axis=0)
+    x[from_step:, node] += by * spread
+    return x
+
+
+def test_a_level_shift_that_persists_becomes_the_baseline_with_a_journal_note() -> None:
+    """drift.py: the shifted node alarms, and once the shift has held for `accept_after` its
+    recent level is its baseline; the alarm clears and it stays quiet at the new level. The
+    other nodes are untouched; a fault shorter than `accept_after` is never absorbed."""
+    params = AnomalyParams(accept_after=60 * STEP, recent_window=10 * STEP)
+    x, names, codes = history(TRAIN + 300, seed=2)
+    model = fit_model(x[:TRAIN], names, codes, FEATURES, params)
+    x = _shifted(x, 3, TRAIN + 20, 8.0)
+    st, rebased_at, alarms = AlarmState(), [], []
+    for t in range(TRAIN, TRAIN + 200):
+        sc, st = score_fleet(model, tuple(names), [f"s{c}" for c in codes], x[t], st, t * STEP)
+        alarms.append(sc.alarm.copy())
+        rebased_at += [(t - TRAIN, sc.nodes[i]) for i in np.flatnonzero(sc.rebased)]
+    a = np.asarray(alarms)
+    assert a[25:60, 3].all(), "the shift alarms at first"
+    assert rebased_at and {n for _, n in rebased_at} == {"n03"}, rebased_at
+    held = rebased_at[0][0] - 20 + 1  # steps of the shift seen, the rebasing one included
+    assert 60 <= held <= 120, f"rebased after {held} steps of the shift"
+    first = rebased_at[0][0]
+    assert not a[first + 1:, 3].any(), "the new level alarms again"
+    assert st.drift is not None and st.drift.center[3, 0] > model.center[3, 0]
+    np.testing.assert_array_equal(st.drift.center[:3], model.center[:3])
+
+    # A fault that ends before accept_after leaves the trained baseline as it was.
+    x2, names, codes = history(TRAIN + 300, seed=2)
+    x2 = _shifted(x2, 3, TRAIN + 20, 8.0)
+    x2[TRAIN + 60:, 3] = history(TRAIN + 300, seed=2)[0][TRAIN + 60:, 3]
+    st = AlarmState()
+    for t in range(TRAIN, TRAIN + 200):
+        sc, st = score_fleet(model, tuple(names), [f"s{c}" for c in codes], x2[t], st,
+                             t * STEP)
+        assert not sc.rebased[3], f"a 40-step fault was absorbed at step {t - TRAIN}"
+    assert st.drift is not None
+    np.testing.assert_array_equal(st.drift.center[3], model.center[3])
+
+
+def test_the_journal_says_when_a_shift_became_the_baseline() -> None:
+    site = {"n": SiteName("s")}
+    notes, _ = alarm_notes({}, {"n": _r()}, site, {"n": frozenset()}, {"n"}, 6 * 3600)
+    assert [n.reason for n in notes] == ["anomaly-cleared"]
+    assert "stayed unusual for 6 h" in notes[0].text and "baseline" in notes[0].text
+
+
+def test_evaluate_replays_in_order_and_never_reads_ahead() -> None:
+    """Each test point's score and alarm depend only on the points before it: scoring a
+    prefix gives the same as the start of scoring the whole (a later point, or a label,
+    cannot change an earlier score)."""
+    from sentinel.anomaly.score import score_series
+
+    x, _, _ = history(TRAIN + 400, {1: [GrayFault("disk-slow", (TRAIN + 100) * STEP,
+                                                  (TRAIN + 200) * STEP, 1.0)]})
+    one = x[:, 1, :]
+    model = fit_model(one[:TRAIN, None, :], ["entity"], np.array([-1]), FEATURES,
+                      AnomalyParams(accept_after=50 * STEP))
+    full_s, full_a = score_series(model, one[TRAIN:], STEP)
+    for k in (1, 150, 260):
+        part_s, part_a = score_series(model, one[TRAIN: TRAIN + k], STEP)
+        np.testing.assert_array_equal(part_s, full_s[:k])
+        np.testing.assert_array_equal(part_a, full_a[:k])
+    assert full_a[110:200].mean() > 0.5, "the fault is found at all"
+
+
+def test_the_reference_distance_is_exact_for_a_point_it_holds() -> None:
+    """The nearest-reference distance of a point the reference holds is 0, not the rounding
+    of the fast formula (1e-5): a discrete metric's usual value must not look unusual."""
+    from sentinel.anomaly.arrays import nearest
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(64, 8)) * 1e3
+    pts = np.vstack([ref[[3, 17, 40]], ref[[5]] + 0.5])
+    d = nearest(pts, ref)
+    assert (d[:3] == 0).all(), d
+    assert abs(d[3] - 0.5 * np.sqrt(8)) < 1e-9
 
 
 def _r(*features: str) -> AnomalyReading:
@@ -493,7 +581,8 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     notes = h.rt.journal.notes(node=node)
     assert any(n["reason"] == "anomaly" and "disk_latency" in n["text"] for n in notes), notes
     metrics = generate_latest(h.rt.registry).decode()
-    assert re.search(rf'sentinel_anomaly_score{{node="{node}",site="{site}"}} 0\.9', metrics)
+    assert re.search(rf'sentinel_anomaly_score{{node="{node}",site="{site}"}} (0\.9|1\.0)',
+                     metrics)
     assert f'sentinel_anomaly_alarm{{node="{node}",site="{site}"}} 1.0' in metrics
     assert "sentinel_anomaly_model_age_seconds " in metrics
     story = h.explain(node, anomaly=rep.anomaly.reading(node), anomaly_action=action)

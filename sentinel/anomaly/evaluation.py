@@ -1,6 +1,11 @@
 """How good an anomaly score is, against labels: the figures `sentinel anomaly evaluate`
 reports, per entity of a benchmark-layout dataset.
 
+sentinel's own estimator is replayed as the live loop runs it: fitted on train only, then the
+test scored point by point in order, each point seeing only the points before it (the baseline's
+drift, the smoothing, the hysteresis), never a label and never a later point. The baselines are
+scored on the trained baseline, with the same calibration and hysteresis.
+
 - AUPRC (average precision): the whole ranking, no threshold.
 - Best point F1, and the event-based F1 (point precision x event recall; an event is found
   when any of its points is flagged), each at the threshold that maximizes it: what a perfect
@@ -25,6 +30,7 @@ from sentinel.anomaly.arrays import Calibration, calibration_steps
 from sentinel.anomaly.dataset import DatasetError
 from sentinel.anomaly.score import (
     ESTIMATORS,
+    AnomalyModel,
     AnomalyParams,
     fit_model,
     score_series,
@@ -99,7 +105,7 @@ def _best(labels: NDArray[np.int8], scores: Array,
 
 
 def _scores(name: str, train: Array, test: Array, estimator: str, params: AnomalyParams,
-            seed: int) -> Array:
+            seed: int, step: float) -> tuple[Array, NDArray[np.int8]]:
     """Fit on train only; score test. Baselines share the calibration and alarm logic, so
     the comparison is of the estimators alone."""
     if estimator == "pca" and train.shape[1] < 2:
@@ -108,11 +114,17 @@ def _scores(name: str, train: Array, test: Array, estimator: str, params: Anomal
     model = fit_model(train[:, None, :], ["entity"], np.array([-1]),
                       [f"f{i}" for i in range(train.shape[1])], params, seed=seed)
     if estimator == "combined":
-        return score_series(model, test)
+        return score_series(model, test, step)
+    scores = _baseline(model, train, test, estimator, params, seed)
+    return scores, series_alarms(scores, params)
+
+
+def _baseline(model: AnomalyModel, train: Array, test: Array, estimator: str,
+              params: AnomalyParams, seed: int) -> Array:
     rows = np.zeros(test.shape[0], dtype=np.intp)
     z_test = model.standardize(test, rows)
-    if estimator in ("zscore", "pca"):
-        worst, err = model.self_parts(z_test)
+    if estimator in ("zscore", "pca"):  # one of sentinel's own parts, alone
+        worst, _, err = model.self_parts(z_test)
         return model.cal_self(worst) if estimator == "zscore" else model.cal_pca(err)
     held = calibration_steps(train.shape[0], params.calibration_fraction)
     fit_z = model.standardize(train[~held], np.zeros(int((~held).sum()), dtype=np.intp))
@@ -130,9 +142,10 @@ def _scores(name: str, train: Array, test: Array, estimator: str, params: Anomal
 
 def evaluate_entity(name: str, train: Array, test: Array, labels: NDArray[np.int8],
                     estimator: str = "combined", params: AnomalyParams = DEFAULT,
-                    seed: int = 0) -> tuple[EntityResult, Array, NDArray[np.int8]]:
-    scores = _scores(name, train, test, estimator, params, seed)
-    alarms = series_alarms(scores, params)
+                    seed: int = 0, step: float = 60.0
+                    ) -> tuple[EntityResult, Array, NDArray[np.int8]]:
+    """`step`: seconds between rows, for what the live loop counts in time (drift)."""
+    scores, alarms = _scores(name, train, test, estimator, params, seed, step)
     evs = events(labels)
     f1_own, fc1_own, delay = _at(labels, alarms, evs)
     if evs:

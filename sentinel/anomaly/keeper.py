@@ -37,7 +37,8 @@ log = logging.getLogger("sentinel.anomaly")
 def anomaly_params(cfg: Config) -> AnomalyParams:
     a = cfg.anomaly
     return AnomalyParams(target_alarm_rate=a.target_alarm_rate, enter=a.enter, leave=a.leave,
-                         smoothing=a.smoothing, min_peers=a.min_peers)
+                         smoothing=a.smoothing, min_peers=a.min_peers,
+                         accept_after=a.accept_after)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from sentinel.core.errors import SentinelError
 __all__ = ["FORMAT", "ModelRefused", "features_digest", "library_versions", "load_model",
            "save_model"]
 
-FORMAT = 1
+FORMAT = 2
+"""2: a reference of normal z-vectors joined the parts (a format-1 file is retrained)."""
 
 
 class ModelRefused(SentinelError):
@@ -50,11 +51,12 @@ def library_versions() -> dict[str, str]:
 def save_model(path: Path, model: AnomalyModel) -> None:
     """Atomically: a crash mid-write leaves the previous model, never half of one."""
     arrays: dict[str, np.ndarray] = {
-        "center": model.center, "scale": model.scale, "pca_mean": model.pca_mean,
-        "components": model.components, "peer_floor": model.peer_floor,
+        "center": model.center, "scale": model.scale, "reference": model.reference,
+        "pca_mean": model.pca_mean, "components": model.components,
+        "peer_floor": model.peer_floor,
         "nodes": np.asarray(model.nodes, dtype=str),
     }
-    for name in ("self", "pca", "peer", "final"):
+    for name in ("self", "near", "pca", "peer", "final"):
         cal = getattr(model, f"cal_{name}")
         if cal is not None:
             arrays[f"cal_{name}"] = cal.quantiles
@@ -103,11 +105,13 @@ def load_model(path: Path, queries: Mapping[str, str], now: float,
 
     try:
         params = AnomalyParams(**meta["params"])
-        self_cal, pca_cal, final_cal = cal("self"), cal("pca"), cal("final")
-        assert self_cal is not None and pca_cal is not None and final_cal is not None
+        parts = [cal("self"), cal("near"), cal("pca"), cal("final")]
+        if None in parts:
+            raise KeyError("a calibration")
+        self_cal, near_cal, pca_cal, final_cal = (c for c in parts if c is not None)
         return AnomalyModel(tuple(meta["features"]), tuple(str(n) for n in data["nodes"]),
-                            data["center"], data["scale"], data["pca_mean"],
-                            data["components"], data["peer_floor"], self_cal, pca_cal,
-                            cal("peer"), final_cal, params, meta)
-    except (KeyError, TypeError, AssertionError) as e:
+                            data["center"], data["scale"], data["reference"],
+                            data["pca_mean"], data["components"], data["peer_floor"],
+                            self_cal, near_cal, pca_cal, cal("peer"), final_cal, params, meta)
+    except (KeyError, TypeError) as e:
         raise ModelRefused(f"{path} is incomplete ({e})") from None

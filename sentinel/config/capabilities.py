@@ -109,8 +109,13 @@ class Anomaly(_Strict):
     enter: int = Field(3, ge=1)
     """Cycles in a row at or above the threshold before the alarm is raised."""
     leave: int = Field(1, ge=1)
-    smoothing: float = Field(1.0, gt=0, le=1)
+    smoothing: float = Field(0.7, gt=0, le=1)
     """Weight of the newest point in a moving average of the evidence; 1 is none."""
+    accept_after: Duration = Field(6 * 3600.0, gt=0)
+    """A node whose score stays at or above the threshold this long (leaky: time below counts
+    back) takes its recent level as its baseline and the alarm clears, with a journal note:
+    a level shift is the new normal, not an alarm until the next training. Shorter than the
+    faults you want to keep alarming on, and it would absorb them."""
     min_peers: int = Field(3, ge=2)
     """Fewer nodes with data at a site and the peer comparison is left out there."""
     action: Literal["alert", "isolate"] = "alert"

@@ -298,13 +298,15 @@ class Sentinel:
         names, site_list, x = feature_matrix(node_sites, sites, model.features)
         st = self._alarm_state
         before = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
-        self._scores, self._alarm_state = score_fleet(model, names, site_list, x, st)
+        self._scores, self._alarm_state = score_fleet(model, names, site_list, x, st, now)
         alarms = self._scores.alarms()
         st = self._alarm_state
         after = {st.nodes[i] for i in np.flatnonzero(st.alarm)}
         alarmed = {n: self._scores.reading(n) for n in after}
         cleared = {n: self._scores.reading(n) for n in before - after}
-        notes, self._named = alarm_notes(alarmed, cleared, node_sites, self._named)
+        rebased = {self._scores.nodes[i] for i in np.flatnonzero(self._scores.rebased)}
+        notes, self._named = alarm_notes(alarmed, cleared, node_sites, self._named, rebased,
+                                         model.params.accept_after)
         for note in notes:
             log.info("ANOMALY %s (%s): %s", note.node, note.reason, note.text)
         if self.leading():
