@@ -160,9 +160,9 @@ def test_a_level_shift_that_persists_becomes_the_baseline_with_a_journal_note() 
     recent level is its baseline; the alarm clears and it stays quiet at the new level. The
     other nodes are untouched; a fault shorter than `accept_after` is never absorbed."""
     params = AnomalyParams(accept_after=60 * STEP, recent_window=10 * STEP)
-    x, names, codes = history(TRAIN + 300, seed=2)
-    model = fit_model(x[:TRAIN], names, codes, FEATURES, params)
-    x = _shifted(x, 3, TRAIN + 20, 8.0)
+    base, names, codes = history(TRAIN + 200, seed=2)
+    model = fit_model(base[:TRAIN], names, codes, FEATURES, params)
+    x = _shifted(base, 3, TRAIN + 20, 8.0)
     st, rebased_at, alarms = AlarmState(), [], []
     for t in range(TRAIN, TRAIN + 200):
         sc, st = score_fleet(model, tuple(names), [f"s{c}" for c in codes], x[t], st, t * STEP)
@@ -177,11 +177,16 @@ def test_a_level_shift_that_persists_becomes_the_baseline_with_a_journal_note() 
     assert not a[first + 1:, 3].any(), "the new level alarms again"
     assert st.drift is not None and st.drift.center[3, 0] > model.center[3, 0]
     np.testing.assert_array_equal(st.drift.center[:3], model.center[:3])
+    # The next training's model starts from its own baselines, not from the rebased one.
+    retrained = fit_model(x[TRAIN - 400: TRAIN + 200], names, codes, FEATURES, params)
+    _, again = score_fleet(retrained, tuple(names), [f"s{c}" for c in codes], x[TRAIN + 199],
+                           st, (TRAIN + 200) * STEP)
+    assert again.drift is not None
+    np.testing.assert_array_equal(again.drift.center, retrained.center)
 
     # A fault that ends before accept_after leaves the trained baseline as it was.
-    x2, names, codes = history(TRAIN + 300, seed=2)
-    x2 = _shifted(x2, 3, TRAIN + 20, 8.0)
-    x2[TRAIN + 60:, 3] = history(TRAIN + 300, seed=2)[0][TRAIN + 60:, 3]
+    x2 = _shifted(base, 3, TRAIN + 20, 8.0)
+    x2[TRAIN + 60:, 3] = base[TRAIN + 60:, 3]
     st = AlarmState()
     for t in range(TRAIN, TRAIN + 200):
         sc, st = score_fleet(model, tuple(names), [f"s{c}" for c in codes], x2[t], st,

@@ -27,7 +27,7 @@ __all__ = ["CycleFacts", "Metrics", "ScoresFacts"]
 
 
 class ScoresFacts(Protocol):
-    """What the anomaly gauges read of one cycle's scores (anomaly.score.FleetScores)."""
+    """What the anomaly gauges read of one cycle's scores (anomaly.readings.FleetScores)."""
 
     @property
     def nodes(self) -> Sequence[str]: ...

@@ -10,14 +10,15 @@ with a baseline frozen at training, such a node alarms until the next training, 
   steps all alarm, so none updates it).
 - **Accepting a shift that persisted** (kept): each node keeps a recent level and spread (an
   exponential average over `recent_window`, updated on every step, so it follows the node
-  wherever it goes). While the score is at or above the threshold a leaky counter of seconds
-  grows, and it shrinks while it is below (a shifted, noisy node dips under the threshold now
-  and then; a reset counter would never reach the limit). When the counter reaches
-  `accept_after`, the node's baseline becomes its recent level, its spread the larger of the
-  trained one and the recent one, and the alarm clears: the journal says the shift was taken
-  as the new normal. A fault shorter than `accept_after` (the default is 6 h) is never
-  absorbed, and a node that returns to its trained level after a short fault is judged
-  against the trained level, which never moved.
+  wherever it goes). While the node alarms or its score is at or above the threshold a leaky
+  counter of seconds grows, and it shrinks otherwise (a shifted, noisy node dips under the
+  threshold now and then; a reset counter would never reach the limit). When the counter
+  reaches `accept_after`, the node's baseline becomes its recent level, its spread the larger
+  of the trained one and the recent one, and the alarm clears: the journal says the shift was
+  taken as the new normal until the next training (a new model starts from its own
+  baselines). A fault shorter than `accept_after` (the default is 6 h) is never absorbed, and
+  a node that returns to its trained level after a short fault is judged against the trained
+  level, which never moved.
 
 Per node and feature this is four floats, and one per node: 8 features x 100,000 nodes is
 26 MB. Arrays in, arrays out.

@@ -23,12 +23,8 @@ from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.metrics import Metrics
 from sentinel.anomaly.arrays import feature_matrix
 from sentinel.anomaly.notes import Named, alarm_notes
-from sentinel.anomaly.score import (
-    AlarmState,
-    AnomalyModel,
-    FleetScores,
-    score_fleet,
-)
+from sentinel.anomaly.readings import FleetScores
+from sentinel.anomaly.score import AlarmState, AnomalyModel, score_fleet
 from sentinel.config.schema import Config
 from sentinel.core.alerts import by_node
 from sentinel.core.budgets import Budgets, Refused, recheck
