@@ -50,7 +50,7 @@ class Drift:
     spread: Array
     """Exponential average of |value - recent|: the recent spread."""
     high_for: Array
-    """Seconds, leaky: + while the score is at or above the threshold, - while below."""
+    """Seconds, leaky: + while the node alarms or scores at or above the threshold, - else."""
 
     @classmethod
     def empty(cls, n: int, f: int) -> Drift:

@@ -5,7 +5,7 @@ on demand: 100,000 nodes are scored, few of them are read."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -30,7 +30,7 @@ class FleetScores:
     pz: Array
     features: tuple[str, ...]
     threshold: float
-    rebased: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    rebased: NDArray[np.bool_]
     """Nodes whose persistent shift became their baseline this cycle."""
 
     @cached_property

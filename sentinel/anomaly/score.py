@@ -97,6 +97,8 @@ class AnomalyParams:
     pca: bool = True
     """The PCA part. Measured: it adds little to the ranking on real data (asd AUPRC +0.003)
     but a live cpu-hog (CPU and load up together) alarmed on 73 % of its steps without it."""
+    pca_variance: float = 0.9
+    """The share of the variance the PCA keeps."""
     accept_after: float = 6 * 3600.0
     """Seconds a shift must keep the score at or above the threshold (leaky: time below counts
     back) before it is taken as the node's new baseline."""
@@ -252,7 +254,7 @@ def fit_model(x: Array, nodes: Sequence[str], codes: NDArray[np.intp],
         if params.pca and zfit.shape[0] > len(features):
             from sklearn.decomposition import PCA  # scikit-learn: 1.8 s to import, here only
 
-            pca = PCA(n_components=0.9, svd_solver="full").fit(zfit)
+            pca = PCA(n_components=params.pca_variance, svd_solver="full").fit(zfit)
             keep = min(pca.n_components_, len(features) - 1)
             model = replace(model, pca_mean=pca.mean_.astype(np.float64),
                             components=pca.components_[:keep].astype(np.float64))
@@ -292,17 +294,17 @@ class AlarmState:
     drift: Drift | None = None
     at: float | None = None
     basis: Array | None = None
-    """The trained baselines the drift started from: a new model starts it again."""
+    """The trained baselines the drift started from: a new model (even with other features)
+    starts it again, so `drift` always has the model's features."""
 
     def aligned(self, nodes: tuple[str, ...], features: int) -> AlarmState:
         """The same state over another node list (a new model, nodes joining or leaving)."""
-        if nodes == self.nodes and self.drift is not None \
-                and self.drift.center.shape[1] == features:
+        if nodes == self.nodes and self.drift is not None:
             return self
         n = len(nodes)
         new = AlarmState(nodes, np.full(n, np.nan), np.zeros(n, dtype=np.int64),
                          np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool),
-                         Drift.empty(n, features), self.at)
+                         Drift.empty(n, features), self.at, self.basis)
         if self.nodes:
             old = {name: i for i, name in enumerate(self.nodes)}
             pairs = [(i, old[name]) for i, name in enumerate(nodes) if name in old]
@@ -310,7 +312,7 @@ class AlarmState:
                 to, fr = (np.asarray(p) for p in zip(*pairs, strict=True))
                 new.smooth[to], new.above[to] = self.smooth[fr], self.above[fr]
                 new.below[to], new.alarm[to] = self.below[fr], self.alarm[fr]
-                if self.drift is not None and self.drift.center.shape[1] == features:
+                if self.drift is not None:
                     new = replace(new, drift=self.drift.take(to, fr, n))
         return new
 
@@ -345,10 +347,9 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
     idx = model.index
     rows = np.fromiter((idx.get(n, -1) for n in nodes), dtype=np.intp, count=len(nodes))
     _, codes = site_codes(sites)
+    if state.basis is not model.center:  # a new model: what drift moved was the old one's
+        state = replace(state, drift=None, basis=model.center)
     st = state.aligned(nodes, len(model.features))
-    if st.basis is not model.center:  # retrained: what drift moved was the old model's
-        st = replace(st, drift=Drift.empty(len(nodes), len(model.features)),
-                     basis=model.center)
     dt = 0.0 if st.at is None else max(0.0, now - st.at)
     assert st.drift is not None
     drift = st.drift.started(model.center, model.scale, rows)

@@ -103,15 +103,18 @@ def load_model(path: Path, queries: Mapping[str, str], now: float,
         return Calibration(data[f"cal_{name}"].astype(np.float64),
                            float(data[f"cal_{name}_spread"][0]))
 
+    def need(name: str) -> Calibration:
+        c = cal(name)
+        if c is None:
+            raise KeyError(f"cal_{name}")
+        return c
+
     try:
         params = AnomalyParams(**meta["params"])
-        parts = [cal("self"), cal("near"), cal("pca"), cal("final")]
-        if None in parts:
-            raise KeyError("a calibration")
-        self_cal, near_cal, pca_cal, final_cal = (c for c in parts if c is not None)
         return AnomalyModel(tuple(meta["features"]), tuple(str(n) for n in data["nodes"]),
                             data["center"], data["scale"], data["reference"],
                             data["pca_mean"], data["components"], data["peer_floor"],
-                            self_cal, near_cal, pca_cal, cal("peer"), final_cal, params, meta)
+                            need("self"), need("near"), need("pca"), cal("peer"),
+                            need("final"), params, meta)
     except (KeyError, TypeError) as e:
         raise ModelRefused(f"{path} is incomplete ({e})") from None
