@@ -7,11 +7,14 @@ install:
 demo: install
 	.venv/bin/sentinel demo
 
+# Two workers, a test file each (a file's fixtures are shared by its tests); what loads both
+# cores by itself (`solo`) runs afterwards, alone.
 test: install
 	.venv/bin/ruff check sentinel tests bench dashboards
 	.venv/bin/mypy sentinel
 	.venv/bin/lint-imports
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not solo"
+	.venv/bin/python -m pytest -q -p no:cacheprovider -m solo
 
 lint: install
 	.venv/bin/ruff check sentinel tests bench dashboards

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,6 +193,39 @@ def poll(pred: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(0.2)
+
+
+def prometheus_children(pid: int) -> set[int]:
+    """The Prometheus servers a process started itself. Never count every Prometheus on the
+    machine: the suite runs on two workers, and the other one starts and stops its own."""
+    out = subprocess.run(["pgrep", "-x", "prometheus", "-P", str(pid)], capture_output=True,
+                         text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()}
+
+
+class ChildWatch:
+    """Every Prometheus a process starts while it runs, sampled by a thread: for a process
+    that runs to its end on its own (the tour), whose servers must all be gone after it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.seen |= prometheus_children(self.pid)
+
+    def stop(self) -> set[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
 
 
 class Serve:

@@ -16,7 +16,7 @@ import pytest
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.prometheus import free_port
 
-from .conftest import Serve, our_taints, poll
+from .conftest import ChildWatch, Serve, alive, our_taints, poll, prometheus_children
 
 
 @pytest.fixture
@@ -94,26 +94,26 @@ def test_sim_inject_cli(clean_fleet: Fleet) -> None:
     assert out.returncode == 1 and f"no simulator at {dead}" in out.stderr
 
 
-def _prometheus_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "prometheus"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
-
 def test_demo_tour_runs_and_cleans_up() -> None:
-    before = _prometheus_pids()
-    out = subprocess.run([sys.executable, "-m", "sentinel", "demo", "--exit-after-tour",
-                          "--scrape-interval", "1"],
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    assert "tour complete" in out.stdout
-    assert "ENFORCED isolate node on" in out.stdout
-    assert "site-partition-suspected" in out.stdout
-    assert _prometheus_pids() <= before, "the demo left Prometheus processes behind"
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel", "demo", "--exit-after-tour",
+                             "--scrape-interval", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    watch = ChildWatch(proc.pid)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        servers = watch.stop()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-2000:]
+    assert "tour complete" in stdout
+    assert "ENFORCED isolate node on" in stdout
+    assert "site-partition-suspected" in stdout
+    assert len(servers) == 3, f"one Prometheus per site while the tour ran: {servers}"
+    assert not alive(servers), "the demo left Prometheus processes behind"
 
 
 def test_demo_stops_every_process_on_ctrl_c() -> None:
-    before = _prometheus_pids()
     proc = subprocess.Popen([sys.executable, "-m", "sentinel", "demo", "--no-tour",
                              "--scrape-interval", "1"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
@@ -126,10 +126,10 @@ def test_demo_stops_every_process_on_ctrl_c() -> None:
             if "free play" in line:
                 break
         assert any("sentinel API" in s for s in seen), "".join(seen)
-        during = _prometheus_pids() - before
+        during = prometheus_children(proc.pid)
         assert len(during) == 3, "one Prometheus per site while the demo runs"
     finally:  # a failed assertion must not leave the demo and its servers running
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, rest
-    assert not (_prometheus_pids() & during), "Prometheus processes survived Ctrl-C"
+    assert not alive(during), "Prometheus processes survived Ctrl-C"
