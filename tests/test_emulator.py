@@ -18,7 +18,9 @@ from kubernetes.watch.watch import iter_resp_lines
 from sentinel.core.ownership import render_patch
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.patch import strategic_merge_patch
-from sentinel.sim.store import Store
+from sentinel.sim.store import RESOURCES, ApiError, Store
+
+NODES = RESOURCES[("", "v1", "nodes")]
 
 
 @pytest.fixture
@@ -145,6 +147,27 @@ def test_watch_from_an_expired_version_is_410(api: client.CoreV1Api) -> None:
     (line,) = list(iter_resp_lines(resp))
     ev = json.loads(line)
     assert ev["type"] == "ERROR" and ev["object"]["code"] == 410
+
+
+def test_a_watcher_that_falls_behind_the_history_gets_410_not_a_gap() -> None:
+    """At fleet size Leases renew thousands of times a second: a watcher that reads slower
+    than that must be told (410, list again), never handed the newest events as if none had
+    been missed in between."""
+    store = Store(history=5)
+    store.create(NODES, "", {"metadata": {"name": "n1"}, "spec": {}})
+    w = store.watch(NODES, None, store.resource_version, 5.0, lambda o: True, lambda: False)
+
+    def label(i: int) -> None:
+        store.mutate(NODES, "", "n1", lambda o: o["metadata"].setdefault("labels", {})
+                     .__setitem__("i", str(i)))
+
+    label(0)
+    assert next(w).obj["metadata"]["labels"] == {"i": "0"}
+    for i in range(1, 9):  # eight writes while the watcher does not read: five are kept
+        label(i)
+    with pytest.raises(ApiError) as e:
+        next(w)
+    assert e.value.code == 410
 
 
 def test_unsupported_selectors_are_a_400(api: client.CoreV1Api) -> None:

@@ -149,6 +149,12 @@ class Store:
                 # last `_rv - last` entries, taken from the right without scanning the rest
                 # (node Leases renew many times a second in a simulated fleet).
                 new, hist = self._rv - last, self._history
+                if new > len(hist):
+                    # A watcher slower than the writes: its next events have left the history.
+                    # The API server ends such a watch with 410 Gone (the client lists again);
+                    # never skip them silently.
+                    raise ApiError(410, "Expired", f"too old resource version: {last} "
+                                   f"({hist[0].rv - 1 if hist else self._rv})")
                 batch = [hist[i] for i in range(max(0, len(hist) - new), len(hist))] \
                     if new > 0 else []
                 if not batch:
