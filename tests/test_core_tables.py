@@ -223,6 +223,28 @@ def test_downgraded_rule_starts_its_own_clock() -> None:
     assert [(a.key, a.effect) for a in plan.actions] == [("node-exporter", "NoSchedule")]
 
 
+def test_the_sites_for_counts_from_its_first_sight_not_from_the_clouds_agreement() -> None:
+    """A crash: the site sees the node down at once, the cloud only after its own wait (the
+    Lease). Level 2 comes when the site has seen it down for `for` *and* the cloud agrees, not
+    `for` after they agree; a break in the site's sight starts it again."""
+    down = view(firing=DOWN)
+    plan, st = run({"n1": node(ready=Ready.TRUE)}, down, PolicyState(), 100.0)
+    assert plan.actions == () and st.pending == {("n1", "node-down", "node-exporter"): 100.0}
+    lost = {"n1": node(ready=Ready.UNKNOWN)}
+    plan, st = run(lost, down, st, 125.0)  # the cloud agrees 25 s later: `for` (30 s) not yet
+    assert plan.actions == () and st.pending == {("n1", "node-down", NODE_KEY): 100.0}
+    plan, _ = run(lost, down, st, 130.0)
+    (a,) = plan.actions
+    assert (a.key, a.effect) == (NODE_KEY, "NoExecute")
+    assert a.evidence["matching_since"] == 100.0
+    # the site's sight broken for one cycle: the clock starts at the agreement
+    _, st = run({"n1": node(ready=Ready.TRUE)}, down, PolicyState(), 100.0)
+    _, st = run({"n1": node(ready=Ready.TRUE)}, view(), st, 110.0)
+    plan, st = run(lost, down, st, 125.0)
+    plan, _ = run(lost, down, st, 154.0)
+    assert plan.actions == ()
+
+
 def _five(failing: int, rules: RuleSet = RULES) -> tuple[dict[str, NodeInfo], SiteView]:
     nodes = {f"n{i}": node(f"n{i}") for i in range(5)}
     hits = {f"n{i}": 0.0 for i in range(failing)}

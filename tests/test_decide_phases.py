@@ -105,8 +105,8 @@ def test_manual_candidate(n: NodeInfo, key: str, effect: str | None) -> None:
 
 
 @pytest.mark.parametrize(("since", "matured"), [
-    (None, False), (NOW - 59, False), (NOW - 60, True), (NOW - 600, True),
-], ids=["first-seen", "just-short", "exactly-for", "long-ago"])
+    (None, False), (NOW - 59, False), (NOW - 60, True), (NOW - 59.998, True), (NOW - 600, True),
+], ids=["first-seen", "just-short", "exactly-for", "a-cycle-2ms-early", "long-ago"])
 def test_mature_waits_for_for(since: float | None, matured: bool) -> None:
     pending = {} if since is None else {("n1", "proxy-down", "kube-proxy"): since}
     m = mature(node(), finding(PROXY), pending, NOW)

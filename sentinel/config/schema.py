@@ -84,12 +84,13 @@ class ClusterConfig(_Strict):
     """Where Events about nodes go; `kubectl describe node` shows them from any namespace."""
     watch_timeout: Duration = 300.0
     """Server-side watch timeout (s); the watch is re-established after it, as client-go does."""
-    lease_witness_after: Duration = Field(25.0, ge=0)
+    lease_witness_after: Duration = Field(20.0, ge=0)
     """A Ready node whose kubelet has not renewed its Lease (in `node_lease_namespace`) for this
     long counts as lost to the cloud (s), before the node lifecycle controller's grace period
-    (50 s) marks it: two and a half of the kubelet's 10 s renewals, so one late renewal of a
-    slow but alive kubelet is not a death. Level 2 still needs the site's Prometheus to agree.
-    0: wait for the controller (Ready only)."""
+    (50 s) marks it. Two of the kubelet's renewal intervals (10 s, jittered by up to 4 %): the
+    renewal due after the last one is ten seconds overdue, so a kubelet that renews late, even
+    by several seconds every time, is not a death. Level 2 still needs the site's Prometheus
+    to agree. 0: wait for the controller (Ready only)."""
     node_lease_namespace: str = "kube-node-lease"
     list_page_size: int = Field(500, ge=1, le=10_000)
     """Objects per page when nodes and pods are listed (limit/continue, client-go's default 500):
@@ -220,8 +221,10 @@ class Api(_Strict):
 class Config(_Strict):
     mode: Literal["enforce", "dry-run"] = "dry-run"
     """`dry-run` by default: a new install plans and explains before it may touch a node."""
-    interval: Duration = Field(10.0, gt=0)
-    """Seconds between cycles."""
+    interval: Duration = Field(5.0, gt=0)
+    """Seconds between cycles. Every wait of the isolation rules is rounded up to a cycle:
+    5 s keeps a crash's level 2 within 30 s (bench/crash_to_l2.py). A cycle still running
+    when the next is due makes that one skipped: two never run at once."""
     query_timeout: Duration = Field(3.0, gt=0)
     sites: list[SiteConfig] = Field(min_length=1)
     metrics_source: MetricsSource = MetricsSource()

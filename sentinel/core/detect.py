@@ -313,7 +313,10 @@ def _classify(node: NodeInfo, site: SiteName, h: list[tuple[Rule, float]], view:
         return finding(Verdict.HEALTHY, [])
     if sees is SiteSees.DOWN:
         # Both witnesses agree. Component rules firing too are a consequence, not a cause.
-        return finding(Verdict.NODE_FAILURE, [_cond(r, v) for r, v in node_hits])
+        # The site's `for` counts from its first sight, while the cloud still said Ready too
+        # (not the other way: a healed node Ready before its next scrape starts afresh).
+        return finding(Verdict.NODE_FAILURE, [replace(_cond(r, v), timed_with=r.downgrade_key)
+                                              for r, v in node_hits])
     if sees is SiteSees.UP:
         return finding(Verdict.CLOUD_LINK, [cloud_link, *(_cond(r, v) for r, v in comp_hits)])
     return finding(Verdict.UNKNOWN, [], hold_all=True)

@@ -302,6 +302,11 @@ class Condition:
     for_seconds: float
     value: float | None
     query: str
+    timed_with: str | None = None
+    """Where this match's clock may already run: a node-level rule's `for` counts from when
+    the site first saw the node down, while the cloud still said Ready (under the rule's
+    level-1 key). The cloud's witness has a wait of its own (the Lease, the grace period):
+    timing the site's only from their agreement would add the two waits up."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,19 +142,31 @@ class Matured:
         return (*(n for _, n in self.waiting), *self.notes)
 
 
+#: Two cycles scheduled `for` apart start a few milliseconds either side of it (more on a busy
+#: event loop): without slack, a `for` that is a multiple of `interval` would wait a whole
+#: extra cycle half the time. Prometheus avoids it by timing rules on their scheduled times.
+#: Never more than a tenth of the `for`.
+FOR_SLACK = 0.5
+
+
 def mature(node: NodeInfo, f: Finding | None, pending: Mapping[tuple[str, str, str], float],
            now: float) -> Matured:
-    """`for`: a condition counts once it has matched without a break for its duration."""
+    """`for`: a condition counts once it has matched without a break for its duration (less
+    a little slack for the cycle's own jitter: FOR_SLACK)."""
     clocks: dict[tuple[str, str, str], float] = {}
     desired: dict[str, tuple[Condition, float]] = {}
     waiting: list[tuple[str, Note]] = []
     firing: set[str] = set()
     for c in (f.conditions if f else ()):
         pk = (node.name, c.rule, c.key)
-        since = pending.get(pk, now)
+        since = pending.get(pk)
+        if since is None and c.timed_with is not None:
+            since = pending.get((node.name, c.rule, c.timed_with))
+        if since is None:
+            since = now
         clocks[pk] = since
         firing.add(c.key)
-        if now - since >= c.for_seconds:
+        if now - since + min(FOR_SLACK, c.for_seconds / 10) >= c.for_seconds:
             desired.setdefault(c.key, (c, since))
         else:
             waiting.append((c.key, Note(node.name, _site(node), NoteReason.PENDING,
