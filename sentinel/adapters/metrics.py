@@ -63,6 +63,10 @@ class CycleFacts(Protocol):
     def nodes_after(self) -> Mapping[str, NodeInfo]: ...
     @property
     def anomaly(self) -> ScoresFacts | None: ...
+    @property
+    def held(self) -> tuple[NodeInfo, ...]: ...
+    @property
+    def unassigned(self) -> int: ...
 
 BUDGETS = ("site", "fleet", "rate")
 
@@ -364,8 +368,8 @@ class _StateCollector(Collector):
                     wide.add_metric([st.site, "any check"], float(st.broad))
                 counts[(st.site, "1")] = 0
                 counts[(st.site, "2")] = 0
-            for n in rep.nodes_after.values():
-                if n.held and n.site:
+            for n in rep.held:
+                if n.site:
                     lv = "2" if NODE_KEY in n.held.keys else "1"
                     counts[(n.site, lv)] = counts.get((n.site, lv), 0) + 1
                     level.add_metric([n.site, n.name], float(lv))
@@ -374,8 +378,7 @@ class _StateCollector(Collector):
             for f in rep.detection.findings.values():
                 if f.verdict.value != "healthy":
                     verdict.add_metric([f.site, f.node, f.verdict.value], 1.0)
-            unassigned.add_metric([], float(sum(1 for n in rep.nodes_after.values()
-                                                if n.site is None)))
+            unassigned.add_metric([], float(rep.unassigned))
             active.add_metric([], float(sum(len(v) for v in rep.snapshot.alerts.values())))
             spent = rep.plan.budget_exhausted
             for b in ("fleet", "rate"):

@@ -33,6 +33,8 @@ NOW_QUERY = "time()"
 #: Nodes whose targets already had samples this long ago (the longest rule's `for`): a node
 #: whose series are newer is no witness yet (a node that just joined, its exporter starting).
 ESTABLISHED_QUERY = "count by (node) (up offset {seconds}s)"
+#: Bytes of an answer above which it is parsed in a thread (a site's answers are far smaller).
+LARGE_ANSWER = 1 << 16
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -92,11 +94,17 @@ async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
         raise PromError(str(e)) from None
     if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
         raise PromError(f"HTTP {r.status_code} from {site.url}")
-    try:
-        body = r.json()
-    except ValueError:
-        raise PromError(f"HTTP {r.status_code}, not JSON") from None
-    return _parse_vector(body, expr)
+
+    def parse() -> Samples:
+        try:
+            body = r.json()
+        except ValueError:
+            raise PromError(f"HTTP {r.status_code}, not JSON") from None
+        return _parse_vector(body, expr)
+
+    # A fleet-wide answer (every node's presence, from a central store) is megabytes: parsed
+    # off the event loop, which goes on serving the API and the webhook meanwhile.
+    return await asyncio.to_thread(parse) if len(r.content) > LARGE_ANSWER else parse()
 
 
 class SiteCollector:

@@ -106,7 +106,7 @@ def last_report(rt: Runtime) -> Any:
 
 def site_rows(rep: Any, ovs: Overrides) -> list[SiteRow]:
     iso: dict[str, list[int]] = {s: [0, 0] for s in rep.detection.sites}
-    for n in rep.nodes_after.values():
+    for n in rep.held:
         lv = isolation_level(n)
         if lv and n.site in iso:
             iso[n.site][lv - 1] += 1
@@ -135,7 +135,6 @@ def _status(rt: Runtime) -> StatusOut:
         return StatusOut.model_validate(base)
     ovs = Overrides.at(rt.overrides.active(now), now)  # include those set since the cycle
     sites = site_rows(rep, ovs)
-    managed = [n for n in rep.nodes_after.values() if n.site in rep.detection.sites]
     b = cfg.budgets
     recent = [t for t in rep.state.recent_isolations if now - t < 60]
     return StatusOut.model_validate({
@@ -146,11 +145,10 @@ def _status(rt: Runtime) -> StatusOut:
         "isolated": [{"node": n.name, "site": n.site, "level": isolation_level(n),
                       "keys": {k: h.record() for k, h in n.held.keys.items()},
                       "cordoned_by_sentinel": n.held.cordoned}
-                     for n in sorted(rep.nodes_after.values(), key=lambda n: n.name)
-                     if n.held],
+                     for n in rep.held],
         "budgets": {
-            "fleet": {"isolated": sum(1 for n in managed if n.held), "size": len(managed),
-                      "max": budget_cap(b.fleet_max_fraction, len(managed))},
+            "fleet": {"isolated": sum(1 for n in rep.held if n.site in rep.detection.sites),
+                      "size": rep.managed, "max": budget_cap(b.fleet_max_fraction, rep.managed)},
             "sites": {r.site: {"isolated": r.isolated_level1 + r.isolated_level2,
                                "size": r.nodes, "max": budget_cap(b.site_max_fraction, r.nodes)}
                       for r in sites},
