@@ -51,7 +51,7 @@ from sentinel.sim.store import RESOURCES, Store
 from sentinel.sim.uplink import Uplink
 from sentinel.sim.workloads import WorkloadControllers
 
-__all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec"]
+__all__ = ["APP_LABEL", "FAULTS", "GUARD_LABEL", "ZONE_LABEL", "Fleet", "FleetSpec", "install_crds"]
 
 #: The CRD of deploy/crds/, packaged (a test keeps the two equal).
 OVERRIDES_CRD = "sentineloverrides.crd.yaml"
@@ -78,6 +78,12 @@ class FleetSpec:
         return [f"edge-{short}-{j:02d}" for j in range(1, self.nodes_per_site + 1)]
 
 
+def install_crds(store: Store) -> None:
+    """As `kubectl apply -k deploy/` installs them: sentinel keeps its overrides there."""
+    store.create(CRDS, "", yaml.safe_load(
+        resources.files("sentinel.sim").joinpath(OVERRIDES_CRD).read_text()))
+
+
 class Fleet(FleetApps):
     def __init__(self, spec: FleetSpec = FleetSpec()) -> None:
         self.spec = spec
@@ -101,9 +107,7 @@ class Fleet(FleetApps):
     def start(self) -> Fleet:
         try:
             self.api.start()
-            # As `kubectl apply -k deploy/` installs it: sentinel keeps overrides there.
-            self.store.create(CRDS, "", yaml.safe_load(
-                resources.files("sentinel.sim").joinpath(OVERRIDES_CRD).read_text()))
+            install_crds(self.store)
             # A kubelet-sized fleet is a million small dicts and lists that live as long as the
             # fleet: left to the cyclic collector, every full collection walks them all with
             # the GIL held (and collections come ever more often while they are made), and

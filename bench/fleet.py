@@ -1,0 +1,339 @@
+"""The whole service at fleet size: `sentinel serve` against kubelet-sized nodes and pods.
+
+The emulator (in this process) holds `--nodes` kubelet-sized Nodes in `--sites` sites with
+`--pods-per-node` pods each; their kubelets renew Leases every 10 s and its node lifecycle
+controller marks a silent node Unknown after 50 s (a real cluster's timing). The metrics come
+from one real Prometheus (central-store mode) scraping every 15 s one simulated exporter that
+exposes every node's `up` series per job with its `site` label, as a federation endpoint
+does. A real `sentinel serve` (its own process: collector, reflectors through the official
+client, decide, actuator, journal, API) runs with the shipped rules and defaults; the rate
+budget is raised to 30 a minute so that no crash waits for it, and anomaly scoring is off.
+
+Measured: time from start to ready (synced from cold); while `--crashes` nodes crash at random
+over `--window` s, every cycle's duration (from `/api/v1/status`), the latency of
+`GET /api/v1/status` and `/api/v1/nodes/<node>/explain` polled meanwhile, sentinel's resident
+memory (sampled, and the kernel's peak), each crash's time to its level-2 taint. Then the
+emulator's API server is restarted and its watch history dropped meanwhile (a compaction):
+every watch sentinel starts again ends with 410 Gone and it lists nodes, pods and Leases
+again (time until the last page of each is served, memory meanwhile). Then a restart (time to
+ready, memory). Last line: `fleet_cycle_p95_seconds=<n> fleet_peak_rss_mb=<n>
+fleet_crash_to_l2_p95_seconds=<n> api_p99_ms=<n>`.
+
+Sizes: the defaults (20,000 nodes, 100,000 pods, 100 sites) are what the emulator carries on
+a 2-core machine in a few minutes (5.7 GB); it keeps every object as a dict and copies a whole
+kind for a list's snapshot, so 100,000 nodes and 500,000 pods (`--nodes 100000 --sites 500`)
+need about 29 GB for the emulator alone. The emulator, the kubelets and Prometheus share the
+machine with sentinel: the figures are an upper bound of sentinel's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from sentinel.sim.exporters import JOBS
+from sentinel.sim.fleet import install_crds
+from sentinel.sim.kubeapi import KubeApiServer
+from sentinel.sim.lifecycle import NodeLifecycle, NodeTiming
+from sentinel.sim.nodes import kubelet_node, kubelet_pod
+from sentinel.sim.process import free_port
+from sentinel.sim.prometheus import PrometheusProcess
+from sentinel.sim.store import RESOURCES, Store
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN = "sentinel.edge.io"
+ZONE = "topology.kubernetes.io/zone"
+NODES = RESOURCES[("", "v1", "nodes")]
+PODS = RESOURCES[("", "v1", "pods")]
+
+
+class Exporter:
+    """Every node's `up` per job, as a federation endpoint exposes them (a crashed node's 0),
+    served as a file by its own process: megabytes a scrape, which this process, busy with the
+    emulator, could not always write within Prometheus' scrape timeout."""
+
+    def __init__(self, site_of: dict[str, str], home: Path) -> None:
+        self.site_of = site_of
+        self.crashed: set[str] = set()
+        self.dir = home / "exporter"
+        self.dir.mkdir()
+        self._write()
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+             "--directory", str(self.dir)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+    def crash(self, node: str) -> None:
+        self.crashed.add(node)
+        self._write()
+
+    def _write(self) -> None:
+        lines = [f'up{{job="{j}",node="{n}",instance="{n}",site="{s}"}} '
+                 f'{0 if n in self.crashed else 1}'
+                 for n, s in self.site_of.items() for j in JOBS]
+        tmp = self.dir / "metrics.txt.new"
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(self.dir / "metrics.txt")  # a scrape reads the old file or the new one
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def build(store: Store, sites: int, per_site: int, pods: int) -> dict[str, str]:
+    site_of: dict[str, str] = {}
+    gc.disable()  # a million acyclic dicts: see Fleet.start
+    try:
+        for i in range(sites):
+            site = f"site-{i:03d}"
+            for j in range(per_site):
+                name = f"edge-{i:03d}-{j:04d}"
+                site_of[name] = site
+                store.create(NODES, "", kubelet_node(name, {ZONE: site}))
+                for k in range(pods):
+                    store.create(PODS, "default", kubelet_pod(f"app-{name}-{k}", name,
+                                                              {"app": "demo"}))
+    finally:
+        gc.enable()
+    gc.collect()
+    gc.freeze()
+    return site_of
+
+
+def rss_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def serve(home: Path, api_url: str, prom_url: str, sites: list[str],
+          port: int) -> subprocess.Popen[bytes]:
+    cfg = {"mode": "enforce", "rules": [str(ROOT / "rules")], "journal": str(home / "j.db"),
+           "sites": [{"name": s} for s in sites], "cluster": {"url": api_url},
+           "metrics_source": {"mode": "central", "url": prom_url},
+           "listen": f"127.0.0.1:{port}", "budgets": {"max_new_per_minute": 30},
+           "anomaly": {"enabled": False}}
+    (home / "sentinel.yaml").write_text(yaml.safe_dump(cfg))
+    return subprocess.Popen([sys.executable, "-m", "sentinel", "serve", "--config",
+                             str(home / "sentinel.yaml")], stdout=(home / "log").open("ab"),
+                            stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], home: Path, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"sentinel exited: {(home / 'log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"sentinel not ready in {timeout:.0f}s: {(home / 'log').read_text()[-3000:]}")
+
+
+class Sampler(threading.Thread):
+    """Sentinel's memory every 0.2 s, and the API's latency and the cycles it reports."""
+
+    def __init__(self, base: str, pid: int, nodes: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.base, self.pid, self.nodes = base, pid, nodes
+        self.rss: list[float] = []
+        self.api_ms: list[float] = []
+        self.cycles: dict[float, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        with httpx.Client(base_url=self.base, timeout=30) as c:
+            while not self.stop.is_set():
+                self.rss.append(rss_mb(self.pid, "VmRSS:"))
+                for path in ("/api/v1/status", f"/api/v1/nodes/{rng.choice(self.nodes)}/explain"):
+                    t = time.perf_counter()
+                    r = c.get(path)
+                    self.api_ms.append(1000 * (time.perf_counter() - t))
+                    if path.endswith("status") and r.status_code == 200:
+                        last = r.json().get("last_cycle")
+                        if last:
+                            self.cycles[last["at"]] = last["duration_seconds"]
+                self.stop.wait(0.2)
+
+
+def track_lists(api: KubeApiServer, at_least: int, finals: list[float]) -> None:
+    """When each list of `at_least` objects or more (nodes, pods, Leases) served its last page
+    (at sentinel's page size, 500): the emulator's side of "synced again"."""
+    pages = api.pages
+    resume = pages.resume
+
+    def tracked(token: str) -> tuple[list[dict[str, object]], int, int]:
+        items, rv, start = resume(token)
+        if len(items) >= at_least and start + 500 >= len(items):
+            finals.append(time.monotonic())
+        return items, rv, start
+
+    pages.resume = tracked  # type: ignore[method-assign]
+
+
+def quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def level2(store: Store, node: str) -> bool:
+    return any(t["key"] == f"{DOMAIN}/node" and t["effect"] == "NoExecute"
+               for t in store.get(NODES, "", node)["spec"].get("taints", []))
+
+
+def main(a: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="sentinel-fleet-"))
+    store = Store(history=200_000)
+    install_crds(store)
+    t = time.monotonic()
+    site_of = build(store, a.sites, a.nodes // a.sites, a.pods_per_node)
+    nodes = list(site_of)
+    print(f"emulator: {len(nodes)} nodes, {len(nodes) * a.pods_per_node} pods, {a.sites} sites "
+          f"in {time.monotonic() - t:.0f}s, {rss_mb(os.getpid(), 'VmRSS:'):.0f} MB", flush=True)
+    silent: set[str] = set()
+    api = KubeApiServer(store).start()
+    finals: list[float] = []
+    track_lists(api, len(nodes), finals)
+    life = NodeLifecycle(store, lambda: nodes, lambda n: n not in silent, NodeTiming()).start()
+    exp = Exporter(site_of, home)
+    prom = PrometheusProcess("fleet", [], a.scrape_interval)
+    prom.config["global"].pop("external_labels", None)
+    prom.config["scrape_configs"] = [{
+        "job_name": "fleet", "honor_labels": True, "scrape_timeout": "10s",
+        "metrics_path": "/metrics.txt",
+        "static_configs": [{"targets": [f"127.0.0.1:{exp.port}"]}]}]
+    prom._write()
+    prom.start().wait_ready()
+    prom_url = f"http://127.0.0.1:{prom.port}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{prom_url}/api/v1/query", params={"query": "count(up == 1)"},
+                          timeout=30).json()["data"]["result"]
+            if r and float(r[0]["value"][1]) >= len(nodes) * len(JOBS):
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit("Prometheus never scraped the whole fleet")
+        sites = sorted(set(site_of.values()))
+        proc = serve(home, api.url, prom_url, sites, port)
+        cold = wait_ready(base, proc, home, 600)
+        print(f"synced from cold in {cold:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB",
+              flush=True)
+        time.sleep(30)  # past the rules' `for` since start
+        sampler = Sampler(base, proc.pid, nodes)
+        sampler.start()
+        rng = random.Random(1)
+        victims = rng.sample(nodes, a.crashes)
+        at = sorted(rng.uniform(0, a.window) for _ in victims)
+        crashed: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        start = time.monotonic()
+        for node, when in zip(victims, at, strict=True):
+            while time.monotonic() < start + when:
+                for n in list(crashed):
+                    if n not in seen and level2(store, n):
+                        seen[n] = time.monotonic() - crashed[n]
+                time.sleep(0.25)
+            silent.add(node)
+            exp.crash(node)
+            crashed[node] = time.monotonic()
+        deadline = time.monotonic() + 240
+        while len(seen) < len(victims) and time.monotonic() < deadline:
+            for n in list(crashed):
+                if n not in seen and level2(store, n):
+                    seen[n] = time.monotonic() - crashed[n]
+            time.sleep(0.25)
+        sampler.stop.set()
+        sampler.join()
+        steady_peak = max(sampler.rss)
+        missing = [n for n in victims if n not in seen]
+        cycles = list(sampler.cycles.values())
+        print(f"{len(cycles)} cycles: p50 {statistics.median(cycles):.2f}s, p95 "
+              f"{quantile(cycles, 0.95):.2f}s, max {max(cycles):.2f}s; api p50 "
+              f"{statistics.median(sampler.api_ms):.0f} ms, p99 "
+              f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests",
+              flush=True)
+        print(f"crash to level 2: {len(seen)} of {len(victims)} "
+              f"(never: {', '.join(missing) or 'none'}); p50 "
+              f"{statistics.median(seen.values()):.1f}s, max {max(seen.values()):.1f}s",
+              flush=True)
+        # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
+        done_before = len(finals)
+        t = time.monotonic()
+        # The API server restarts after a compaction: every watch is cut, and every version
+        # sentinel holds is gone when it comes back (the kubelets go on renewing meanwhile).
+        api.stop()
+        time.sleep(2.0)
+        with store.lock:
+            store._history.clear()
+        api = KubeApiServer(store, port=api.port).start()
+        track_lists(api, len(nodes), finals)
+        peak = 0.0
+        while len(finals) < done_before + 3 and time.monotonic() < t + 300:
+            peak = max(peak, rss_mb(proc.pid, "VmRSS:"))
+            time.sleep(0.1)
+        relist = finals[-1] - t if len(finals) >= done_before + 3 else float("nan")
+        print(f"relist after 410 Gone: nodes, pods and Leases listed again in {relist:.1f}s, "
+              f"RSS peak {peak:.0f} MB", flush=True)
+        hwm = rss_mb(proc.pid, "VmHWM:")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        proc = serve(home, api.url, prom_url, sites, port)
+        restart = wait_ready(base, proc, home, 600)
+        time.sleep(10)
+        restart_hwm = rss_mb(proc.pid, "VmHWM:")
+        print(f"restart: ready after {restart:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB, "
+              f"peak {restart_hwm:.0f} MB", flush=True)
+        peak_all = max(steady_peak, peak, hwm, restart_hwm)
+        print(f"memory: {1000 * peak_all / len(nodes):.1f} MB per 1,000 nodes "
+              f"({a.pods_per_node} pods each) at peak, the whole process (the interpreter and "
+              "its libraries, about 100 MB, included)", flush=True)
+        l2 = list(seen.values()) or [float("nan")]
+        print(f"fleet_cycle_p95_seconds={quantile(cycles, 0.95):.2f} "
+              f"fleet_peak_rss_mb={peak_all:.0f} "
+              f"fleet_crash_to_l2_p95_seconds={quantile(l2, 0.95):.1f} "
+              f"api_p99_ms={quantile(sampler.api_ms, 0.99):.0f}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        life.stop()
+        prom.stop()
+        exp.stop()
+        api.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=20_000)
+    ap.add_argument("--sites", type=int, default=100)
+    ap.add_argument("--pods-per-node", type=int, default=5)
+    ap.add_argument("--crashes", type=int, default=20)
+    ap.add_argument("--window", type=float, default=120.0)
+    ap.add_argument("--scrape-interval", type=float, default=15.0)
+    main(ap.parse_args())
