@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 from sentinel.adapters.actuate import ActionResult
 from sentinel.adapters.version import version
 from sentinel.core.detect import Detection
-from sentinel.core.model import NODE_KEY, NodeInfo, Plan, SiteState, Snapshot
+from sentinel.core.explain import isolation_level
+from sentinel.core.model import NodeInfo, Plan, SiteState, Snapshot
 from sentinel.core.overrides import Overrides
 
 __all__ = ["CycleFacts", "Metrics", "ScoresFacts"]
@@ -370,7 +371,7 @@ class _StateCollector(Collector):
                 counts[(st.site, "2")] = 0
             for n in rep.held:
                 if n.site:
-                    lv = "2" if NODE_KEY in n.held.keys else "1"
+                    lv = str(isolation_level(n))
                     counts[(n.site, lv)] = counts.get((n.site, lv), 0) + 1
                     level.add_metric([n.site, n.name], float(lv))
             for (site, lv), c in sorted(counts.items()):
