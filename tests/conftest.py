@@ -128,7 +128,9 @@ class Harness:
         self.loop = asyncio.new_event_loop()
         self.rt: Runtime = build_runtime(self.cfg, self.rules)
         self.rt.cluster.start()
+        self.rt.sites.start()
         assert self.rt.cluster.wait_synced(10), "node list never synced"
+        assert self.rt.sites.wait_synced(10), f"sites never listed: {self.rt.sites.error}"
         self.reports: list[CycleReport] = []
 
     @property

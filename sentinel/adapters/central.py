@@ -24,13 +24,15 @@ from sentinel.adapters.prom import (
     build_view,
     query_instant,
     site_targets,
+    unresolved_views,
 )
 from sentinel.adapters.promhttp import PromClients
+from sentinel.config.discovery import Resolved
 from sentinel.config.schema import Config
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["FRESHNESS_QUERY", "CentralCollector", "make_collector", "series_site"]
+__all__ = ["FRESHNESS_QUERY", "CentralCollector", "make_collector", "retarget", "series_site"]
 
 #: Seconds since each site's newest node sample: `up` of targets that carry a node.
 FRESHNESS_QUERY = 'time() - max by ({label}) (timestamp(up{{node!=""}}))'
@@ -43,6 +45,12 @@ class CentralCollector:
         self.store, self.sites, self.label = store, list(sites), label
         self.presence_query, self.clients = presence_query, clients
         self.site_of_node = site_of_node
+        self.unresolved: dict[str, str] = {}
+
+    def retarget(self, sites: Sequence[str], unresolved: Mapping[str, str]) -> None:
+        """The sites changed (discovery): split the answers by these from the next cycle."""
+        self.sites = [s for s in sites if s not in unresolved]
+        self.unresolved = dict(unresolved)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
@@ -59,7 +67,8 @@ class CentralCollector:
             *(asyncio.wait_for(query_instant(client, self.store, e, t), t) for e in exprs),
             return_exceptions=True)
         # Splitting every node's answers by site is proportional to the fleet: off the loop.
-        return await asyncio.to_thread(self._views, results, rules, features)
+        views = await asyncio.to_thread(self._views, results, rules, features)
+        return {**unresolved_views(self.unresolved), **views}
 
     def _views(self, results: Sequence[Samples | BaseException], rules: Sequence[Rule],
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
@@ -123,3 +132,11 @@ def make_collector(cfg: Config, site_of_node: Callable[[], Mapping[str, str]] = 
                                 cfg.presence_query, clients, site_of_node)
     return SiteCollector(site_targets(cfg), cfg.presence_query, clients=clients)
 
+
+
+def retarget(collector: SiteCollector | CentralCollector, cfg: Config, sites: Resolved) -> None:
+    """Point the collector at the sites as they stand now (discovery changed them)."""
+    if isinstance(collector, CentralCollector):
+        collector.retarget([s.name for s in sites.sites], sites.problems)
+    else:
+        collector.retarget(site_targets(cfg, sites=sites.sites), sites.problems)

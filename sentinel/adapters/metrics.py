@@ -159,6 +159,16 @@ class Metrics:
             "by outcome (applied, failed, planned in dry-run).",
             ["namespace", "workload", "action", "outcome"], registry=None))
         self.rollout_state = fleet.add(_RolloutCollector())
+        self.unresolved_sites = fleet.add(Gauge(
+            "sentinel_site_unresolved", "1 for each discovered site (NodePool, NodeGroup) "
+            "sentinel does not act on: no Prometheus resolved for it, or an unreadable "
+            "annotation (`sentinel status` says which).", ["site"], registry=None))
+
+    def sites_unresolved(self, problems: Mapping[str, str]) -> None:
+        """The discovered sites that are reported, never acted on (site catalog)."""
+        self.unresolved_sites.clear()
+        for site in problems:
+            self.unresolved_sites.labels(site).set(1)
 
     def trained(self, outcome: str, seconds: float | None = None) -> None:
         self.trainings.labels(outcome).inc()

@@ -16,14 +16,14 @@ from datetime import datetime
 import httpx
 
 from sentinel.adapters.promhttp import PromClients
-from sentinel.config.schema import Config
+from sentinel.config.schema import Config, SiteConfig
 from sentinel.config.sources import HttpSettings
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
 __all__ = ["ESTABLISHED_QUERY", "PromError", "Samples", "SiteCollector", "SiteTarget",
-           "build_view", "describe", "query_instant", "site_targets"]
+           "build_view", "describe", "query_instant", "site_targets", "unresolved_views"]
 
 Samples = list[tuple[Mapping[str, str], float]]
 
@@ -115,6 +115,9 @@ class SiteCollector:
                  client: httpx.AsyncClient | None = None, max_concurrency: int = 64,
                  clients: PromClients | None = None) -> None:
         self.sites = list(sites)
+        self.unresolved: dict[str, str] = {}
+        """Site -> why it has no Prometheus to ask: unreachable by definition, never acted
+        on (a discovered pool without one)."""
         self.presence_query = presence_query
         self._client = client
         self._clients = clients or PromClients(limits=httpx.Limits(
@@ -199,7 +202,16 @@ class SiteCollector:
         """Every site at once; `features` are (name, PromQL) of the anomaly model."""
         views = await asyncio.gather(*(self.collect_site(s, rules, features)
                                        for s in self.sites))
-        return {v.site: v for v in views}
+        return {**unresolved_views(self.unresolved), **{v.site: v for v in views}}
+
+    def retarget(self, sites: Sequence[SiteTarget], unresolved: Mapping[str, str]) -> None:
+        """The sites changed (discovery): ask these from the next cycle on."""
+        self.sites, self.unresolved = list(sites), dict(unresolved)
+
+
+def unresolved_views(unresolved: Mapping[str, str]) -> dict[str, SiteView]:
+    return {s: SiteView(SiteName(s), reachable=False, error=why)
+            for s, why in unresolved.items()}
 
 
 def build_view(name: SiteName, age: float | None, uptime: float | None, presence: Samples,
@@ -240,17 +252,20 @@ def build_view(name: SiteName, age: float | None, uptime: float | None, presence
                     uptime=uptime, established=established)
 
 
-def site_targets(cfg: Config, timeout: float | None = None) -> list[SiteTarget]:
+def site_targets(cfg: Config, timeout: float | None = None,
+                 sites: Sequence[SiteConfig] | None = None) -> list[SiteTarget]:
     """Where each site's metrics are asked, and how: its own Prometheus (per-site mode) or the
-    central store (central mode, for the range queries that filter by site themselves)."""
+    central store (central mode, for the range queries that filter by site themselves).
+    `sites` default to the configured ones; a discovered site with no Prometheus has none."""
     ms = cfg.metrics_source
     out = []
-    for s in cfg.sites:
+    for s in cfg.sites if sites is None else sites:
         if ms.mode == "central":
             assert ms.url is not None  # the config validator saw to it
             url, http = ms.url, ms.http
+        elif s.prometheus is None:
+            continue  # reported by the site catalog, never asked
         else:
-            assert s.prometheus is not None
             url, http = s.prometheus, cfg.site_http(s)
         out.append(SiteTarget(s.name, url.rstrip("/") + http.path_prefix,
                               timeout or s.timeout or cfg.query_timeout,

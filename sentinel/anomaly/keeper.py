@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from sentinel.anomaly.store import (
     load_model,
     save_model,
 )
-from sentinel.config.schema import Config
+from sentinel.config.schema import Config, SiteConfig
 
 __all__ = ["AnomalyKeeper", "TrainingResult", "anomaly_params"]
 
@@ -63,6 +63,8 @@ class AnomalyKeeper:
         self._lock = threading.Lock()
         self.site_of_node: Callable[[], Mapping[str, str]] = dict
         """Set by the runtime in central mode: each node's site, for series without one."""
+        self.sites: Callable[[], Sequence[SiteConfig]] = lambda: cfg.sites
+        """Set by the runtime: the sites as they stand (discovery changes them)."""
 
     @property
     def features(self) -> list[tuple[str, str]]:
@@ -114,7 +116,7 @@ class AnomalyKeeper:
         started = time.monotonic()
         end = self.clock()
         start = end - a.training_window
-        sites = site_targets(cfg, max(30.0, cfg.query_timeout))
+        sites = site_targets(cfg, max(30.0, cfg.query_timeout), self.sites())
         assign = None
         if cfg.metrics_source.mode == "central":  # one store: ask once, place by the labels
             sites = sites[:1]

@@ -28,6 +28,7 @@ from sentinel.sim.prometheus import free_port
 __all__ = ["Demo", "DemoError", "run_demo"]
 
 DOMAIN = "sentinel.edge.io"
+DISCOVER = {"nodepools": "openyurt-nodepools", "nodegroups": "kubeedge-nodegroups"}
 DEMO_RULES = """\
 # The shipped rules with demo-sized durations (production: see rules/isolation.yaml).
 rules:
@@ -59,7 +60,7 @@ def _say(msg: str) -> None:
 
 class Demo:
     def __init__(self, sites: int, nodes: int, scrape_interval: float,
-                 relay: Callable[[str], None] | None = None) -> None:
+                 relay: Callable[[str], None] | None = None, discover: str | None = None) -> None:
         self.relay = relay or (lambda line: print(f"  sentinel | {line}", flush=True))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
         self.scrape = scrape_interval
@@ -72,7 +73,9 @@ class Demo:
         self.fleet = Fleet(FleetSpec(sites, nodes, scrape_interval=scrape_interval,
                                      timing=NodeTiming(renew=max(1.0, self.grace_s / 5),
                                                        grace=self.grace_s,
-                                                       monitor_period=1.0)))
+                                                       monitor_period=1.0),
+                                     discover=discover, domain=DOMAIN))
+        self.discover = discover
         self.release_s = 2 * self.for_s
         # Long enough that a node flapping with the banner's period is released at most once
         # in it (its releases come 2 periods apart).
@@ -93,8 +96,11 @@ class Demo:
         (self.dir / "rules.yaml").write_text(DEMO_RULES.format(f=self.for_s))
         cfg = {
             "mode": "enforce", "interval": "2s", "query_timeout": "2s",
-            "sites": [{"name": s, "prometheus": u}
-                      for s, u in self.fleet.prometheus_urls().items()],
+            # Discovered: the sites are the NodePools (NodeGroups) and their Prometheus the
+            # annotation the fleet put on each; else written out, as most configs are.
+            **({"site_discovery": {"discover": DISCOVER[self.discover]}} if self.discover
+               else {"sites": [{"name": s, "prometheus": u}
+                               for s, u in self.fleet.prometheus_urls().items()]}),
             "rules": ["rules.yaml"], "taint_domain": DOMAIN,
             "cluster": {"url": self.fleet.api.url, "events_namespace": "default"},
             "durations": {"release_after": f"{self.release_s}s",
@@ -282,8 +288,8 @@ def _watch(demo: Demo, stop: threading.Event) -> None:
 
 
 def run_demo(sites: int, nodes: int, *, scrape_interval: float, tour: bool,
-             exit_after_tour: bool) -> int:
-    demo = Demo(sites, nodes, scrape_interval)
+             exit_after_tour: bool, discover: str | None = None) -> int:
+    demo = Demo(sites, nodes, scrape_interval, discover=discover)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Started in the background by a script, a process inherits SIGINT ignored: Ctrl-C (or

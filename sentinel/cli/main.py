@@ -223,13 +223,20 @@ def demo(sites: int = typer.Option(3, min=1, max=26, help="Simulated sites, one 
                                                "sites' scrapes."),
          tour: bool = typer.Option(
              True, help="Walk through each fault automatically first."),
-         exit_after_tour: bool = typer.Option(False, help="Stop after the tour (for CI).")
+         exit_after_tour: bool = typer.Option(False, help="Stop after the tour (for CI)."),
+         discover: str | None = typer.Option(
+             None, help="nodepools (OpenYurt) or nodegroups (KubeEdge): each site is also "
+             "the platform's own object, with its Prometheus in an annotation, and sentinel "
+             "discovers the sites from those instead of a list in its config.")
          ) -> None:
     """The simulated fleet with real Prometheus servers, and sentinel enforcing on it."""
     from sentinel.cli.demo import run_demo
 
+    if discover not in (None, "nodepools", "nodegroups"):
+        raise typer.BadParameter(f"{discover!r}: write nodepools or nodegroups",
+                                 param_hint="--discover")
     raise typer.Exit(run_demo(sites, nodes, scrape_interval=scrape_interval, tour=tour,
-                              exit_after_tour=exit_after_tour))
+                              exit_after_tour=exit_after_tour, discover=discover))
 
 
 def _wait_for_signal() -> None:

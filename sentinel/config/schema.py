@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sentinel.config.base import Strict as _Strict
 from sentinel.config.capabilities import (
@@ -22,6 +23,7 @@ from sentinel.config.capabilities import (
     Rollouts,
     SiteRegistry,
 )
+from sentinel.config.discovery import SiteDiscovery
 from sentinel.config.sources import HttpSettings, MetricsSource
 from sentinel.config.yamlsrc import Duration
 
@@ -226,7 +228,11 @@ class Config(_Strict):
     5 s keeps a crash's level 2 within 30 s (bench/crash_to_l2.py). A cycle still running
     when the next is due makes that one skipped: two never run at once."""
     query_timeout: Duration = Field(3.0, gt=0)
-    sites: list[SiteConfig] = Field(min_length=1)
+    site_discovery: SiteDiscovery = SiteDiscovery()
+    """Sites from the edge platform's NodePools or NodeGroups (config/discovery.py)."""
+    sites: list[SiteConfig] = Field(default_factory=list, validate_default=True)
+    """The sites written here. At least one, unless `site_discovery` finds them; an entry
+    here wins over a discovered site of the same name."""
     metrics_source: MetricsSource = MetricsSource()
     """Where the sites' metrics come from and how to ask (config/sources.py)."""
     site_label: str = "topology.kubernetes.io/zone"
@@ -275,7 +281,13 @@ class Config(_Strict):
 
     @field_validator("sites")
     @classmethod
-    def _unique_sites(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
+    def _unique_sites(cls, sites: list[SiteConfig], info: ValidationInfo) -> list[SiteConfig]:
+        d = info.data.get("site_discovery")
+        if not sites and not (d is not None and d.enabled):
+            raise PydanticCustomError(
+                "too_short", "List should have at least 1 item: list the sites here, or "
+                "discover them from the platform (site_discovery.discover: "
+                "openyurt-nodepools or kubeedge-nodegroups)")
         seen: set[str] = set()
         for s in sites:
             if s.name in seen:
@@ -285,7 +297,9 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _standby_for_every_registry(self) -> Config:
-        for s in self.sites:
+        tmpl = self.site_discovery.registry
+        for s in [*self.sites, *([] if tmpl is None else [SiteConfig(name="site_discovery",
+                                                                       registry=tmpl)])]:
             if s.registry is not None and s.registry.standby is None and \
                     self.registries.standby is None:
                 raise ValueError(f"site {s.name!r} has a registry but no standby: set "

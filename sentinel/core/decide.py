@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sentinel.core.budgets import Budgets, budget_cap, spend
 from sentinel.core.detect import Detection
@@ -37,6 +37,7 @@ from sentinel.core.phases import (
     evidence_of,
     guard,
     hand_back,
+    hand_back_retired,
     hold_reason,
     hold_text,
     manual_candidate,
@@ -45,7 +46,8 @@ from sentinel.core.phases import (
     wanted,
 )
 
-__all__ = ["DecideParams", "PolicyState", "action_id", "budget_cap", "decide", "decision_id"]
+__all__ = ["DecideParams", "PolicyState", "action_id", "budget_cap", "decide", "decision_id",
+           "forget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,17 @@ def _tally(snapshot: Snapshot, detection: Detection,
     return site_isolated, fleet_size, sorted(names)
 
 
+def forget(state: PolicyState, nodes: frozenset[str]) -> PolicyState:
+    """The clocks of nodes that changed site start again: a `for` counted on one site's
+    Prometheus is no evidence from another's, nor a release clock either. What the node
+    holds stays held until its new site clears it for `release_after`."""
+    if not nodes:
+        return state
+    return replace(
+        state, pending={k: v for k, v in state.pending.items() if k[0] not in nodes},
+        clear_since={k: v for k, v in state.clear_since.items() if k[0] not in nodes})
+
+
 def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params: DecideParams,
            now: float) -> tuple[Plan, PolicyState]:
     ovs = Overrides.at(snapshot.overrides, now)
@@ -98,6 +111,10 @@ def decide(snapshot: Snapshot, detection: Detection, state: PolicyState, params:
     actions: list[Action] = []
     notes: list[Note] = []
     candidates: list[Candidate] = []
+    for name, former in sorted(snapshot.retired.items()):
+        node = snapshot.nodes.get(name)
+        if node is not None and node.site is None and node.held:
+            actions.extend(hand_back_retired(node, former, now).releases)
     for name in names:
         node = snapshot.nodes.get(name)
         if node is None or node.site is None:

@@ -290,6 +290,9 @@ class Snapshot:
     """Node -> its anomaly reading, for the nodes whose anomaly alarm is raised."""
     anomaly_unknown: frozenset[str] = frozenset()
     """Nodes holding the anomaly key that could not be scored this cycle: hold, not release."""
+    retired: Mapping[str, str] = field(default_factory=dict)
+    """Node -> the site it was in when the platform removed that site (or took the node out
+    of it) while sentinel held keys there: handed back, as the node is in no site now."""
 
 
 @dataclass(frozen=True, slots=True)

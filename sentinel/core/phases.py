@@ -8,7 +8,7 @@ counts budgets, which are spent once for the whole fleet after every node had it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sentinel.core.autonomy import protection
 from sentinel.core.detect import Detection
@@ -110,6 +110,18 @@ def hand_back(node: NodeInfo, f: Finding | None, ov: Override | None, exempt: bo
     held = node.held.keys
     return NodeTurn(releases=tuple(_release(node, k, why, ev, now) for k in sorted(held)),
                     notes=notes, frees=bool(held))
+
+
+def hand_back_retired(node: NodeInfo, former_site: str, now: float) -> NodeTurn:
+    """A node whose site the platform removed (its NodePool or NodeGroup deleted, or the node
+    taken out of it) while sentinel held keys there: everything is handed back, since no
+    site's Prometheus speaks for the node any more and sentinel will not act on it again."""
+    why = (f"site {former_site} is gone from the platform (its pool or group was deleted, or "
+           "the node left it): sentinel hands back what it held there")
+    node_then = replace(node, site=SiteName(former_site))
+    ev: dict[str, object] = {"verdict": "site removed", "site": former_site}
+    return NodeTurn(releases=tuple(_release(node_then, k, why, ev, now)
+                                   for k in sorted(node.held.keys)), frees=bool(node.held))
 
 
 def manual_candidate(node: NodeInfo, f: Finding | None, manual: Override | None,

@@ -126,8 +126,10 @@ def _status(rt: Runtime) -> StatusOut:
     cfg, now = rt.cfg, time.time()
     rep = rt.sentinel.last
     j = rt.journal
-    base: dict[str, Any] = {"mode": cfg.mode, "synced": rt.cluster.synced, "now": now,
-                            "last_cycle": None, "sites": [], "isolated": [],
+    base: dict[str, Any] = {"mode": cfg.mode, "synced": rt.cluster.synced and rt.sites.synced,
+                            "now": now, "last_cycle": None, "sites": [], "isolated": [],
+                            "site_discovery": rt.sites.describe()
+                            if cfg.site_discovery.enabled else None,
                             "recent_actions": j.actions(limit=10),
                             "journal": {"writable": j.writable, "error": j.failure,
                                         "since": j.failing_since}}
@@ -244,7 +246,9 @@ def add_api_routes(app: FastAPI, rt: Runtime) -> None:
         if since is not None:
             t0 = float(since) if re.fullmatch(r"\d{9,}(\.\d+)?", since) else \
                 now - duration(since, "since")
-        if site is not None and site not in {s.name for s in cfg.sites}:
+        # A discovered site's history outlives the site: the journal is asked as it is.
+        if site is not None and site not in rt.sites.names() and \
+                not cfg.site_discovery.enabled:
             raise ApiError(404, f"no site {site!r} in the configuration")
         entries = [{"type": "action", **a} for a in rt.journal.actions(
             node=node, site=site, since=t0, limit=limit)]

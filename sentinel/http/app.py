@@ -71,6 +71,12 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     interval = rt.cfg.interval
 
     async def tick() -> None:
+        # Discovered sites first: a cycle without them would see every node in no site.
+        if not rt.sites.synced and \
+                not await asyncio.to_thread(rt.sites.wait_synced, min(interval, 30.0)):
+            log.warning("%s: not listed yet (%s); no cycle yet",
+                        rt.cfg.site_discovery.discover, rt.sites.error or "no answer")
+            return
         if not rt.cluster.synced:
             # Wait (bounded) rather than skip: a skipped tick would delay readiness by a whole
             # interval. Nothing is decided without the node list.
@@ -180,6 +186,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
+        rt.sites.start()
         if rt.rollouts is not None:
             rt.rollouts.start()
         if schedule:
@@ -209,8 +216,10 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
                                   max_instances=1, coalesce=True, id="anomaly-train",
                                   next_run_time=datetime.now().astimezone())
             scheduler.start()
-        log.info("sentinel up: mode=%s, %d sites, %d rules, interval %.1fs", rt.cfg.mode,
-                 len(rt.cfg.sites), len(rt.sentinel.rules.rules), interval)
+        log.info("sentinel up: mode=%s, %d sites listed%s, %d rules, interval %.1fs",
+                 rt.cfg.mode, len(rt.cfg.sites), f" plus those discovered "
+                 f"({rt.cfg.site_discovery.discover})" if rt.cfg.site_discovery.enabled else "",
+                 len(rt.sentinel.rules.rules), interval)
         try:
             yield
         finally:
@@ -234,6 +243,9 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
 
     @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, **open_route)
     def readyz() -> JSONResponse:
+        if not rt.sites.synced:
+            return JSONResponse({"ready": False, "reason": f"{rt.cfg.site_discovery.discover}"
+                                 f" not listed yet: {rt.sites.error or 'no answer yet'}"}, 503)
         if not rt.cluster.synced:
             return JSONResponse({"ready": False, "reason": "node list not synced yet"}, 503)
         if rt.sentinel.last is None:

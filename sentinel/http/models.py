@@ -190,6 +190,9 @@ class StatusOut(_Out):
     anomaly: dict[str, Any] = {}
     rollouts: RolloutsOut | None = None
     held_back: list[HeldBack] = []
+    site_discovery: dict[str, Any] | None = None
+    """Where the sites come from (NodePools, NodeGroups), whether they are listed, and the
+    discovered sites not acted on, each with why."""
 
 
 class NodeRow(_Out):

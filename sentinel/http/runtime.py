@@ -16,13 +16,15 @@ from prometheus_client import CollectorRegistry
 from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import Actuator, KubeActuator, RecordingActuator
 from sentinel.adapters.alertstore import AlertStore
-from sentinel.adapters.central import make_collector
+from sentinel.adapters.central import make_collector, retarget
 from sentinel.adapters.journal import Journal
 from sentinel.adapters.kube import ClusterView, make_api_client
 from sentinel.adapters.lease import LeaseElector
 from sentinel.adapters.metrics import Metrics
 from sentinel.adapters.overrides import OverrideStore
+from sentinel.adapters.sitewatch import SiteCatalog
 from sentinel.anomaly.keeper import AnomalyKeeper
+from sentinel.config.discovery import Resolved
 from sentinel.config.schema import Config
 from sentinel.core.model import Mode, SiteState
 from sentinel.core.ruleset import RuleSet
@@ -54,6 +56,7 @@ class Runtime:
     registry: CollectorRegistry
     alerts: AlertStore
     overrides: OverrideStore
+    sites: SiteCatalog
     registries: RegistryGuard | None = None
     anomaly: AnomalyKeeper | None = None
     rollouts: RolloutGuard | None = None
@@ -67,6 +70,7 @@ class Runtime:
         if self.elector is not None:
             await asyncio.to_thread(self.elector.release)
         self.cluster.stop()
+        self.sites.stop()
         if self.rollouts is not None:
             self.rollouts.close()
         await self.sentinel.collector.aclose()
@@ -82,6 +86,7 @@ def build_runtime(cfg: Config, rules: RuleSet,
     registry = registry or CollectorRegistry()
     api = make_api_client(cfg.cluster)
     cluster = ClusterView(api, cfg)
+    catalog = SiteCatalog(cfg, api)
     metrics = Metrics(registry, cfg.mode)
     journal = Journal(cfg.resolve(cfg.journal), cfg.journal_busy_timeout,
                       on_error=metrics.journal_write_errors.inc)
@@ -103,6 +108,7 @@ def build_runtime(cfg: Config, rules: RuleSet,
     if cfg.anomaly.enabled:
         keeper = AnomalyKeeper(cfg)
         keeper.site_of_node = site_of_node
+        keeper.sites = catalog.sites
         keeper.load()
         metrics.anomaly_state.age = keeper.age
         metrics.anomaly_state.min_score = cfg.anomaly.export_min_score
@@ -116,11 +122,21 @@ def build_runtime(cfg: Config, rules: RuleSet,
     leading: Callable[[], bool] = (lambda: elector.leading) if elector is not None \
         else (lambda: True)
     metrics.leading = leading
+    guards: list[RegistryGuard | RolloutGuard] = []
+
+    def apply_sites(resolved: Resolved) -> None:
+        """Discovery changed the sites: everything that asks or acts per site follows."""
+        retarget(collector, cfg, resolved)
+        cluster.set_sites(resolved.sites)
+        metrics.sites_unresolved(resolved.problems)
+        for g in guards:
+            g.set_sites(resolved.sites)
+
     sentinel = Sentinel(cfg, rules, collector, cluster, actuator, journal, metrics,
                         alerts=alerts, overrides=overrides, anomaly=keeper, leading=leading,
-                        recorder=recorder)
+                        recorder=recorder, sites=catalog, apply_sites=apply_sites)
     guard = None
-    if any(s.registry is not None for s in cfg.sites):
+    if any(s.registry is not None for s in cfg.sites) or cfg.site_discovery.enabled:
         def partitioned(site: str) -> bool:
             rep = sentinel.last
             st = rep.detection.sites.get(site) if rep is not None else None
@@ -128,8 +144,9 @@ def build_runtime(cfg: Config, rules: RuleSet,
 
         guard = registry_guard(cfg, api, recorder, metrics, partitioned)
     rollouts = rollout_guard(cfg, api, recorder, metrics) if cfg.rollouts.enabled else None
-    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, guard, keeper,
-                   rollouts, elector)
+    guards.extend(g for g in (guard, rollouts) if g is not None)
+    return Runtime(cfg, sentinel, cluster, journal, registry, alerts, overrides, catalog, guard,
+                   keeper, rollouts, elector)
 
 
 def make_recorder(cfg: Config, api: client.ApiClient, journal: Journal) -> Recorder:

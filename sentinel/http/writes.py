@@ -70,7 +70,7 @@ def add_write_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> Non
 
     async def create(req: OverrideRequest, by: str) -> OverrideCreated:
         problems = check_request(req, max_ttl=cfg.api.max_override_ttl,
-                                 sites=[s.name for s in cfg.sites])
+                                 sites=rt.sites.names())
         if problems:
             raise ApiError(422, "; ".join(problems))
         node_site = None

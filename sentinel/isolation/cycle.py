@@ -22,14 +22,16 @@ from sentinel.adapters.acting import Recorder
 from sentinel.adapters.actuate import ActionResult, Actuator
 from sentinel.adapters.journal import Journal, JournalError
 from sentinel.adapters.metrics import Metrics
+from sentinel.adapters.sitewatch import SiteCatalog
 from sentinel.anomaly.arrays import feature_matrix
 from sentinel.anomaly.notes import Named, alarm_notes
 from sentinel.anomaly.readings import FleetScores
 from sentinel.anomaly.score import AlarmState, AnomalyModel, score_fleet
+from sentinel.config.discovery import Resolved
 from sentinel.config.schema import Config
 from sentinel.core.alerts import by_node
 from sentinel.core.budgets import Budgets, Refused, recheck
-from sentinel.core.decide import DecideParams, PolicyState, decide
+from sentinel.core.decide import DecideParams, PolicyState, decide, forget
 from sentinel.core.detect import Detection, DetectParams, detect
 from sentinel.core.effects import effect_of
 from sentinel.core.leases import lease_witness
@@ -156,7 +158,8 @@ class Sentinel:
                  overrides: OverrideSource | None = None,
                  anomaly: ModelSource | None = None,
                  leading: Callable[[], bool] = lambda: True,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, sites: SiteCatalog | None = None,
+                 apply_sites: Callable[[Resolved], None] = lambda r: None) -> None:
         self.cfg, self.rules = cfg, rules
         self.collector, self.node_source = collector, nodes
         self.actuator, self.journal, self.metrics = actuator, journal, metrics
@@ -175,6 +178,13 @@ class Sentinel:
         self.last: CycleReport | None = None
         self._notes: dict[str, str] = {}
         self._lock = asyncio.Lock()
+        self.sites, self._apply_sites = sites, apply_sites
+        """Discovered sites (adapters/sitewatch.py): followed at the start of each cycle."""
+        self._sites_seen = -1
+        self._node_sites: dict[str, str | None] = {}
+        """Each node's site last cycle, to see nodes change site (discovery only)."""
+        self._retired: dict[str, str] = {}
+        """Node -> the site it left (or that was removed) while sentinel held keys on it."""
 
     def remember(self) -> None:
         """Have decide's memory read again, from the journal and the nodes, by the next cycle
@@ -215,8 +225,38 @@ class Sentinel:
                 log.exception("cycle failed; nothing was decided on partial data")
                 raise
 
+    def _follow_sites(self) -> None:
+        """Discovery changed the sites: the collector and the cloud view follow, before this
+        cycle asks or reads anything."""
+        if self.sites is None:
+            return
+        gen, resolved = self.sites.current()
+        if gen != self._sites_seen:
+            self._apply_sites(resolved)
+            self._sites_seen = gen
+
+    def _moves(self, nodes: Mapping[str, NodeInfo]) -> frozenset[str]:
+        """Nodes that changed site since last cycle (discovery only): their clocks start again,
+        and one that left every site holding keys is handed back (Snapshot.retired)."""
+        if self.sites is None or not self.sites.discovery.enabled:
+            return frozenset()
+        before = self._node_sites
+        self._node_sites = {n: i.site for n, i in nodes.items()}
+        moved = frozenset(n for n, i in nodes.items() if n in before and before[n] != i.site)
+        for n in moved:
+            old = before[n]
+            log.info("node %s moved from site %s to %s: its clocks start again", n,
+                     old or "(none)", nodes[n].site or "(none)")
+            if nodes[n].site is None and old is not None and nodes[n].held:
+                self._retired[n] = old
+        for n in [n for n in self._retired
+                  if n not in nodes or nodes[n].site is not None or not nodes[n].held]:
+            del self._retired[n]
+        return moved
+
     async def _cycle(self) -> CycleReport:
         started = self.clock()
+        self._follow_sites()
         model = self.anomaly.model if self.anomaly is not None else None
         features = self.anomaly.features if model is not None and self.anomaly else []
         sites = await self.collector.collect(self.rules.rules, features)
@@ -300,7 +340,9 @@ class Sentinel:
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
         overrides = self.overrides.active(started) if self.overrides is not None else ()
         alarms, unknown = self._score(model, nodes, sites, started)
-        return Snapshot(started, nodes, sites, evidence, overrides, alarms, unknown)
+        self.state = forget(self.state, self._moves(nodes))
+        return Snapshot(started, nodes, sites, evidence, overrides, alarms, unknown,
+                        dict(self._retired))
 
     def _score(self, model: AnomalyModel | None, nodes: Mapping[str, NodeInfo],
                sites: Mapping[str, SiteView], now: float) -> tuple[

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -71,7 +71,46 @@ class RegistryGuard:
                 self.sites[s.name] = _Site(s, s.registry.primary, standby)
         self.prober = RegistryProber(cfg, [e for s in self.sites.values()
                                            for e in (s.primary, s.standby)])
+        self._retiring: dict[str, _Site] = {}
+        """Sites gone from the platform while on their standby: failed back once, then
+        forgotten (what sentinel switched there is handed back)."""
         self._lock = asyncio.Lock()
+
+    def set_sites(self, sites: Sequence[SiteConfig]) -> None:
+        """The sites changed (discovery): a site whose registry settings are unchanged keeps
+        its state; a new one starts from what the cluster says (`_restore`)."""
+        standby_default = self.cfg.registries.standby
+        kept: dict[str, _Site] = {}
+        for s in sites:
+            if s.registry is None:
+                continue
+            old = self.sites.get(s.name)
+            if old is not None and old.cfg.registry == s.registry:
+                kept[s.name] = replace(old, cfg=s)
+                continue
+            standby = s.registry.standby or standby_default
+            if standby is None:
+                log.warning("site %s: a registry but no standby (set registries.standby): "
+                            "no failover there", s.name)
+                continue
+            try:
+                self.prober.add([s.registry.primary, standby])
+            except OSError as e:
+                log.warning("site %s: registry not probed: %s", s.name, e)
+                continue
+            kept[s.name] = _Site(s, s.registry.primary, standby)
+        for name, old in self.sites.items():
+            if name not in kept and old.state.active is Role.STANDBY:
+                self._retiring[name] = old
+        self.sites = kept
+
+    async def _hand_back(self, now: float) -> None:
+        """Sites gone while on their standby: switched back to their primary, journaled."""
+        for name, s in list(self._retiring.items()):
+            sw = Switch(Role.PRIMARY, "the site is gone from the platform: sentinel hands back "
+                        "what it switched there")
+            if await asyncio.to_thread(self._switch, s, sw, now):
+                del self._retiring[name]
 
     async def aclose(self) -> None:
         await self.prober.aclose()
@@ -86,6 +125,8 @@ class RegistryGuard:
             now = self.clock()
             if not self._settled:
                 await asyncio.to_thread(self._settle_predecessor)
+            if self._retiring:
+                await self._hand_back(now)
             switched = []
             for s in sites:
                 if not s.restored:

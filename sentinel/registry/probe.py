@@ -40,9 +40,16 @@ class RegistryProber:
     def __init__(self, cfg: Config, endpoints: list[RegistryEndpoint]) -> None:
         """Reads every CA and password file now: a missing one is a configuration error at
         startup, never a failed probe that would fail a healthy registry over."""
+        self.cfg = cfg
         self.timeout = cfg.registries.probe_timeout
         self.canary = cfg.registries.canary
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self.add(endpoints)
+
+    def add(self, endpoints: list[RegistryEndpoint]) -> None:
+        """Clients for endpoints not probed yet (a discovered site's); OSError names a CA or
+        password file that cannot be read."""
+        cfg = self.cfg
         for ep in endpoints:
             if ep.url in self._clients:
                 continue

@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from sentinel.adapters.metrics import Metrics
 from sentinel.adapters.prom import SiteTarget, site_targets
 from sentinel.adapters.promhttp import PromClients
 from sentinel.anomaly.history import query_range
-from sentinel.config.schema import Config
+from sentinel.config.schema import Config, SiteConfig
 from sentinel.core.effects import Effect, EventSpec, JournalKind
 from sentinel.core.errors import AdapterError, Refused
 from sentinel.core.ids import action_id
@@ -79,8 +79,8 @@ class RolloutGuard:
         self.actuator, self.recorder, self.journal = actuator, recorder, recorder.journal
         self.clock = clock
         self.view = WorkloadView(api, cfg)
-        self.sites = [_Site(s.name, cfg.site_selector(s), t)
-                      for s, t in zip(cfg.sites, site_targets(cfg), strict=True)]
+        self.sites: list[_Site] = []
+        self.set_sites(cfg.sites)
         self.specs = [MetricSpec(n, m.margin, m.relative) for n, m in r.metrics.items()]
         self.params = AnalysisParams(r.alpha, r.min_samples, r.min_window)
         self.clients = PromClients()
@@ -93,6 +93,13 @@ class RolloutGuard:
         self._status: list[dict[str, Any]] = []
         self.checked_at: float | None = None
         self._settled = False
+
+    def set_sites(self, sites: Sequence[SiteConfig]) -> None:
+        """The node groups a workload's analysis compares: the sites as they stand (discovery
+        changes them); a site without a Prometheus to ask is left out."""
+        targets = {t.name: t for t in site_targets(self.cfg, sites=sites)}
+        self.sites = [_Site(s.name, self.cfg.site_selector(s), targets[s.name])
+                      for s in sites if s.name in targets]
 
     def start(self) -> RolloutGuard:
         self.view.start()

@@ -4,7 +4,8 @@ its unknown fields pruned (the default since apiextensions.k8s.io/v1), its error
 `Invalid` naming the field, as the real server words them.
 
 The subset of the schema language the project's CRDs use: type, properties, required, enum,
-minLength, maxLength, pattern, items, nullable, x-kubernetes-preserve-unknown-fields.
+minLength, maxLength, pattern, items, additionalProperties (maps), nullable,
+x-kubernetes-preserve-unknown-fields.
 `format: date-time` is checked as the server checks it (RFC 3339)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from sentinel.sim.objects import ApiError, Obj, Resource
 
-__all__ = ["resource_of", "validate_custom"]
+__all__ = ["resource_of", "served_resources", "validate_custom"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
@@ -36,9 +37,26 @@ def resource_of(crd: Obj) -> tuple[Resource, dict[str, Any]]:
                        f'"{(crd.get("metadata") or {}).get("name", "")}" is invalid: '
                        + ", ".join(f"{m}: Required value" for m in missing))
     version = next((v for v in versions if v.get("storage")), versions[0])
+    return _served(spec, names, version)
+
+
+def served_resources(crd: Obj) -> list[tuple[Resource, dict[str, Any]]]:
+    """Every version the CRD serves, the storage version first. The objects are one set
+    whatever the version they are read at (conversion strategy None: only `apiVersion`
+    differs), as OpenYurt's NodePool serves v1beta1 and v1beta2 of the same pools."""
+    storage, schema = resource_of(crd)
+    spec = crd["spec"]
+    out = [(storage, schema)]
+    out.extend(_served(spec, spec["names"], v) for v in spec["versions"]
+               if v.get("served") and v["name"] != storage.version)
+    return out
+
+
+def _served(spec: Obj, names: Obj, version: Obj) -> tuple[Resource, dict[str, Any]]:
     schema = ((version.get("schema") or {}).get("openAPIV3Schema")) or {}
     res = Resource(spec["group"], version["name"], names["plural"], names["kind"],
-                   spec.get("scope", "Namespaced") == "Namespaced", False,
+                   spec.get("scope", "Namespaced") == "Namespaced",
+                   "status" in (version.get("subresources") or {}),
                    tuple(names.get("shortNames") or ()))
     return res, schema
 
@@ -82,6 +100,12 @@ def _walk(schema: dict[str, Any], value: Any, path: str, problems: list[str],
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             _walk(schema["items"], item, f"{path}[{i}]", problems, unknown=unknown)
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        # A map (labels, annotations): every key kept, every value checked.
+        for k, item in value.items():
+            _walk(schema["additionalProperties"], item, f"{path + '.' if path else ''}{k}",
+                  problems, unknown=unknown)
+        return
     if isinstance(value, dict):
         props: dict[str, Any] = schema.get("properties") or {}
         for req in schema.get("required") or []:

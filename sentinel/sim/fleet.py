@@ -47,6 +47,7 @@ from sentinel.sim.nodes import kubelet_node, kubelet_pod, set_ready
 from sentinel.sim.objects import CRDS
 from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
+from sentinel.sim.siteobjects import KINDS, install_site_crd, set_member, site_annotations
 from sentinel.sim.store import RESOURCES, Store
 from sentinel.sim.uplink import Uplink
 from sentinel.sim.workloads import WorkloadControllers
@@ -69,6 +70,11 @@ class FleetSpec:
     timing: NodeTiming = field(default_factory=NodeTiming)
     """Lease renewals and the node lifecycle controller's grace period (a real cluster's by
     default: a crashed node goes Unknown 50-55 s after it died)."""
+    discover: str | None = None
+    """`nodepools` (OpenYurt) or `nodegroups` (KubeEdge): each site is also the platform's own
+    object, its nodes labelled as the platform's controller labels them, its Prometheus in an
+    annotation under `domain` (sim/siteobjects.py). None: the zone label only."""
+    domain: str = "sentinel.edge.io"
 
     def site_names(self) -> list[str]:
         return [f"site-{chr(ord('a') + i)}" if i < 26 else f"site-{i}" for i in range(self.sites)]
@@ -102,6 +108,8 @@ class Fleet(FleetApps):
         """Sites whose uplink is cut: none of their kubelets reaches the API server."""
         self.lifecycle = NodeLifecycle(self.store, self.nodes, self._reaches, spec.timing)
         self.versions: dict[str, VersionBehaviour] = {}
+        if spec.discover is not None:
+            self.group_label = KINDS[spec.discover].label
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Fleet:
@@ -124,6 +132,8 @@ class Fleet(FleetApps):
                 gc.enable()
             gc.collect()
             gc.freeze()
+            if self.spec.discover is not None:
+                install_site_crd(self.store, KINDS[self.spec.discover])
             self.lifecycle.start()
             for i, site in enumerate(self.spec.site_names()):
                 nodes = self.spec.node_names(site)
@@ -137,6 +147,9 @@ class Fleet(FleetApps):
                 self.uplinks[site] = Uplink(prom.port).start()
             for prom in self.proms.values():
                 prom.wait_ready()
+            if self.spec.discover is not None:
+                for site in self.spec.site_names():
+                    self.add_site_object(site, self.uplinks[site].url)
             self.controllers.start()
         except BaseException:
             self.stop()
@@ -179,14 +192,48 @@ class Fleet(FleetApps):
         return {s: u.url for s, u in self.uplinks.items()}
 
     def _create_node(self, site: str, name: str) -> None:
-        self.store.create(NODES, "", kubelet_node(name, {ZONE_LABEL: site,
-                                                         "node-role.kubernetes.io/edge": ""}))
+        labels = {ZONE_LABEL: site, "node-role.kubernetes.io/edge": ""}
+        if self.spec.discover is not None:
+            labels[KINDS[self.spec.discover].label] = site
+        self.store.create(NODES, "", kubelet_node(name, labels))
         for k in range(self.spec.pods_per_node):
             self.store.create(PODS, "default", kubelet_pod(f"app-{name}-{k}", name,
                                                            {"app": "demo"}))
 
     def set_ready(self, node: str, status: str) -> None:
         self.store.mutate(NODES, "", node, lambda o: set_ready(o, status), subresource="status")
+
+    # -- the platform's site objects (spec.discover) ---------------------------------------
+    def add_site_object(self, site: str, prometheus: str | None,
+                        registry: dict[str, Any] | None = None) -> None:
+        """The site's NodePool or NodeGroup, created as an operator would: named for the
+        site, with the annotations sentinel reads; its nodes are the fleet's nodes of the
+        site (labelled at creation)."""
+        kind = KINDS[self._discover()]
+        for n in self.nodes(site):
+            set_member(self.store, kind, n, site)
+        self.store.create(kind.resource, "", kind.body(
+            site, self.nodes(site), site_annotations(self.spec.domain, prometheus, registry)))
+
+    def remove_site_object(self, site: str) -> None:
+        """The pool or group deleted, its members unlabelled as the platform's controller
+        does (KubeEdge removes `belonging-to`; OpenYurt refuses to delete a pool with nodes,
+        so its nodes are moved out first)."""
+        kind = KINDS[self._discover()]
+        for n in self.nodes(site):
+            set_member(self.store, kind, n, None)
+        self.store.delete(kind.resource, "", site)
+
+    def move_node(self, node: str, site: str | None) -> None:
+        """Relabel a node into another pool or group (None: out of every one). Its exporters
+        stay with its old site's Prometheus: the new site's does not know it."""
+        self._site(node)
+        set_member(self.store, KINDS[self._discover()], node, site)
+
+    def _discover(self) -> str:
+        if self.spec.discover is None:
+            raise ValueError("this fleet has no site objects (FleetSpec.discover is None)")
+        return self.spec.discover
 
     # -- faults --------------------------------------------------------------------------
     def _site(self, node: str) -> str:

@@ -25,6 +25,9 @@ class FleetApps:
 
     store: Store
     versions: dict[str, VersionBehaviour]
+    group_label: str = ZONE_LABEL
+    """The node label a site's workloads select (a pool's or group's label when the sites are
+    the platform's objects, as KubeEdge's EdgeApplication selects `belonging-to`)."""
 
     @property
     def sites(self) -> list[str]:
@@ -74,10 +77,9 @@ class FleetApps:
             names.append(name)
         return names
 
-    @staticmethod
-    def _template(app: str, site: str, version: str) -> dict[str, Any]:
+    def _template(self, app: str, site: str, version: str) -> dict[str, Any]:
         return {"metadata": {"labels": {"app": app, "group": site, "version": version}},
-                "spec": {"nodeSelector": {ZONE_LABEL: site},
+                "spec": {"nodeSelector": {self.group_label: site},
                          "containers": [{"name": "app", "image": f"registry.local/{app}:{version}",
                                          "env": [{"name": "VERSION", "value": version}]}]}}
 

@@ -49,6 +49,14 @@ _PATH = re.compile(
 )
 
 
+def _at(res: Resource, obj: Obj) -> Obj:
+    """The object as read at the requested version: a CRD's versions share their objects and
+    differ only in `apiVersion` (conversion strategy None)."""
+    if obj.get("apiVersion", res.api_version) != res.api_version:
+        obj["apiVersion"] = res.api_version
+    return obj
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -143,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         res, ns, name, _, q = self._route()
         store = self.server.store
         if name:
-            self._send(200, store.get(res, ns or "", name))
+            self._send(200, _at(res, store.get(res, ns or "", name)))
             return
         labels = parse_label_selector(q.get("labelSelector", ""))
         fields = field_selector(q.get("fieldSelector", ""))
@@ -167,7 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
             meta["remainingItemCount"] = len(items) - start - limit
         self._send(200, {"kind": res.kind + "List", "apiVersion": res.api_version,
                          "metadata": meta,
-                         "items": items[start:start + limit] if limit else items[start:]})
+                         "items": [_at(res, o) for o in
+                                   (items[start:start + limit] if limit else items[start:])]})
 
     def _watch(self, res: Resource, ns: str | None, q: dict[str, str],
                match: Callable[[Obj], bool]) -> None:
@@ -189,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for e in self.server.store.watch(res, ns, since, timeout, match,
                                              self.server.stopping.is_set):
-                chunk({"type": e.type, "object": e.obj})
+                chunk({"type": e.type, "object": _at(res, e.obj)})
                 last = e.rv
             if bookmarks and last is not None:
                 chunk({"type": "BOOKMARK", "object": {
@@ -214,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
         self._strict(res, q, body)
-        self._send(201, self.server.store.create(res, ns or "", body))
+        self._send(201, _at(res, self.server.store.create(res, ns or "", body)))
 
     def _put(self) -> None:
         res, ns, name, sub, q = self._route()
@@ -224,7 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
         self._strict(res, q, body)
-        self._send(200, self.server.store.replace(res, ns or "", name, body, subresource=sub))
+        self._send(200, _at(res, self.server.store.replace(res, ns or "", name, body,
+                                                            subresource=sub)))
 
     def _patch(self) -> None:
         res, ns, name, sub, q = self._route()
@@ -247,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
                     cur["metadata"]["resourceVersion"]
             out = store.replace(res, ns or "", name, new, subresource=sub,
                                 precondition=None if want is None else str(want))
-        self._send(200, out)
+        self._send(200, _at(res, out))
 
     @staticmethod
     def _apply_patch(ctype: str, cur: Obj, body: Any) -> tuple[Obj, str | None]:

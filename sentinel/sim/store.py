@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sentinel.sim.crds import resource_of, validate_custom
+from sentinel.sim.crds import resource_of, served_resources, validate_custom
 from sentinel.sim.objects import CRDS, RESOURCES, ApiError, Key, Obj, Resource, WatchEvent
 
 __all__ = ["RESOURCES", "ApiError", "Obj", "Resource", "Store", "WatchEvent"]
@@ -165,8 +165,9 @@ class Store:
                     continue
             for e in batch:
                 last = e.rv
-                if e.res == res and (ns is None or e.obj["metadata"].get("namespace") == ns) \
-                        and match(e.obj):
+                # Any served version of the same objects (a CRD's versions share them).
+                if (e.res.group, e.res.plural) == (res.group, res.plural) and \
+                        (ns is None or e.obj["metadata"].get("namespace") == ns) and match(e.obj):
                     yield WatchEvent(e.rv, e.type, e.res, _clone(e.obj))
             if time.monotonic() >= deadline:
                 return
@@ -275,9 +276,11 @@ class Store:
                 raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
             out = self._commit(res, key, None, "DELETED", "delete")
             if res == CRDS:  # its resource is no longer served, its objects are gone
-                served, _ = resource_of(out)
-                self.resources.pop((served.group, served.version, served.plural), None)
-                self._schemas.pop(served, None)
+                versions = served_resources(out)
+                for served, _ in versions:
+                    self.resources.pop((served.group, served.version, served.plural), None)
+                    self._schemas.pop(served, None)
+                served = versions[0][0]
                 for k in [k for k in self._objects if k[:2] == (served.group, served.plural)]:
                     self._commit(served, k, None, "DELETED", "delete")
             return out
@@ -285,9 +288,9 @@ class Store:
     def _define(self, crd: Obj) -> None:
         """A CRD written: serve its resource, check writes against its schema, and say so in
         its status (Established), as the apiextensions controller does."""
-        res, schema = resource_of(crd)
-        self.resources[(res.group, res.version, res.plural)] = res
-        self._schemas[res] = schema
+        for res, schema in served_resources(crd):
+            self.resources[(res.group, res.version, res.plural)] = res
+            self._schemas[res] = schema
         key = (CRDS.group, CRDS.plural, "", crd["metadata"]["name"])
         stored = self._objects[key]
         if not (stored.get("status") or {}).get("conditions"):
