@@ -60,6 +60,34 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return render(tmp)
 
 
+@pytest.mark.parametrize(("component", "group", "plural"), [
+    ("openyurt-nodepools", "apps.openyurt.io", "nodepools"),
+    ("kubeedge-nodegroups", "apps.kubeedge.io", "nodegroups")])
+def test_a_discovery_component_grants_reading_its_kind_only(
+        tmp_path: Path, base: list[dict[str, Any]], component: str, group: str,
+        plural: str) -> None:
+    from sentinel.config.discovery import DISCOVERED_KINDS
+
+    kind = DISCOVERED_KINDS[component]
+    assert (kind.group, kind.plural) == (group, plural), "the component grants what is read"
+    rel = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [rel], "components": [f"{rel}/components/{component}"]}))
+    docs = render(tmp_path)
+    for d in docs:
+        kubernetes_validate.validate(d, K8S, strict=True)
+    name = f"sentinel-{plural}"
+    assert _rules(by(docs, "ClusterRole", name)) == {(group, plural, v)
+                                                    for v in ("get", "list", "watch")}
+    b = by(docs, "ClusterRoleBinding", name)
+    assert b["roleRef"]["name"] == name and b["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sentinel", "namespace": "sentinel"}]
+    added = {(d["kind"], d["metadata"]["name"]) for d in docs} - \
+        {(d["kind"], d["metadata"]["name"]) for d in base}
+    assert added == {("ClusterRole", name), ("ClusterRoleBinding", name)}
+
+
 def test_every_object_validates(base: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:
     for d in full:
         if d["apiVersion"].startswith("monitoring.coreos.com/"):

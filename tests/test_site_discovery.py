@@ -5,6 +5,7 @@ lose a node, against real Prometheus servers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.lifecycle import NodeTiming
 from sentinel.sim.siteobjects import KINDS, install_site_crd
 from sentinel.sim.store import ApiError, Store
-from tests.conftest import DOMAIN, SCRAPE, Harness, our_taints
+from tests.conftest import DOMAIN, SCRAPE, Harness, our_taints, poll
 
 NP = SiteDiscovery(discover="openyurt-nodepools")
 NP_LABEL = "apps.openyurt.io/nodepool"
@@ -206,7 +207,7 @@ def pools() -> Iterator[Fleet]:
 
 def _harness(fleet: Fleet, tmp: Path, kind: str = "openyurt-nodepools",
              **extra: Any) -> Harness:
-    return Harness(fleet, tmp, sites=[], site_discovery={"discover": kind, **extra})
+    return Harness(fleet, tmp, sites=[], site_discovery={"discover": kind}, **extra)
 
 
 def _held(rep: Any, node: str) -> bool:
@@ -338,3 +339,93 @@ def test_nodegroups_are_sites_too(tmp_path: Path) -> None:
                     "level 2 in a NodeGroup")
         finally:
             h.close()
+
+
+def test_registry_failover_on_a_discovered_site_and_handed_back_when_it_goes(
+        pools: Fleet, tmp_path: Path) -> None:
+    from sentinel.sim.registry import RegistryProcess
+    from sentinel.sim.store import RESOURCES
+
+    f = pools
+    primary, standby = RegistryProcess().start(), RegistryProcess().start()
+    f.remove_site_object("site-c")
+    f.add_site_object("site-c", f.uplinks["site-c"].url,
+                      registry={"primary": {"url": primary.url}})
+    h = _harness(f, tmp_path, registries={
+        "standby": {"url": standby.url}, "probe_timeout": "1s", "namespace": "default",
+        "healthy_for_failback": "1s"})
+    cms = RESOURCES[("", "v1", "configmaps")]
+
+    def active() -> str | None:
+        try:
+            cm = f.store.get(cms, "default", "sentinel-registry-site-c")
+        except ApiError:
+            return None
+        return str(cm["metadata"]["annotations"][f"{DOMAIN}/registry-active"])
+
+    guard = h.rt.registries
+    assert guard is not None, "discovery may bring registries: the guard is always there"
+    try:
+        h.until(lambda r: "site-c" in r.detection.sites, 10, "site-c discovered")
+        assert list(guard.sites) == ["site-c"], "only the pool with a registry"
+        h.loop.run_until_complete(guard.run_round())
+        primary.down()
+        for _ in range(5):
+            if h.loop.run_until_complete(guard.run_round()):
+                break
+        assert active() == "standby", "failed over like a configured site"
+
+        f.remove_site_object("site-c")
+        h.until(lambda r: "site-c" not in r.detection.sites, 10, "site-c gone")
+        assert guard.sites == {}
+        h.loop.run_until_complete(guard.run_round())
+        assert active() == "primary", "what sentinel switched there is handed back"
+        rows = h.rt.journal.actions(site="site-c")
+        assert [(r["kind"], r["outcome"]) for r in rows] == [
+            ("registry-failover", "applied"), ("registry-failback", "applied")]
+        assert "gone from the platform" in rows[-1]["reason"]
+        h.loop.run_until_complete(guard.run_round())
+        assert len(h.rt.journal.actions(site="site-c")) == 2, "handed back once"
+    finally:
+        h.close()
+        primary.stop()
+        standby.stop()
+        f.add_site_object("site-c", f.uplinks["site-c"].url)
+        with contextlib.suppress(ApiError):
+            f.store.delete(cms, "default", "sentinel-registry-site-c")
+
+
+def test_the_rollout_guard_rolls_back_in_a_discovered_node_group(
+        pools: Fleet, tmp_path: Path) -> None:
+    from tests.test_rollouts import GUARD, _history, _settled
+
+    f = pools
+    h = _harness(f, tmp_path, rollouts=GUARD)
+    g = h.rt.rollouts
+    assert g is not None
+    g.start()
+    try:
+        assert g.view.wait_synced(10)
+        h.until(lambda r: set(r.detection.sites) == set(f.sites), 10, "the pools")
+        assert sorted(s.name for s in g.sites) == f.sites
+        assert {s.name: dict(s.selector) for s in g.sites}["site-a"] == {NP_LABEL: "site-a"}
+        f.deploy_app("shop", "1.0")  # per group, selecting the pool's label (EdgeApplication)
+
+        def rows() -> dict[str, Any]:
+            g.run_round()
+            return {w["name"]: w for w in g.status_values()}
+
+        poll(lambda: all(_settled(f"shop-{s}")(rows()) for s in f.sites), 20, "stable")
+        _history(f, "shop")
+        f.set_version("2.0", "bad-errors")
+        f.upgrade("shop", "2.0", "site-a")
+        poll(lambda: rows()["shop-site-a"]["state"] == "rolled-back", 60,
+             "the bad version rolled back in its node group")
+        r = rows()
+        assert r["shop-site-a"]["current"]["version"] == "1.0"
+        assert "error-ratio worse" in r["shop-site-a"]["record"]["reason"]
+        assert all(r[f"shop-{s}"]["current"]["version"] == "1.0" for s in f.sites)
+    finally:
+        h.close()
+        f.remove_apps()
+        f.versions.clear()

@@ -283,7 +283,8 @@ class Config(_Strict):
     @classmethod
     def _unique_sites(cls, sites: list[SiteConfig], info: ValidationInfo) -> list[SiteConfig]:
         d = info.data.get("site_discovery")
-        if not sites and not (d is not None and d.enabled):
+        # site_discovery absent from the data: it failed, and says why itself.
+        if not sites and d is not None and not d.enabled:
             raise PydanticCustomError(
                 "too_short", "List should have at least 1 item: list the sites here, or "
                 "discover them from the platform (site_discovery.discover: "
