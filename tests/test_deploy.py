@@ -60,16 +60,19 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return render(tmp)
 
 
-@pytest.mark.parametrize(("component", "group", "plural"), [
-    ("openyurt-nodepools", "apps.openyurt.io", "nodepools"),
-    ("kubeedge-nodegroups", "apps.kubeedge.io", "nodegroups")])
-def test_a_discovery_component_grants_reading_its_kind_only(
+@pytest.mark.parametrize(("component", "group", "plural", "verbs"), [
+    ("openyurt-nodepools", "apps.openyurt.io", "nodepools", ("get", "list", "watch")),
+    ("kubeedge-nodegroups", "apps.kubeedge.io", "nodegroups", ("get", "list", "watch")),
+    ("kubeedge-edgeapplications", "apps.kubeedge.io", "edgeapplications", ("list", "patch"))])
+def test_a_kubeedge_or_openyurt_component_grants_its_kind_only(
         tmp_path: Path, base: list[dict[str, Any]], component: str, group: str,
-        plural: str) -> None:
+        plural: str, verbs: tuple[str, ...]) -> None:
     from sentinel.config.discovery import DISCOVERED_KINDS
+    from sentinel.registry.edgeapps import EDGEAPPS
 
-    kind = DISCOVERED_KINDS[component]
-    assert (kind.group, kind.plural) == (group, plural), "the component grants what is read"
+    read = DISCOVERED_KINDS.get(component)
+    kind = (read.group, read.plural) if read else (EDGEAPPS[0], EDGEAPPS[2])
+    assert kind == (group, plural), "the component grants what sentinel reads"
     rel = os.path.relpath(DEPLOY, tmp_path)
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
@@ -78,8 +81,7 @@ def test_a_discovery_component_grants_reading_its_kind_only(
     for d in docs:
         kubernetes_validate.validate(d, K8S, strict=True)
     name = f"sentinel-{plural}"
-    assert _rules(by(docs, "ClusterRole", name)) == {(group, plural, v)
-                                                    for v in ("get", "list", "watch")}
+    assert _rules(by(docs, "ClusterRole", name)) == {(group, plural, v) for v in verbs}
     b = by(docs, "ClusterRoleBinding", name)
     assert b["roleRef"]["name"] == name and b["subjects"] == [
         {"kind": "ServiceAccount", "name": "sentinel", "namespace": "sentinel"}]

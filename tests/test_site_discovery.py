@@ -21,6 +21,8 @@ from sentinel.core.decide import DecideParams, PolicyState, decide, forget
 from sentinel.core.detect import DetectParams, detect
 from sentinel.core.model import NODE_KEY, ActionKind, Held, HeldKey, NodeInfo, Ready, Snapshot
 from sentinel.core.ruleset import RuleSet
+from sentinel.registry.state import edgeapp_overriders
+from sentinel.sim.edgeapps import override_image
 from sentinel.sim.fleet import Fleet, FleetSpec
 from sentinel.sim.kubeapi import KubeApiServer
 from sentinel.sim.lifecycle import NodeTiming
@@ -322,23 +324,163 @@ def _untaint(f: Fleet) -> None:
     reset(f)
 
 
-def test_nodegroups_are_sites_too(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def groups() -> Iterator[Fleet]:
     timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
     with Fleet(FleetSpec(sites=2, nodes_per_site=3, scrape_interval=SCRAPE, timing=timing,
                          discover="nodegroups", domain=DOMAIN)) as f:
         f.wait_scraped()
-        group = f.store.get(KINDS["nodegroups"].resource, "", "site-a")
-        assert group["spec"]["nodes"] == ["edge-a-01", "edge-a-02", "edge-a-03"]
-        h = _harness(f, tmp_path, kind="kubeedge-nodegroups")
-        try:
-            rep = h.until(lambda r: set(r.detection.sites) == {"site-a", "site-b"}, 15,
-                          "each NodeGroup a site")
-            assert rep.nodes_after["edge-b-02"].site == "site-b"
-            f.crash("edge-b-02")
-            h.until(lambda r: our_taints(f, "edge-b-02").get("node") == "NoExecute", 20,
-                    "level 2 in a NodeGroup")
-        finally:
-            h.close()
+        yield f
+
+
+def test_nodegroups_are_sites_too(groups: Fleet, tmp_path: Path) -> None:
+    f = groups
+    group = f.store.get(KINDS["nodegroups"].resource, "", "site-a")
+    assert group["spec"]["nodes"] == ["edge-a-01", "edge-a-02", "edge-a-03"]
+    h = _harness(f, tmp_path, kind="kubeedge-nodegroups")
+    try:
+        rep = h.until(lambda r: set(r.detection.sites) == {"site-a", "site-b"}, 15,
+                      "each NodeGroup a site")
+        assert rep.nodes_after["edge-b-02"].site == "site-b"
+        f.crash("edge-b-02")
+        h.until(lambda r: our_taints(f, "edge-b-02").get("node") == "NoExecute", 20,
+                "level 2 in a NodeGroup")
+    finally:
+        h.close()
+        f.heal()
+        _untaint(f)
+
+
+# -- KubeEdge: the registry failover written into the EdgeApplications -------------------------
+def test_overriders_move_only_the_sites_images() -> None:
+    def dep(*images: str) -> dict[str, Any]:
+        return {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+            {"name": f"c{i}", "image": img} for i, img in enumerate(images)]}}}}
+
+    svc = {"kind": "Service", "spec": {}}
+    ovs, why = edgeapp_overriders([dep("r1:5000/shop:1", "r1:5000/log:2"), svc],
+                                  "r1:5000", "sb:5000")
+    assert why is None and ovs == [{"component": "Registry", "operator": "replace",
+                                    "value": "sb:5000"}]
+    ovs, why = edgeapp_overriders([dep("r1:5000/shop:1", "docker.io/library/busybox:1"),
+                                   dep("r1:5000/cart:1")], "r1:5000", "sb:5000")
+    assert why is None and ovs == [{"component": "Registry", "operator": "replace",
+                                    "value": "sb:5000", "predicate": {
+                                        "path": "/spec/template/spec/containers/0/image"}}]
+    ovs, why = edgeapp_overriders([dep("docker.io/x:1", "r1:5000/shop:1"), dep("r1:5000/a:1")],
+                                  "r1:5000", "sb:5000")
+    assert ovs == [] and why is not None and "different container positions" in why
+    assert edgeapp_overriders([dep("docker.io/x:1")], "r1:5000", "sb:5000")[1] == \
+        "no image from r1:5000 in its workloads"
+
+
+@pytest.mark.parametrize(("image", "o", "out"), [
+    ("r1:5000/shop:1.0", {"component": "Registry", "operator": "replace", "value": "sb:5000"},
+     "sb:5000/shop:1.0"),
+    ("shop:1.0", {"component": "Registry", "operator": "add", "value": "sb:5000"},
+     "sb:5000/shop:1.0"),
+    ("r1:5000/team/shop@sha256:ab", {"component": "Registry", "operator": "remove"},
+     "team/shop@sha256:ab"),
+    ("r1:5000/shop:1.0", {"component": "Tag", "operator": "replace", "value": "2.0"},
+     "r1:5000/shop:2.0"),
+    ("localhost/shop", {"component": "Repository", "operator": "replace", "value": "cart"},
+     "localhost/cart"),
+])
+def test_the_simulated_overrider_splits_images_as_kubeedge_does(
+        image: str, o: dict[str, Any], out: str) -> None:
+    assert override_image(image, o) == out
+
+
+def test_edgeapplication_failover_survives_the_apps_next_rendering_and_fails_back(
+        groups: Fleet, tmp_path: Path) -> None:
+    from sentinel.sim.registry import RegistryProcess
+    from sentinel.sim.store import RESOURCES
+
+    f = groups
+    deployments = RESOURCES[("apps", "v1", "deployments")]
+    apps = f.store.resources[("apps.kubeedge.io", "v1alpha1", "edgeapplications")]
+    primary, standby = RegistryProcess().start(), RegistryProcess().start()
+    f.remove_site_object("site-a")
+    f.add_site_object("site-a", f.uplinks["site-a"].url, registry={
+        "primary": {"url": primary.url}, "strategy": "edgeapplication"})
+    mine = {"component": "Tag", "operator": "replace", "value": "1.1",  # a person's
+            "predicate": {"path": "/spec/template/spec/containers/0/image"}}
+    f.store.create(apps, "default", {
+        "metadata": {"name": "shop", "labels": {"sentinel.edge.io/registry-failover": "true"}},
+        "spec": {"workloadTemplate": {"manifests": [{
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "shop", "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "shop"}},
+                     "template": {"metadata": {"labels": {"app": "shop"}}, "spec": {
+                         "containers": [
+                             {"name": "app", "image": f"{primary.host}/shop:1.0"},
+                             {"name": "log", "image": "docker.io/fluent/fluent-bit:3"}]}}}}]},
+                 "workloadScope": {"targetNodeGroups": [
+                     {"name": "site-a", "overriders": {"imageOverriders": [mine]}},
+                     {"name": "site-b"}]}}})
+
+    def images(group: str) -> list[str]:
+        d = f.store.get(deployments, "default", f"shop-{group}")
+        return [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
+
+    poll(lambda: _exists(f, deployments, "shop-site-b"), 10, "KubeEdge rendered the groups")
+    assert images("site-a") == [f"{primary.host}/shop:1.1", "docker.io/fluent/fluent-bit:3"]
+    h = _harness(f, tmp_path, kind="kubeedge-nodegroups", registries={
+        "standby": {"url": standby.url}, "probe_timeout": "1s", "namespace": "default",
+        "healthy_for_failback": "1s"})
+    guard = h.rt.registries
+    assert guard is not None
+    rnd = lambda: h.loop.run_until_complete(guard.run_round())  # noqa: E731
+    try:
+        h.until(lambda r: "site-a" in guard.sites, 10, "site-a's registry known")
+        assert rnd() == [] and guard.sites["site-a"].state.active.value == "primary"
+        primary.down()
+        poll(lambda: bool(rnd()), 10, "failover")
+        poll(lambda: images("site-a")[0] == f"{standby.host}/shop:1.1", 10,
+             "the group's workload re-rendered from the standby")
+        assert images("site-a")[1] == "docker.io/fluent/fluent-bit:3", "not the site's image"
+        assert images("site-b") == [f"{primary.host}/shop:1.0", "docker.io/fluent/fluent-bit:3"]
+
+        # A person edits the application: KubeEdge renders the group again, from the
+        # application, where the failover is: it stays.
+        def edit(o: dict[str, Any]) -> None:
+            o["spec"]["workloadScope"]["targetNodeGroups"][0]["overriders"]["replicas"] = 2
+        f.store.mutate(apps, "default", "shop", edit)
+        poll(lambda: f.store.get(deployments, "default", "shop-site-a")["spec"]["replicas"] == 2,
+             10, "re-rendered after the edit")
+        assert images("site-a")[0] == f"{standby.host}/shop:1.1"
+
+        primary.up()
+        poll(lambda: bool(rnd()), 15, "failback")
+        poll(lambda: images("site-a")[0] == f"{primary.host}/shop:1.1", 10, "back")
+        app = f.store.get(apps, "default", "shop")
+        a = app["spec"]["workloadScope"]["targetNodeGroups"][0]["overriders"]
+        assert a["imageOverriders"] == [mine] and a["replicas"] == 2, "the person's kept"
+        assert f"{DOMAIN}/registry-failover" not in (app["metadata"].get("annotations") or {})
+        rows = h.rt.journal.actions(site="site-a")
+        assert [(r["kind"], r["outcome"]) for r in rows] == [
+            ("registry-failover", "applied"), ("registry-failback", "applied")]
+        (ev,) = [e for e in f.store.list(RESOURCES[("", "v1", "events")], None)[0]
+                 if e.get("reason") == "SentinelRegistryFailover"
+                 and e["involvedObject"]["kind"] == "EdgeApplication"]
+        assert ev["involvedObject"]["name"] == "shop"
+        assert "EdgeApplications: EdgeApplication default/shop" in ev["message"]
+    finally:
+        h.close()
+        primary.stop()
+        standby.stop()
+        f.store.delete(apps, "default", "shop")
+        for g in ("site-a", "site-b"):
+            with contextlib.suppress(ApiError):
+                f.store.delete(deployments, "default", f"shop-{g}")
+
+
+def _exists(f: Fleet, res: Any, name: str) -> bool:
+    try:
+        f.store.get(res, "default", name)
+    except ApiError:
+        return False
+    return True
 
 
 def test_registry_failover_on_a_discovered_site_and_handed_back_when_it_goes(
@@ -429,3 +571,40 @@ def test_the_rollout_guard_rolls_back_in_a_discovered_node_group(
         h.close()
         f.remove_apps()
         f.versions.clear()
+
+
+def test_the_simulated_edgeapplication_controller_keeps_kubeedges_last_applied_rule() -> None:
+    """Why the failover goes into the application: an edit of a generated Deployment lasts
+    only until the application changes (KubeEdge compares its rendering with the
+    last-applied record, not with the live object)."""
+    from sentinel.sim.edgeapps import EdgeAppController, install_edgeapp_crd
+    from sentinel.sim.store import RESOURCES
+
+    store = Store()
+    install_edgeapp_crd(store)
+    apps = store.resources[("apps.kubeedge.io", "v1alpha1", "edgeapplications")]
+    deployments = RESOURCES[("apps", "v1", "deployments")]
+    store.create(apps, "default", {"metadata": {"name": "shop"}, "spec": {
+        "workloadTemplate": {"manifests": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "metadata": {"name": "shop"}, "spec": {
+                                                "template": {"spec": {"containers": [
+                                                    {"name": "a", "image": "r1:5000/s:1"}]}}}}]},
+        "workloadScope": {"targetNodeGroups": [{"name": "g1"}]}}})
+    c = EdgeAppController(store)
+    c.reconcile()
+    d = store.get(deployments, "default", "shop-g1")
+    assert d["spec"]["template"]["spec"]["nodeSelector"] == {
+        "apps.kubeedge.io/belonging-to": "g1"}
+
+    def image() -> str:
+        return str(store.get(deployments, "default", "shop-g1")["spec"]["template"]["spec"][
+            "containers"][0]["image"])
+
+    store.mutate(deployments, "default", "shop-g1", lambda o: o["spec"]["template"]["spec"][
+        "containers"][0].__setitem__("image", "sb:5000/s:1"))
+    c.reconcile()
+    assert image() == "sb:5000/s:1", "an edit of the generated Deployment stays..."
+    store.mutate(apps, "default", "shop", lambda o: o["spec"]["workloadScope"][
+        "targetNodeGroups"][0].__setitem__("overriders", {"replicas": 3}))
+    c.reconcile()
+    assert image() == "r1:5000/s:1", "...until the application changes"

@@ -36,10 +36,14 @@ class SiteRegistry(_Strict):
     primary: RegistryEndpoint
     standby: RegistryEndpoint | None = None
     """Default: `registries.standby`, the center's."""
-    strategy: Literal["mirror-config", "image-override"] = "mirror-config"
+    strategy: Literal["mirror-config", "image-override", "edgeapplication"] = "mirror-config"
     """mirror-config: a ConfigMap with containerd's hosts.toml, written to the nodes by the
     DaemonSet in deploy/; image-override: rewrite the images of the site's opted-in
-    Deployments (as KubeEdge's EdgeApplication overrider does), restored on fail-back."""
+    Deployments, restored on fail-back; edgeapplication (KubeEdge): add a Registry image
+    override to the site's node group (a NodeGroup of the site's name) in each opted-in
+    EdgeApplication, removed on fail-back — where KubeEdge keeps a group's image overrides,
+    so that its controller's next rendering of the group's workloads keeps them
+    (registry/edgeapps.py)."""
 
 
 class Registries(_Strict):

@@ -17,6 +17,7 @@ from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import SiteConfig
 from sentinel.core.effects import EventSpec
 from sentinel.core.model import Mode
+from sentinel.registry.edgeapps import EdgeAppOverride
 from sentinel.registry.probe import ImageOverride, MirrorConfig
 from sentinel.registry.state import Role
 
@@ -52,12 +53,15 @@ class KubeRegistryActuator:
                  selector: Callable[[SiteConfig], Mapping[str, str]]) -> None:
         self.mirror = MirrorConfig(api, namespace, domain)
         self.images = ImageOverride(api, workload_label, domain)
+        self.edgeapps = EdgeAppOverride(api, workload_label, domain)
         self.selector = selector
 
     def current(self, site: SiteConfig) -> Role | None:
         assert site.registry is not None
         if site.registry.strategy == "mirror-config":
             return self.mirror.current(site.name)
+        if site.registry.strategy == "edgeapplication":
+            return self.edgeapps.current(site.name)
         return self.images.current(self.selector(site))
 
     def switch(self, site: SiteConfig, standby: RegistryEndpoint, to: Role, reason: str,
@@ -67,6 +71,16 @@ class KubeRegistryActuator:
         if reg.strategy == "mirror-config":
             ref = self.mirror.apply(site, standby, to, reason, now)
             return Switched(EventSpec("ConfigMap", ref.name or "", ref.namespace, "v1", "", ""))
+        if reg.strategy == "edgeapplication":
+            # The site is a KubeEdge NodeGroup of the same name (site_discovery).
+            apps, skipped = self.edgeapps.apply(site.name, reg.primary, standby, to)
+            detail = f"; EdgeApplications: {', '.join(apps) or 'none changed'}" + \
+                "".join(f"; not moved: {s}" for s in skipped)
+            if not apps:
+                return Switched(None, detail)
+            ns, _, name = apps[0].removeprefix("EdgeApplication ").partition("/")
+            return Switched(EventSpec("EdgeApplication", name, ns, "apps.kubeedge.io/v1alpha1",
+                                      "", ""), detail)
         changed = self.images.apply(self.selector(site), reg.primary, standby, to)
         detail = f"; workloads: {', '.join(changed) or 'none opted in'}"
         if not changed:

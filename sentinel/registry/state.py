@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RegistryState",
     "Role",
     "Switch",
+    "edgeapp_overriders",
     "host_of",
     "render_hosts_toml",
     "rewrite_image",
@@ -150,3 +152,38 @@ def rewrite_image(image: str, from_host: str, to_host: str) -> str | None:
     if not sep or head != from_host:
         return None
     return f"{to_host}/{rest}"
+
+
+#: What KubeEdge's image overrider reads of a workload manifest: the pod template's containers.
+_WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"}
+
+
+def edgeapp_overriders(manifests: list[dict[str, Any]], from_host: str,
+                       to_host: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The imageOverriders that move one node group of a KubeEdge EdgeApplication from the
+    registry `from_host` to `to_host`, or ([], why not).
+
+    KubeEdge applies a group's overriders to every workload manifest of the application, and
+    a `Registry` replace without a predicate rewrites every image, whatever its registry; one
+    with a predicate rewrites the image at that path, and fails the manifest where the path is
+    missing. So: no predicate where every image of every workload is from `from_host`; one
+    override per container path where the same paths hold `from_host` images in every
+    workload; otherwise none (said why), rather than moving an image that is not the site's
+    or breaking a manifest's rendering."""
+    workloads = [m for m in manifests if m.get("kind") in _WORKLOAD_KINDS]
+    images: list[list[str]] = []
+    for m in workloads:
+        spec = ((m.get("spec") or {}).get("template") or {}).get("spec") or {}
+        images.append([str(c.get("image", "")) for c in spec.get("containers") or []])
+    ours = [[rewrite_image(i, from_host, to_host) is not None for i in imgs] for imgs in images]
+    if not any(any(o) for o in ours):
+        return [], f"no image from {from_host} in its workloads"
+    if all(all(o) for o in ours):
+        return [{"component": "Registry", "operator": "replace", "value": to_host}], None
+    paths = {i for o in ours for i, mine in enumerate(o) if mine}
+    if all(len(o) > i and o[i] for o in ours for i in paths):
+        return [{"component": "Registry", "operator": "replace", "value": to_host,
+                 "predicate": {"path": f"/spec/template/spec/containers/{i}/image"}}
+                for i in sorted(paths)], None
+    return [], (f"its workloads mix {from_host} images with others at different container "
+                "positions: no KubeEdge image override can move only the site's images")

@@ -38,6 +38,7 @@ import yaml
 
 from sentinel.sim.apps import AppPods, VersionBehaviour
 from sentinel.sim.control import serve_control
+from sentinel.sim.edgeapps import EdgeAppController, install_edgeapp_crd
 from sentinel.sim.exporters import JOBS, SiteExporters
 from sentinel.sim.faults import FAULTS, inject
 from sentinel.sim.fleetapps import APP_LABEL, GUARD_LABEL, PODS, ZONE_LABEL, FleetApps
@@ -110,6 +111,8 @@ class Fleet(FleetApps):
         self.versions: dict[str, VersionBehaviour] = {}
         if spec.discover is not None:
             self.group_label = KINDS[spec.discover].label
+        self.edgeapps: EdgeAppController | None = None
+        """KubeEdge's EdgeApplication controller, played when the sites are NodeGroups."""
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Fleet:
@@ -134,6 +137,9 @@ class Fleet(FleetApps):
             gc.freeze()
             if self.spec.discover is not None:
                 install_site_crd(self.store, KINDS[self.spec.discover])
+            if self.spec.discover == "nodegroups":
+                install_edgeapp_crd(self.store)
+                self.edgeapps = EdgeAppController(self.store).start()
             self.lifecycle.start()
             for i, site in enumerate(self.spec.site_names()):
                 nodes = self.spec.node_names(site)
@@ -161,6 +167,8 @@ class Fleet(FleetApps):
             ev.set()
         self.lifecycle.stop()
         self.controllers.stop()
+        if self.edgeapps is not None:
+            self.edgeapps.stop()
         if self._control is not None:
             self._control.shutdown()
             self._control.server_close()
