@@ -267,3 +267,16 @@ def test_discovery_and_strict_field_validation_as_kubectl_meets_them(
                      json={"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
                            "spec": {"ports": [{"port": 80}]}}).json()
     assert svc["spec"]["clusterIP"].startswith("10.96."), "a cluster IP, as the server gives"
+
+
+def test_a_delete_with_delete_options_leaves_the_connection_usable(
+        api: client.CoreV1Api) -> None:
+    """kubectl and the client send DeleteOptions as the DELETE's body: it is read (and not
+    applied: no garbage collector), so the next request on the kept-alive connection is
+    answered, not taken for the body's leftovers."""
+    api.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="gone")))
+    api.delete_namespaced_config_map("gone", "default", body=client.V1DeleteOptions(
+        propagation_policy="Background"))
+    names = [c.metadata.name for c in api.list_namespaced_config_map("default").items]
+    assert "gone" not in names

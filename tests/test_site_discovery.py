@@ -266,7 +266,9 @@ def test_a_pool_without_prometheus_is_reported_and_never_acted_on(
     try:
         rep = h.until(lambda r: "site-b" in r.detection.sites, 10, "the bare pool is a site")
         st = rep.detection.sites["site-b"]
-        assert st.state.value == "partitioned" and "no Prometheus" in (st.error or "")
+        assert st.state.value == "unresolved" and "no Prometheus" in (st.error or "")
+        assert h.rt.registry.get_sample_value("sentinel_site_partitioned",
+                                              {"site": "site-b"}) == 0.0, "not a partition"
         assert "site-b" in h.rt.sites.describe()["not_acted_on"]
         assert h.rt.registry.get_sample_value("sentinel_site_unresolved",
                                               {"site": "site-b"}) == 1.0
@@ -277,7 +279,8 @@ def test_a_pool_without_prometheus_is_reported_and_never_acted_on(
         h.run_for(2)
         assert our_taints(f, "edge-b-01") == {}, "never acted on"
         story = " ".join(str(v) for v in h.explain("edge-b-01").values())
-        assert "NodePool site-b: no Prometheus" in story, story
+        assert "Site site-b is NOT ACTED ON: NodePool site-b: no Prometheus" in story, story
+        assert "sees it serving" not in story
 
         # The annotation arrives: the site is acted on from then on.
         f.remove_site_object("site-b")

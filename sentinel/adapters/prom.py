@@ -210,7 +210,7 @@ class SiteCollector:
 
 
 def unresolved_views(unresolved: Mapping[str, str]) -> dict[str, SiteView]:
-    return {s: SiteView(SiteName(s), reachable=False, error=why)
+    return {s: SiteView(SiteName(s), reachable=False, error=why, unresolved=True)
             for s, why in unresolved.items()}
 
 

@@ -44,7 +44,7 @@ def table(title: str | None, cols: Iterable[str], rows: Iterable[Iterable[object
 
 
 _STATE_STYLE = {"ok": "green", "partitioned": "bold red", "stale": "yellow",
-                "guarded": "bold yellow"}
+                "guarded": "bold yellow", "unresolved": "yellow"}
 
 
 def site_table(sites: list[dict[str, Any]], now: float) -> Table:
@@ -87,6 +87,14 @@ def render_status(d: dict[str, Any], con: Console, now: float) -> None:
         con.print(f"[bold red]PAUSED[/] {scope} by {escape(p['by'])} until "
                   f"{ago(p['expires'], now)}: {escape(p['reason'])}")
     con.print(site_table(d["sites"], now))
+    sd = d.get("site_discovery")
+    if sd:
+        state = "" if sd.get("synced") else \
+            f" - [bold red]NOT LISTED[/]: {escape(str(sd.get('error') or 'no answer yet'))}"
+        con.print(f"Sites discovered from {sd.get('kind', sd['discover'])}: "
+                  f"{len(sd.get('discovered', []))}{state}")
+        for site, why in sorted(sd["not_acted_on"].items()):
+            con.print(f"[bold yellow]Not acted on[/] site {site}: {escape(why)}")
     b = d["budgets"]
     spent = f" - SPENT: {', '.join(b['exhausted'])}" if b["exhausted"] else ""
     con.print(f"Budgets: fleet {b['fleet']['isolated']}/{b['fleet']['max']} isolated of "

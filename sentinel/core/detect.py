@@ -191,7 +191,8 @@ def _node_finding(node: NodeInfo, site: SiteName, inp: _SiteInput, snapshot: Sna
     if not inp.usable:
         if ready and not node.held:
             return None
-        verdict = Verdict.PARTITION if not inp.view.reachable and not ready else Verdict.UNKNOWN
+        verdict = Verdict.PARTITION if not inp.view.reachable and not ready and \
+            not inp.view.unresolved else Verdict.UNKNOWN
         return Finding(node.name, site, verdict, node.ready, SiteSees.UNKNOWN,
                        inp.view.reachable, hold_all=True)
     h = inp.hits.get(node.name)
@@ -264,7 +265,9 @@ _CALM = _Wide({}, 0)
 def _site_status(inp: _SiteInput, n: int, bad: int, wide: _Wide,
                  params: DetectParams) -> SiteStatus:
     view = inp.view
-    if not view.reachable:
+    if view.unresolved:
+        state = SiteState.UNRESOLVED
+    elif not view.reachable:
         state = SiteState.PARTITIONED
     elif not inp.usable:
         state = SiteState.STALE

@@ -71,6 +71,8 @@ def _site_sentence(st: SiteStatus | None, site: str | None) -> str:
     if st is None:
         return f"Site {site} was not collected this cycle."
     age = "" if st.data_age is None else f", newest data {span(st.data_age)} old"
+    if st.state.value == "unresolved":
+        return f"Site {site} is NOT ACTED ON: {st.error}."
     state = {"ok": "reachable", "partitioned": f"UNREACHABLE ({st.error or 'no answer'})",
              "stale": "reachable but its data is stale", "guarded":
              f"reachable, and GUARDED: {st.failing} of {st.nodes} nodes fail together"
@@ -78,11 +80,15 @@ def _site_sentence(st: SiteStatus | None, site: str | None) -> str:
     return f"Site {site}: its Prometheus is {state}{age}."
 
 
-def _witness_sentence(node: NodeInfo, f: Finding | None) -> str:
+def _witness_sentence(node: NodeInfo, f: Finding | None, st: SiteStatus | None) -> str:
     cloud = f"Cloud (Kubernetes) says Ready={node.ready.value}" if node.lease_silent is None \
         else (f"Cloud (Kubernetes) has lost it: its kubelet has not renewed its Lease for "
               f"{node.lease_silent:.0f}s (Ready still says True until the controller's grace "
               "period ends)")
+    if f is None and st is not None and not st.reachable:
+        # Healthy by the cloud alone: the site cannot be asked (partitioned, or no Prometheus).
+        return f"{cloud}; the site's Prometheus cannot be asked. Nothing to do while the " \
+               "cloud sees it Ready."
     if f is None:
         return f"{cloud}; the site's Prometheus sees it serving. Verdict healthy: " \
                f"{VERDICT_MEANING[Verdict.HEALTHY]}."
@@ -230,7 +236,7 @@ def explain_node(node: NodeInfo, *, snapshot: Snapshot, detection: Detection, pl
     else:
         story.append(f"{name} is not isolated by sentinel.")
     story.append(_site_sentence(site, node.site))
-    story.append(_witness_sentence(node, f))
+    story.append(_witness_sentence(node, f, site))
     story += _condition_sentences(f, state, name, now)
     for ev in snapshot.alerts.get(name, ()):
         story.append(f"Alert {ev.alertname} ({ev.level.value} {ev.key}) firing since "

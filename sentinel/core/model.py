@@ -91,6 +91,9 @@ class SiteState(StrEnum):
     PARTITIONED = "partitioned"
     STALE = "stale"
     GUARDED = "guarded"
+    UNRESOLVED = "unresolved"
+    """A discovered site with no Prometheus to ask (or an unreadable annotation): reported,
+    never acted on, and not a partition (nothing was cut)."""
 
 
 class ActionKind(StrEnum):
@@ -233,6 +236,8 @@ class SiteView:
     established: frozenset[str] | None = None
     """Nodes whose series already existed the longest rule's `for` ago; a node not among them
     is no witness yet. None when the query failed: every node counts."""
+    unresolved: bool = False
+    """No Prometheus to ask at all (a discovered site without one): `error` says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,7 @@ class HeldBack(_Out):
 
 class SiteRow(_Out):
     site: str
-    state: Literal["ok", "partitioned", "stale", "guarded"]
+    state: Literal["ok", "partitioned", "stale", "guarded", "unresolved"]
     reachable: bool
     data_age_seconds: float | None
     error: str | None

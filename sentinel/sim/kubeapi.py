@@ -276,6 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {ctype!r}")
 
     def _delete(self) -> None:
+        self._body()  # DeleteOptions (kubectl sends propagationPolicy): read, not applied
         res, ns, name, _, _ = self._route()
         if not name:
             raise ApiError(405, "MethodNotAllowed", "collection delete is not supported")
