@@ -47,7 +47,7 @@ from sentinel.core.phases import (
 )
 
 __all__ = ["DecideParams", "PolicyState", "action_id", "budget_cap", "decide", "decision_id",
-           "forget"]
+           "forget", "site_moves"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,21 @@ def _tally(snapshot: Snapshot, detection: Detection,
             names.add(n.name)
     names.update(n for n in ovs.on_node if n in snapshot.nodes)
     return site_isolated, fleet_size, sorted(names)
+
+
+def site_moves(before: Mapping[str, str | None], nodes: Mapping[str, NodeInfo],
+               retired: Mapping[str, str]) -> tuple[frozenset[str], dict[str, str]]:
+    """Which nodes changed site since the last cycle (`before`: each node's site then), and
+    the nodes to hand back: those that left every site while sentinel held keys on them,
+    kept until they hold nothing or are in a site again (Snapshot.retired)."""
+    moved = frozenset(n for n, i in nodes.items() if n in before and before[n] != i.site)
+    out = {n: s for n, s in retired.items()
+           if n in nodes and nodes[n].site is None and nodes[n].held}
+    for n in moved:
+        old = before[n]
+        if nodes[n].site is None and old is not None and nodes[n].held:
+            out[n] = old
+    return moved, out
 
 
 def forget(state: PolicyState, nodes: frozenset[str]) -> PolicyState:

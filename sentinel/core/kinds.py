@@ -1,12 +1,24 @@
 """Typed states that travel as strings elsewhere (journal rows, metric labels, JSON): why a
 node was held back, how sentinel acts, what became of an action, where a workload's rollout
-stands. Re-exported by model.py (and the rollout ones by rollouts/analysis.py)."""
+stands, a site's state. Re-exported by model.py (and the rollout ones by rollouts/analysis.py)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Mode", "NoteReason", "Outcome", "RolloutKind", "RolloutState"]
+__all__ = ["Mode", "NoteReason", "Outcome", "RolloutKind", "RolloutState", "SiteState"]
+
+
+class SiteState(StrEnum):
+    """Where a site stands this cycle (detect), as /status and the metrics show it."""
+
+    OK = "ok"
+    PARTITIONED = "partitioned"
+    STALE = "stale"
+    GUARDED = "guarded"
+    UNRESOLVED = "unresolved"
+    """A discovered site with no Prometheus to ask (or an unreadable annotation): reported,
+    never acted on, and not a partition: nothing was cut."""
 
 
 class NoteReason(StrEnum):

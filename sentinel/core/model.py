@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NewType
 
-from sentinel.core.kinds import Mode, NoteReason, Outcome
+from sentinel.core.kinds import Mode, NoteReason, Outcome, SiteState
 
 __all__ = [
     "ANOMALY_KEY",
@@ -84,16 +84,6 @@ class Verdict(StrEnum):
     NODE_FAILURE = "node-failure"
     PARTITION = "site-partition-suspected"
     UNKNOWN = "unknown"
-
-
-class SiteState(StrEnum):
-    OK = "ok"
-    PARTITIONED = "partitioned"
-    STALE = "stale"
-    GUARDED = "guarded"
-    UNRESOLVED = "unresolved"
-    """A discovered site with no Prometheus to ask (or an unreadable annotation): reported,
-    never acted on, and not a partition (nothing was cut)."""
 
 
 class ActionKind(StrEnum):
@@ -237,7 +227,7 @@ class SiteView:
     """Nodes whose series already existed the longest rule's `for` ago; a node not among them
     is no witness yet. None when the query failed: every node counts."""
     unresolved: bool = False
-    """No Prometheus to ask at all (a discovered site without one): `error` says why."""
+    """No Prometheus to ask (a discovered site without one): `error` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +286,7 @@ class Snapshot:
     anomaly_unknown: frozenset[str] = frozenset()
     """Nodes holding the anomaly key that could not be scored this cycle: hold, not release."""
     retired: Mapping[str, str] = field(default_factory=dict)
-    """Node -> the site it was in when the platform removed that site (or took the node out
-    of it) while sentinel held keys there: handed back, as the node is in no site now."""
+    """Node -> the site it left (or that was removed) holding keys there: handed back."""
 
 
 @dataclass(frozen=True, slots=True)

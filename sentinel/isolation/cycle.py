@@ -11,10 +11,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Protocol
 
 import numpy as np
 
@@ -39,55 +38,29 @@ from sentinel.core.model import (
     ANOMALY_KEY,
     Action,
     ActionKind,
-    AlertEvidence,
     AnomalyReading,
     NodeInfo,
     Note,
     NoteReason,
     Outcome,
-    Override,
     Plan,
     SiteView,
     Snapshot,
 )
 from sentinel.core.ownership import memory_from_nodes
-from sentinel.core.ruleset import Rule, RuleSet
+from sentinel.core.ruleset import RuleSet
+from sentinel.isolation.ports import (
+    AlertSource,
+    Collector,
+    ModelSource,
+    NodeSource,
+    OverrideSource,
+)
+from sentinel.isolation.sitefollow import SiteFollower
 
 __all__ = ["CycleReport", "NodeSource", "Sentinel", "decide_params", "detect_params"]
 
 log = logging.getLogger("sentinel.cycle")
-
-
-class Collector(Protocol):
-    """The site and link views of one cycle (adapters.prom.SiteCollector, or
-    adapters.central.CentralCollector for one store of every site)."""
-
-    async def collect(self, rules: Sequence[Rule],
-                      features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class NodeSource(Protocol):
-    def nodes(self) -> dict[str, NodeInfo]: ...
-    def lease_silence(self) -> dict[str, float]: ...
-
-
-class AlertSource(Protocol):
-    def active(self) -> list[AlertEvidence]: ...
-
-
-class OverrideSource(Protocol):
-    def active(self, now: float) -> tuple[Override, ...]: ...
-
-
-class ModelSource(Protocol):
-    """The anomaly model in use (learning.AnomalyKeeper): None until one is trained."""
-
-    model: AnomalyModel | None
-
-    @property
-    def features(self) -> list[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -178,13 +151,7 @@ class Sentinel:
         self.last: CycleReport | None = None
         self._notes: dict[str, str] = {}
         self._lock = asyncio.Lock()
-        self.sites, self._apply_sites = sites, apply_sites
-        """Discovered sites (adapters/sitewatch.py): followed at the start of each cycle."""
-        self._sites_seen = -1
-        self._node_sites: dict[str, str | None] = {}
-        """Each node's site last cycle, to see nodes change site (discovery only)."""
-        self._retired: dict[str, str] = {}
-        """Node -> the site it left (or that was removed) while sentinel held keys on it."""
+        self.sites = SiteFollower(sites, apply_sites)
 
     def remember(self) -> None:
         """Have decide's memory read again, from the journal and the nodes, by the next cycle
@@ -225,38 +192,9 @@ class Sentinel:
                 log.exception("cycle failed; nothing was decided on partial data")
                 raise
 
-    def _follow_sites(self) -> None:
-        """Discovery changed the sites: the collector and the cloud view follow, before this
-        cycle asks or reads anything."""
-        if self.sites is None:
-            return
-        gen, resolved = self.sites.current()
-        if gen != self._sites_seen:
-            self._apply_sites(resolved)
-            self._sites_seen = gen
-
-    def _moves(self, nodes: Mapping[str, NodeInfo]) -> frozenset[str]:
-        """Nodes that changed site since last cycle (discovery only): their clocks start again,
-        and one that left every site holding keys is handed back (Snapshot.retired)."""
-        if self.sites is None or not self.sites.discovery.enabled:
-            return frozenset()
-        before = self._node_sites
-        self._node_sites = {n: i.site for n, i in nodes.items()}
-        moved = frozenset(n for n, i in nodes.items() if n in before and before[n] != i.site)
-        for n in moved:
-            old = before[n]
-            log.info("node %s moved from site %s to %s: its clocks start again", n,
-                     old or "(none)", nodes[n].site or "(none)")
-            if nodes[n].site is None and old is not None and nodes[n].held:
-                self._retired[n] = old
-        for n in [n for n in self._retired
-                  if n not in nodes or nodes[n].site is not None or not nodes[n].held]:
-            del self._retired[n]
-        return moved
-
     async def _cycle(self) -> CycleReport:
         started = self.clock()
-        self._follow_sites()
+        self.sites.follow()
         model = self.anomaly.model if self.anomaly is not None else None
         features = self.anomaly.features if model is not None and self.anomaly else []
         sites = await self.collector.collect(self.rules.rules, features)
@@ -340,9 +278,9 @@ class Sentinel:
         evidence = by_node(self.alerts.active()) if self.alerts is not None else {}
         overrides = self.overrides.active(started) if self.overrides is not None else ()
         alarms, unknown = self._score(model, nodes, sites, started)
-        self.state = forget(self.state, self._moves(nodes))
+        self.state = forget(self.state, self.sites.moves(nodes))
         return Snapshot(started, nodes, sites, evidence, overrides, alarms, unknown,
-                        dict(self._retired))
+                        dict(self.sites.retired))
 
     def _score(self, model: AnomalyModel | None, nodes: Mapping[str, NodeInfo],
                sites: Mapping[str, SiteView], now: float) -> tuple[

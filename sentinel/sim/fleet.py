@@ -48,7 +48,7 @@ from sentinel.sim.nodes import kubelet_node, kubelet_pod, set_ready
 from sentinel.sim.objects import CRDS
 from sentinel.sim.process import wait_until
 from sentinel.sim.prometheus import PrometheusProcess, all_up
-from sentinel.sim.siteobjects import KINDS, install_site_crd, set_member, site_annotations
+from sentinel.sim.siteobjects import KINDS, FleetSites, install_site_crd
 from sentinel.sim.store import RESOURCES, Store
 from sentinel.sim.uplink import Uplink
 from sentinel.sim.workloads import WorkloadControllers
@@ -91,7 +91,9 @@ def install_crds(store: Store) -> None:
         resources.files("sentinel.sim").joinpath(OVERRIDES_CRD).read_text()))
 
 
-class Fleet(FleetApps):
+class Fleet(FleetApps, FleetSites):
+    spec: FleetSpec
+
     def __init__(self, spec: FleetSpec = FleetSpec()) -> None:
         self.spec = spec
         self.store = Store()
@@ -210,38 +212,6 @@ class Fleet(FleetApps):
 
     def set_ready(self, node: str, status: str) -> None:
         self.store.mutate(NODES, "", node, lambda o: set_ready(o, status), subresource="status")
-
-    # -- the platform's site objects (spec.discover) ---------------------------------------
-    def add_site_object(self, site: str, prometheus: str | None,
-                        registry: dict[str, Any] | None = None) -> None:
-        """The site's NodePool or NodeGroup, created as an operator would: named for the
-        site, with the annotations sentinel reads; its nodes are the fleet's nodes of the
-        site (labelled at creation)."""
-        kind = KINDS[self._discover()]
-        for n in self.nodes(site):
-            set_member(self.store, kind, n, site)
-        self.store.create(kind.resource, "", kind.body(
-            site, self.nodes(site), site_annotations(self.spec.domain, prometheus, registry)))
-
-    def remove_site_object(self, site: str) -> None:
-        """The pool or group deleted, its members unlabelled as the platform's controller
-        does (KubeEdge removes `belonging-to`; OpenYurt refuses to delete a pool with nodes,
-        so its nodes are moved out first)."""
-        kind = KINDS[self._discover()]
-        for n in self.nodes(site):
-            set_member(self.store, kind, n, None)
-        self.store.delete(kind.resource, "", site)
-
-    def move_node(self, node: str, site: str | None) -> None:
-        """Relabel a node into another pool or group (None: out of every one). Its exporters
-        stay with its old site's Prometheus: the new site's does not know it."""
-        self._site(node)
-        set_member(self.store, KINDS[self._discover()], node, site)
-
-    def _discover(self) -> str:
-        if self.spec.discover is None:
-            raise ValueError("this fleet has no site objects (FleetSpec.discover is None)")
-        return self.spec.discover
 
     # -- faults --------------------------------------------------------------------------
     def _site(self, node: str) -> str:

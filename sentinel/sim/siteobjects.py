@@ -16,7 +16,8 @@ import yaml
 from sentinel.sim.objects import CRDS, Obj, Resource
 from sentinel.sim.store import RESOURCES, Store
 
-__all__ = ["KINDS", "SiteKind", "install_site_crd", "set_member", "site_annotations"]
+__all__ = ["KINDS", "FleetSites", "SiteKind", "install_site_crd", "set_member",
+           "site_annotations"]
 
 NODES = RESOURCES[("", "v1", "nodes")]
 
@@ -69,3 +70,47 @@ def set_member(store: Store, kind: SiteKind, node: str, site: str | None) -> Non
         else:
             labels[kind.label] = site
     store.mutate(NODES, "", node, fn)
+
+
+class FleetSites:
+    """The site-object half of `Fleet` (which provides the store, the spec and the nodes)."""
+
+    store: Store
+    spec: Any
+
+    def nodes(self, site: str | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def _site(self, node: str) -> str:
+        raise NotImplementedError
+
+    def add_site_object(self, site: str, prometheus: str | None,
+                        registry: dict[str, Any] | None = None) -> None:
+        """The site's NodePool or NodeGroup, created as an operator would: named for the
+        site, with the annotations sentinel reads; its nodes are the fleet's nodes of the
+        site (labelled at creation)."""
+        kind = KINDS[self._discover()]
+        for n in self.nodes(site):
+            set_member(self.store, kind, n, site)
+        self.store.create(kind.resource, "", kind.body(
+            site, self.nodes(site), site_annotations(self.spec.domain, prometheus, registry)))
+
+    def remove_site_object(self, site: str) -> None:
+        """The pool or group deleted, its members unlabelled as the platform's controller
+        does (KubeEdge removes `belonging-to`; OpenYurt refuses to delete a pool with nodes,
+        so its nodes are moved out first)."""
+        kind = KINDS[self._discover()]
+        for n in self.nodes(site):
+            set_member(self.store, kind, n, None)
+        self.store.delete(kind.resource, "", site)
+
+    def move_node(self, node: str, site: str | None) -> None:
+        """Relabel a node into another pool or group (None: out of every one). Its exporters
+        stay with its old site's Prometheus: the new site's does not know it."""
+        self._site(node)
+        set_member(self.store, KINDS[self._discover()], node, site)
+
+    def _discover(self) -> str:
+        if self.spec.discover is None:
+            raise ValueError("this fleet has no site objects (FleetSpec.discover is None)")
+        return str(self.spec.discover)
