@@ -129,6 +129,7 @@ class Harness:
         self.rt: Runtime = build_runtime(self.cfg, self.rules)
         self.rt.cluster.start()
         self.rt.sites.start()
+        self.rt.overrides.start()
         assert self.rt.cluster.wait_synced(10), "node list never synced"
         assert self.rt.sites.wait_synced(10), f"sites never listed: {self.rt.sites.error}"
         self.reports: list[CycleReport] = []

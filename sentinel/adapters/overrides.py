@@ -4,6 +4,12 @@ with its disk; `kubectl get sentineloverrides -n sentinel` shows them. Lifting o
 (`spec.lifted`) rather than deleting it, so `history` tells who did what by hand, and when;
 objects that ended more than `KEEP_ENDED` ago are removed when a new override is set.
 
+Read from a watched cache once `start()`ed (list, then watch, as the nodes are): every cycle
+and every `/status` used to list them from the API server, which at fleet size put an API
+round trip under each request. A write is seen by the next read at once (the written object
+is put in the cache, and older watch events for it are skipped until the watch delivers it).
+Until the cache has listed, a read asks the API server itself.
+
 A read that fails (the API server briefly unreachable) answers what was last read, and says
 so once in the log; with nothing ever read it raises, and the cycle acts on nothing, since a
 pause it cannot see may be in force."""
@@ -13,6 +19,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from sentinel.adapters.kube import api_reason
+from sentinel.adapters.kube import PIN_SECONDS, Reflector, api_reason
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest
@@ -66,15 +74,65 @@ def _lifted(obj: dict[str, Any]) -> tuple[float, str] | None:
 
 
 class OverrideStore:
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str,
+                 watch_timeout: float = 300.0) -> None:
         self.api = client.CustomObjectsApi(api)
         self.namespace = namespace
         self._lock = threading.Lock()
         self._last: list[dict[str, Any]] | None = None
         self._failing = False
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._pinned: dict[str, tuple[str, float]] = {}
+        """Name -> (resourceVersion we wrote, when): older watch events for it are skipped."""
+        self._delivered: dict[str, deque[str]] = {}
+        """Name -> the last versions the watch delivered: a write the watch already brought
+        (it can beat the write's own answer) is not pinned, or later events would be skipped."""
+        self.reflector = Reflector(
+            "sentineloverrides",
+            lambda **kw: self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kw),
+            self._listed, self._event, watch_timeout)
+
+    def start(self) -> OverrideStore:
+        self.reflector.start()
+        return self
 
     def close(self) -> None:
-        """Nothing to release: the client belongs to the runtime."""
+        """The watch stops; the client belongs to the runtime."""
+        self.reflector.stop()
+
+    def _listed(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._cache = {o["metadata"]["name"]: o for o in items
+                           if isinstance(o.get("spec"), dict)}
+            self._pinned.clear()
+            self._delivered.clear()
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        with self._lock:
+            self._delivered.setdefault(name, deque(maxlen=16)).append(
+                str(obj["metadata"].get("resourceVersion")))
+            pinned = self._pinned.get(name)
+            if pinned is not None:
+                if obj["metadata"].get("resourceVersion") != pinned[0] and \
+                        time.monotonic() - pinned[1] < PIN_SECONDS:
+                    return  # older than what we wrote: the watch delivers in order
+                del self._pinned[name]
+            if kind == "DELETED":
+                self._cache.pop(name, None)
+                self._delivered.pop(name, None)
+            elif isinstance(obj.get("spec"), dict):
+                self._cache[name] = obj
+
+    def _written(self, obj: dict[str, Any]) -> None:
+        """Our own write, readable at once (read-after-write for the person who made it)."""
+        name = obj["metadata"]["name"]
+        rv = str(obj["metadata"]["resourceVersion"])
+        with self._lock:
+            if self.reflector.synced.is_set() and rv not in self._delivered.get(name, ()):
+                self._cache[name] = obj
+                self._pinned[name] = (rv, time.monotonic())
 
     def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -91,7 +149,11 @@ class OverrideStore:
                                      f"{e}") from None
 
     def _objects(self) -> list[dict[str, Any]]:
-        """Every SentinelOverride, or the last list read if the API fails now."""
+        """Every SentinelOverride: from the watched cache once it has listed, else from the API
+        server, else the last list read if the API fails now."""
+        if self.reflector.synced.is_set():
+            with self._lock:
+                return list(self._cache.values())
         try:
             items = self._call("read the overrides", self.api.list_namespaced_custom_object)
         except OverrideStoreError as e:
@@ -122,7 +184,8 @@ class OverrideStore:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SentinelOverride",
                 "metadata": {"name": o.id, "labels": {"app.kubernetes.io/part-of": "sentinel"}},
                 "spec": spec}
-        self._call("set the override", self.api.create_namespaced_custom_object, body)
+        self._written(self._call("set the override", self.api.create_namespaced_custom_object,
+                                 body))
         self._prune(now)
         return o
 
@@ -135,6 +198,8 @@ class OverrideStore:
                 if now - ended > KEEP_ENDED:
                     self._call("remove an old override",
                                self.api.delete_namespaced_custom_object, o.id)
+                    with self._lock:
+                        self._cache.pop(o.id, None)
         except OverrideStoreError as e:
             log.info("old overrides not removed now: %s", e)
 
@@ -146,8 +211,8 @@ class OverrideStore:
         patch = {"metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
                  "spec": {"lifted": {"at": _ts(now), "by": by}}}
         try:
-            self._call("lift the override", self.api.patch_namespaced_custom_object, oid,
-                       patch)
+            self._written(self._call("lift the override",
+                                     self.api.patch_namespaced_custom_object, oid, patch))
         except OverrideStoreError:
             # 409: someone else changed it meanwhile (lifted it too): read again once
             again = self._call("read the override", self.api.get_namespaced_custom_object, oid)

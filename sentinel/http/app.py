@@ -187,6 +187,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.cluster.start()
         rt.sites.start()
+        rt.overrides.start()
         if rt.rollouts is not None:
             rt.rollouts.start()
         if schedule:

@@ -103,7 +103,7 @@ def build_runtime(cfg: Config, rules: RuleSet,
     collector = make_collector(cfg, site_of_node)
     alerts = AlertStore(cfg.resolve(cfg.journal), cfg.alerts.stale_after,
                         busy_timeout=cfg.journal_busy_timeout)
-    overrides = OverrideStore(api, cfg.api.overrides_namespace)
+    overrides = OverrideStore(api, cfg.api.overrides_namespace, cfg.cluster.watch_timeout)
     keeper = None
     if cfg.anomaly.enabled:
         keeper = AnomalyKeeper(cfg)
