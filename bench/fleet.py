@@ -157,6 +157,8 @@ class Sampler(threading.Thread):
         self.base, self.pid, self.nodes = base, pid, nodes
         self.rss: list[float] = []
         self.api_ms: list[float] = []
+        self.errors: list[str] = []
+        """Requests that got no answer (counted, not timed): the bench goes on measuring."""
         self.cycles: dict[float, float] = {}
         self.stop = threading.Event()
 
@@ -167,7 +169,11 @@ class Sampler(threading.Thread):
                 self.rss.append(rss_mb(self.pid, "VmRSS:"))
                 for path in ("/api/v1/status", f"/api/v1/nodes/{rng.choice(self.nodes)}/explain"):
                     t = time.perf_counter()
-                    r = c.get(path)
+                    try:
+                        r = c.get(path)
+                    except httpx.HTTPError as e:
+                        self.errors.append(f"{path.split('/')[3]}: {type(e).__name__}: {e}")
+                        continue
                     self.api_ms.append(1000 * (time.perf_counter() - t))
                     if path.endswith("status") and r.status_code == 200:
                         last = r.json().get("last_cycle")
@@ -275,8 +281,9 @@ def main(a: argparse.Namespace) -> None:
         print(f"{len(cycles)} cycles: p50 {statistics.median(cycles):.2f}s, p95 "
               f"{quantile(cycles, 0.95):.2f}s, max {max(cycles):.2f}s; api p50 "
               f"{statistics.median(sampler.api_ms):.0f} ms, p99 "
-              f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests",
-              flush=True)
+              f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests"
+              f", {len(sampler.errors)} without an answer"
+              + (f" (first: {sampler.errors[0]})" if sampler.errors else ""), flush=True)
         print(f"crash to level 2: {len(seen)} of {len(victims)} "
               f"(never: {', '.join(missing) or 'none'}); p50 "
               f"{statistics.median(seen.values()):.1f}s, max {max(seen.values()):.1f}s",

@@ -141,3 +141,24 @@ def test_a_demo_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("error: the simulated fleet (3 sites x 5 nodes) did not start: "
                                "the `prometheus` binary is not installed"), lines[0]
+
+
+@pytest.mark.parametrize("kind", ["nodepools", "nodegroups"])
+def test_the_demo_runs_on_discovered_sites(demo: list[Demo], tmp_path: Path, kind: str) -> None:
+    """`sentinel demo --discover`: sentinel's config lists no site; it finds them in the
+    platform's objects, and isolates a crashed node there."""
+    d = Demo(tmp_path, "--sites", "2", "--nodes", "3", "--no-tour", "--scrape-interval", "1",
+             "--discover", kind)
+    demo.append(d)
+    d.wait_for("free play", 120)
+    poll(lambda: "Sites discovered from" in d.cli("status").stdout, 30, "the sites found")
+    status = d.cli("status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert sorted(s["site"] for s in body["sites"]) == ["site-a", "site-b"]
+    assert body["site_discovery"]["discover"] in ("openyurt-nodepools", "kubeedge-nodegroups")
+    assert d.cli("sim", "inject", "crash", "edge-b-02").returncode == 0
+    poll(lambda: any(i["node"] == "edge-b-02" and i["level"] == 2 for i in json.loads(
+        d.cli("status", "-o", "json").stdout)["isolated"]), 60, "level 2 on a discovered site")
+    os.killpg(d.proc.pid, signal.SIGINT)
+    assert d.finish(timeout=30) == 0, d.text()

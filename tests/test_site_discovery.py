@@ -17,7 +17,7 @@ from sentinel.config.discovery import Pool, SiteDiscovery, pool_of, resolve_site
 from sentinel.config.loading import parse_config
 from sentinel.config.schema import SiteConfig
 from sentinel.config.yamlsrc import SourceError
-from sentinel.core.decide import DecideParams, PolicyState, decide, forget
+from sentinel.core.decide import DecideParams, PolicyState, decide, forget, site_moves
 from sentinel.core.detect import DetectParams, detect
 from sentinel.core.model import NODE_KEY, ActionKind, Held, HeldKey, NodeInfo, Ready, Snapshot
 from sentinel.core.ruleset import RuleSet
@@ -139,6 +139,21 @@ def test_a_held_node_whose_site_is_gone_is_handed_back_and_others_are_left_alone
     assert (a.kind, a.node, a.site, a.key) == (ActionKind.RELEASE, "n1", "hz-1", NODE_KEY)
     assert "site hz-1 is gone from the platform" in a.reason
     # n2 is in no site but was never seen to leave one: left alone, as today.
+
+
+def test_site_moves_sees_who_left_and_keeps_them_until_they_hold_nothing() -> None:
+    nodes = {"held-left": _node("held-left", None, True), "free-left": _node("free-left", None,
+                                                                             False),
+             "moved": _node("moved", "b", True), "new": _node("new", None, True),
+             "stays": _node("stays", "a", True)}
+    before = {"held-left": "a", "free-left": "a", "moved": "a", "stays": "a"}
+    moved, retired = site_moves(before, nodes, {})
+    assert moved == {"held-left", "free-left", "moved"}  # "new" was not seen before
+    assert retired == {"held-left": "a"}, "only a held node that left every site"
+    # next cycle: still held and in no site, so kept; once released, or in a site, dropped
+    assert site_moves({n: i.site for n, i in nodes.items()}, nodes, retired)[1] == retired
+    nodes["held-left"] = _node("held-left", None, False)
+    assert site_moves({}, nodes, retired)[1] == {}
 
 
 def test_a_node_that_changed_site_starts_its_clocks_again() -> None:
