@@ -90,6 +90,36 @@ def test_a_kubeedge_or_openyurt_component_grants_its_kind_only(
     assert added == {("ClusterRole", name), ("ClusterRoleBinding", name)}
 
 
+def test_registry_failover_for_discovered_sites_has_a_namespace_of_its_own(
+        tmp_path: Path, base: list[dict[str, Any]]) -> None:
+    """A discovered site's mirror ConfigMap cannot be named in the base's Role ahead of time:
+    the component gives them a namespace that holds nothing else, and the DaemonSet reads the
+    node's site from the platform's label."""
+    rel = os.path.relpath(DEPLOY, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [rel], "components": [f"{rel}/components/openyurt-nodepools",
+                                           f"{rel}/components/registry-namespace"]}))
+    docs = render(tmp_path)
+    for d in docs:
+        kubernetes_validate.validate(d, K8S, strict=True)
+    ds = by(docs, "DaemonSet", "sentinel-registry-hosts")
+    env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0][
+        "env"]}
+    assert env["SITE_LABEL"] == "apps.openyurt.io/nodepool"
+    assert env["NAMESPACE"] == "sentinel-registry"
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sentinel"
+                and d["metadata"]["namespace"] == "sentinel-registry")
+    assert _rules(role) == {("", "configmaps", v) for v in ("get", "create", "update")}
+    reader = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] ==
+                  "sentinel-registry" and d["metadata"]["name"] == "sentinel-registry-hosts")
+    assert _rules(reader) == {("", "configmaps", v) for v in ("get", "list", "watch")}
+    # sentinel's own namespace is unchanged: its ConfigMaps still by name only
+    own = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sentinel"
+               and d["metadata"]["namespace"] == "sentinel")
+    assert own == by(base, "Role", "sentinel")
+
+
 def test_every_object_validates(base: list[dict[str, Any]], full: list[dict[str, Any]]) -> None:
     for d in full:
         if d["apiVersion"].startswith("monitoring.coreos.com/"):

@@ -74,6 +74,9 @@ class Reflector:
         self.relists = 0
         self.pages = 0
         self.last_error: str | None = None
+        self._rng = random.Random()
+        """Its own, for the retry jitter: the process' shared `random` is not touched from a
+        background thread (a test generating data from it would see it move)."""
         self._thread = threading.Thread(target=self._run, name=f"reflector-{name}", daemon=True)
 
     def start(self) -> Reflector:
@@ -108,7 +111,7 @@ class Reflector:
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("%s: list/watch failed, retrying in %.1fs: %s", self.name, backoff,
                             self.last_error)
-                self._stop.wait(backoff + random.uniform(0, backoff / 2))
+                self._stop.wait(backoff + self._rng.uniform(0, backoff / 2))
                 backoff = min(backoff * 2, 30.0)
 
     def _list(self) -> str:

@@ -66,14 +66,14 @@ class SiteCatalog:
 
     def describe(self) -> dict[str, Any]:
         """For /status: where the sites come from, and which are not acted on, with why."""
-        gen, r = self.current()
+        with self._lock:
+            gen, r, pools = self.generation, self._resolved, sorted(self._pools)
         out: dict[str, Any] = {"discover": self.discovery.discover, "generation": gen,
                                "sites": len(r.sites), "not_acted_on": dict(r.problems)}
         if self.reflector is not None:
             kind = self.discovery.target()
             out.update({"kind": f"{kind.kind} ({kind.group}/{kind.version})",
-                        "synced": self.synced, "error": self.error,
-                        "discovered": sorted(self._pools)})
+                        "synced": self.synced, "error": self.error, "discovered": pools})
         return out
 
     # -- lifecycle -----------------------------------------------------------------------
