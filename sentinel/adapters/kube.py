@@ -24,7 +24,8 @@ from sentinel.config.schema import ClusterConfig, Config, SiteConfig
 from sentinel.core.model import NodeInfo, SiteName
 from sentinel.core.ownership import node_info, pod_binds, slim_node
 
-__all__ = ["ClusterView", "Placement", "Reflector", "api_reason", "make_api_client"]
+__all__ = ["ClusterView", "Placement", "Reflector", "WritePins", "api_reason",
+           "make_api_client"]
 
 log = logging.getLogger("sentinel.kube")
 PIN_SECONDS = 30.0
@@ -46,6 +47,45 @@ def make_api_client(cluster: ClusterConfig) -> client.ApiClient:
     else:
         config.load_incluster_config(client_configuration=cfg)
     return client.ApiClient(cfg)
+
+
+class WritePins:
+    """Read-your-writes over a watched cache: a write's answer is used until the watch brings
+    that version, older events skipped meanwhile (or until PIN_SECONDS pass).
+
+    resourceVersions are opaque, so "newer" cannot be compared: a version the watch already
+    delivered (it can beat the write's own answer) means the cache is as new or newer, and
+    the write is not pinned. Not locked: its owner calls it under its own lock."""
+
+    def __init__(self) -> None:
+        self._pinned: dict[str, tuple[str, float]] = {}  # name -> (rv we wrote, when)
+        self._watched: dict[str, deque[str]] = {}  # name -> last versions the watch delivered
+
+    def clear(self) -> None:
+        """A new list: everything the watch delivered before it is moot."""
+        self._pinned.clear()
+        self._watched.clear()
+
+    def deleted(self, name: str) -> None:
+        self._pinned.pop(name, None)
+        self._watched.pop(name, None)
+
+    def delivered(self, name: str, rv: str) -> bool:
+        """The watch brings version `rv` of `name`: whether to apply it."""
+        self._watched.setdefault(name, deque(maxlen=16)).append(rv)
+        pinned = self._pinned.get(name)
+        if pinned is not None:
+            if rv != pinned[0] and time.monotonic() - pinned[1] < PIN_SECONDS:
+                return False  # older than what we wrote (the watch delivers in order)
+            del self._pinned[name]
+        return True
+
+    def written(self, name: str, rv: str) -> bool:
+        """Our write answered version `rv`: whether to put the answer in the cache."""
+        if rv in self._watched.get(name, ()):
+            return False
+        self._pinned[name] = (rv, time.monotonic())
+        return True
 
 
 class Reflector:
@@ -184,8 +224,7 @@ class ClusterView:
         self._lock = threading.Lock()
         self._nodes: dict[str, Obj] = {}
         self._bound: dict[str, str] = {}  # pod uid -> node
-        self._pinned: dict[str, tuple[str, float]] = {}  # node -> (rv we wrote, when)
-        self._watched: dict[str, deque[str]] = {}  # node -> last versions the watch delivered
+        self._pins = WritePins()
         self._cache: dict[str, tuple[str, bool, NodeInfo]] = {}
         self._placement = Placement([(SiteName(s.name), cfg.site_selector(s))
                                      for s in cfg.sites])
@@ -255,24 +294,16 @@ class ClusterView:
     def _nodes_listed(self, items: list[Obj]) -> None:
         with self._lock:
             self._nodes = {o["metadata"]["name"]: o for o in items}
-            self._pinned.clear()
-            self._watched.clear()
+            self._pins.clear()
 
     def _node_event(self, kind: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
         with self._lock:
             if kind == "DELETED":
                 self._nodes.pop(name, None)
-                self._pinned.pop(name, None)
-                return
-            rv = obj["metadata"].get("resourceVersion", "")
-            self._watched.setdefault(name, deque(maxlen=16)).append(rv)
-            pinned = self._pinned.get(name)
-            if pinned is not None:
-                if rv != pinned[0] and time.monotonic() - pinned[1] < PIN_SECONDS:
-                    return  # older than what we wrote (the watch delivers in order): skip
-                del self._pinned[name]
-            self._nodes[name] = obj
+                self._pins.deleted(name)
+            elif self._pins.delivered(name, obj["metadata"].get("resourceVersion", "")):
+                self._nodes[name] = obj
 
     def _leases_listed(self, items: list[tuple[str, str]]) -> None:
         now = time.monotonic()
@@ -305,30 +336,20 @@ class ClusterView:
 
     def written(self, obj: Obj) -> None:
         """The actuator's fresh copy of a node it patched: use it until the watch catches up,
-        so the next cycle does not plan the same action again from a lagging cache.
-
-        resourceVersions are opaque, so "newer" cannot be compared: if the watch already
-        delivered this version, the cache is as new or newer and is left alone; otherwise
-        older events are skipped until this version shows up (or PIN_SECONDS pass).
-        """
+        so the next cycle does not plan the same action again from a lagging cache
+        (WritePins)."""
         name = obj["metadata"]["name"]
-        rv = obj["metadata"]["resourceVersion"]
         with self._lock:
-            if rv in self._watched.get(name, ()):
-                return
-            self._nodes[name] = slim_node(
-                obj, self.cfg.taint_domain, autonomy_key=self.cfg.protect.autonomy_key,
-                duration_key=self.cfg.protect.autonomy_duration_key)
-            self._pinned[name] = (rv, time.monotonic())
+            if self._pins.written(name, obj["metadata"]["resourceVersion"]):
+                self._nodes[name] = slim_node(
+                    obj, self.cfg.taint_domain, autonomy_key=self.cfg.protect.autonomy_key,
+                    duration_key=self.cfg.protect.autonomy_duration_key)
 
     def known(self, name: str) -> bool:
         with self._lock:
             return name in self._nodes
 
     # -- snapshot ------------------------------------------------------------------------
-    def site_of(self, labels: Mapping[str, str]) -> SiteName | None:
-        return self._placement(labels)
-
     def nodes(self) -> dict[str, NodeInfo]:
         with self._lock:
             objs = list(self._nodes.values())

@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from sentinel.adapters.kube import PIN_SECONDS, Reflector, api_reason
+from sentinel.adapters.kube import Reflector, WritePins, api_reason
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest
@@ -82,11 +80,7 @@ class OverrideStore:
         self._last: list[dict[str, Any]] | None = None
         self._failing = False
         self._cache: dict[str, dict[str, Any]] = {}
-        self._pinned: dict[str, tuple[str, float]] = {}
-        """Name -> (resourceVersion we wrote, when): older watch events for it are skipped."""
-        self._delivered: dict[str, deque[str]] = {}
-        """Name -> the last versions the watch delivered: a write the watch already brought
-        (it can beat the write's own answer) is not pinned, or later events would be skipped."""
+        self._pins = WritePins()
         self.reflector = Reflector(
             "sentineloverrides",
             lambda **kw: self.api.list_namespaced_custom_object(
@@ -105,34 +99,25 @@ class OverrideStore:
         with self._lock:
             self._cache = {o["metadata"]["name"]: o for o in items
                            if isinstance(o.get("spec"), dict)}
-            self._pinned.clear()
-            self._delivered.clear()
+            self._pins.clear()
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         with self._lock:
-            self._delivered.setdefault(name, deque(maxlen=16)).append(
-                str(obj["metadata"].get("resourceVersion")))
-            pinned = self._pinned.get(name)
-            if pinned is not None:
-                if obj["metadata"].get("resourceVersion") != pinned[0] and \
-                        time.monotonic() - pinned[1] < PIN_SECONDS:
-                    return  # older than what we wrote: the watch delivers in order
-                del self._pinned[name]
             if kind == "DELETED":
                 self._cache.pop(name, None)
-                self._delivered.pop(name, None)
-            elif isinstance(obj.get("spec"), dict):
+                self._pins.deleted(name)
+            elif self._pins.delivered(name, str(obj["metadata"].get("resourceVersion"))) and \
+                    isinstance(obj.get("spec"), dict):
                 self._cache[name] = obj
 
     def _written(self, obj: dict[str, Any]) -> None:
         """Our own write, readable at once (read-after-write for the person who made it)."""
         name = obj["metadata"]["name"]
-        rv = str(obj["metadata"]["resourceVersion"])
         with self._lock:
-            if self.reflector.synced.is_set() and rv not in self._delivered.get(name, ()):
+            if self.reflector.synced.is_set() and \
+                    self._pins.written(name, str(obj["metadata"]["resourceVersion"])):
                 self._cache[name] = obj
-                self._pinned[name] = (rv, time.monotonic())
 
     def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
