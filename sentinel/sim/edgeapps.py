@@ -13,22 +13,21 @@ removed group or manifest generated."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import threading
 from importlib import resources
 from typing import Any
 
 import yaml
 
 from sentinel.sim.objects import CRDS, Obj
-from sentinel.sim.store import RESOURCES, ApiError, Store
+from sentinel.sim.siteobjects import KINDS
+from sentinel.sim.store import ApiError, Store
+from sentinel.sim.workloads import DEPLOYMENTS
 
 __all__ = ["LAST_APPLIED", "EdgeAppController", "install_edgeapp_crd", "override_image"]
 
-DEPLOYMENTS = RESOURCES[("apps", "v1", "deployments")]
-BELONGING = "apps.kubeedge.io/belonging-to"
+BELONGING = KINDS["nodegroups"].label
 LAST_APPLIED = "apps.kubeedge.io/last-applied-template"
 
 
@@ -90,24 +89,10 @@ def render(app: Obj, manifest: Obj, group: Obj) -> Obj:
 
 
 class EdgeAppController:
-    def __init__(self, store: Store, tick: float = 0.2) -> None:
-        self.store, self.tick = store, tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sim-edgeapps", daemon=True)
+    """Run by the workload controllers' tick (WorkloadControllers.before)."""
 
-    def start(self) -> EdgeAppController:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.tick):
-            with contextlib.suppress(ApiError):
-                self.reconcile()
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def reconcile(self) -> None:
         res = self.store.resources.get(("apps.kubeedge.io", "v1alpha1", "edgeapplications"))

@@ -141,7 +141,8 @@ class Fleet(FleetApps, FleetSites):
                 install_site_crd(self.store, KINDS[self.spec.discover])
             if self.spec.discover == "nodegroups":
                 install_edgeapp_crd(self.store)
-                self.edgeapps = EdgeAppController(self.store).start()
+                self.edgeapps = EdgeAppController(self.store)
+                self.controllers.before.append(self.edgeapps.reconcile)
             self.lifecycle.start()
             for i, site in enumerate(self.spec.site_names()):
                 nodes = self.spec.node_names(site)
@@ -169,8 +170,6 @@ class Fleet(FleetApps, FleetSites):
             ev.set()
         self.lifecycle.stop()
         self.controllers.stop()
-        if self.edgeapps is not None:
-            self.edgeapps.stop()
         if self._control is not None:
             self._control.shutdown()
             self._control.server_close()

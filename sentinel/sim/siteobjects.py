@@ -14,12 +14,11 @@ from typing import Any
 import yaml
 
 from sentinel.sim.objects import CRDS, Obj, Resource
-from sentinel.sim.store import RESOURCES, Store
+from sentinel.sim.store import Store
+from sentinel.sim.workloads import NODES
 
 __all__ = ["KINDS", "FleetSites", "SiteKind", "install_site_crd", "set_member",
            "site_annotations"]
-
-NODES = RESOURCES[("", "v1", "nodes")]
 
 
 class SiteKind:

@@ -82,6 +82,9 @@ class WorkloadControllers:
     def __init__(self, store: Store, step: float = 1.0, tick: float = 0.2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.step, self.tick, self.clock = store, step, tick, clock
+        self.before: list[Callable[[], None]] = []
+        """Controllers that write workloads (KubeEdge's EdgeApplication controller), run
+        first in each tick, so that what they render is rolled out in the same tick."""
         self._last_step: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-controllers", daemon=True)
@@ -104,6 +107,8 @@ class WorkloadControllers:
 
     def reconcile(self) -> None:
         """One workload at a time under the store's lock, so API requests interleave."""
+        for render in self.before:
+            render()
         for res, fn in ((DEPLOYMENTS, self._deployment), (DAEMONSETS, self._daemonset)):
             for o in self.store.list(res, None)[0]:
                 with self.store.lock:
