@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,21 @@ rules:
 """
 
 
+@contextmanager
+def scraped_fleet(sites: int, nodes: int, discover: str | None = None) -> Iterator[Fleet]:
+    """A fleet at test speed, every node scraped healthy once. A crashed node goes Unknown
+    1.5-2 s after it died: the order of a real cluster (Lease, grace period, then the cloud
+    sees it), at test speed."""
+    timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
+    with Fleet(FleetSpec(sites=sites, nodes_per_site=nodes, scrape_interval=SCRAPE,
+                         timing=timing, discover=discover, domain=DOMAIN)) as f:
+        f.wait_scraped()
+        yield f
+
+
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[Fleet]:
-    # A crashed node goes Unknown 1.5-2 s after it died: the order of a real cluster (Lease,
-    # grace period, then the cloud sees it), at test speed.
-    timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
-    with Fleet(FleetSpec(sites=3, nodes_per_site=5, scrape_interval=SCRAPE,
-                         timing=timing)) as f:
-        f.wait_scraped()
+    with scraped_fleet(3, 5) as f:
         yield f
 
 

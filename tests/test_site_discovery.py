@@ -23,12 +23,11 @@ from sentinel.core.model import NODE_KEY, ActionKind, Held, HeldKey, NodeInfo, R
 from sentinel.core.ruleset import RuleSet
 from sentinel.registry.state import edgeapp_overriders
 from sentinel.sim.edgeapps import override_image
-from sentinel.sim.fleet import Fleet, FleetSpec
+from sentinel.sim.fleet import Fleet
 from sentinel.sim.kubeapi import KubeApiServer
-from sentinel.sim.lifecycle import NodeTiming
 from sentinel.sim.siteobjects import KINDS, install_site_crd
 from sentinel.sim.store import ApiError, Store
-from tests.conftest import DOMAIN, SCRAPE, Harness, our_taints, poll
+from tests.conftest import DOMAIN, Harness, our_taints, poll, reset, scraped_fleet
 
 NP = SiteDiscovery(discover="openyurt-nodepools")
 NP_LABEL = "apps.openyurt.io/nodepool"
@@ -215,10 +214,7 @@ def test_a_watch_at_one_version_sees_writes_at_the_other() -> None:
 # -- live: sentinel follows the platform's sites, real Prometheus per site ---------------------
 @pytest.fixture(scope="module")
 def pools() -> Iterator[Fleet]:
-    timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
-    with Fleet(FleetSpec(sites=3, nodes_per_site=4, scrape_interval=SCRAPE, timing=timing,
-                         discover="nodepools", domain=DOMAIN)) as f:
-        f.wait_scraped()
+    with scraped_fleet(3, 4, "nodepools") as f:
         yield f
 
 
@@ -269,7 +265,7 @@ def test_sites_appear_and_disappear_live_and_a_removed_sites_isolations_are_hand
         h.close()
         f.heal()
         f.add_site_object("site-a", f.uplinks["site-a"].url)
-        _untaint(f)
+        reset(f)
 
 
 def test_a_pool_without_prometheus_is_reported_and_never_acted_on(
@@ -307,7 +303,7 @@ def test_a_pool_without_prometheus_is_reported_and_never_acted_on(
     finally:
         h.close()
         f.heal()
-        _untaint(f)
+        reset(f)
 
 
 def test_a_node_moved_out_of_every_pool_is_handed_back_and_one_moved_in_is_judged_there(
@@ -334,20 +330,12 @@ def test_a_node_moved_out_of_every_pool_is_handed_back_and_one_moved_in_is_judge
         h.close()
         f.heal()
         f.move_node("edge-a-03", "site-a")
-        _untaint(f)
-
-
-def _untaint(f: Fleet) -> None:
-    from tests.conftest import reset
-    reset(f)
+        reset(f)
 
 
 @pytest.fixture(scope="module")
 def groups() -> Iterator[Fleet]:
-    timing = NodeTiming(renew=0.5, grace=1.5, monitor_period=0.5)
-    with Fleet(FleetSpec(sites=2, nodes_per_site=3, scrape_interval=SCRAPE, timing=timing,
-                         discover="nodegroups", domain=DOMAIN)) as f:
-        f.wait_scraped()
+    with scraped_fleet(2, 3, "nodegroups") as f:
         yield f
 
 
@@ -366,7 +354,7 @@ def test_nodegroups_are_sites_too(groups: Fleet, tmp_path: Path) -> None:
     finally:
         h.close()
         f.heal()
-        _untaint(f)
+        reset(f)
 
 
 # -- KubeEdge: the registry failover written into the EdgeApplications -------------------------
