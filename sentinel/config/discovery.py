@@ -175,12 +175,12 @@ def _site(pool: Pool, kind: DiscoveredKind, d: SiteDiscovery, domain: str, centr
         site = site_config.model_validate(fields)
     except ValidationError as e:
         problems.append(_why(e))
-        site = site_config.model_validate({"name": pool.name,
-                                           "selector": fields["selector"]}) \
-            if _valid_name(site_config, pool.name) else None
-    if site is None:
-        return site_config.model_construct(name=pool.name, selector=fields["selector"]), \
-            f"{where}: its name cannot be a site name (1-63 letters, digits, '-', '_', '.')"
+        try:  # the site without what failed: its nodes stay its own
+            site = site_config.model_validate({"name": pool.name,
+                                               "selector": fields["selector"]})
+        except ValidationError:
+            return site_config.model_construct(name=pool.name, selector=fields["selector"]), \
+                f"{where}: its name cannot be a site name (1-63 letters, digits, '-', '_', '.')"
     if not central and site.prometheus is None and not problems:
         problems.append(f"no Prometheus: annotate it {domain}/prometheus: <url>, or set "
                         "site_discovery.prometheus (a template with {site})")
@@ -189,14 +189,6 @@ def _site(pool: Pool, kind: DiscoveredKind, d: SiteDiscovery, domain: str, centr
         site = site.model_copy(update={"prometheus": None, "registry": None})
         return site, f"{where}: " + "; ".join(problems)
     return site, None
-
-
-def _valid_name(site_config: type[Any], name: str) -> bool:
-    try:
-        site_config.model_validate({"name": name})
-    except ValidationError:
-        return False
-    return True
 
 
 def _why(e: Exception) -> str:

@@ -64,21 +64,18 @@ class RegistryGuard:
                                      r.max_failbacks, r.failback_window)
         self._settled = False
         self.sites: dict[str, _Site] = {}
-        for s in cfg.sites:
-            if s.registry is not None:
-                standby = s.registry.standby or r.standby
-                assert standby is not None  # the config validator saw to it
-                self.sites[s.name] = _Site(s, s.registry.primary, standby)
-        self.prober = RegistryProber(cfg, [e for s in self.sites.values()
-                                           for e in (s.primary, s.standby)])
+        self.prober = RegistryProber(cfg, [])
         self._retiring: dict[str, _Site] = {}
         """Sites gone from the platform while on their standby: failed back once, then
         forgotten (what sentinel switched there is handed back)."""
         self._lock = asyncio.Lock()
+        self.set_sites(cfg.sites, at_start=True)
 
-    def set_sites(self, sites: Sequence[SiteConfig]) -> None:
+    def set_sites(self, sites: Sequence[SiteConfig], *, at_start: bool = False) -> None:
         """The sites changed (discovery): a site whose registry settings are unchanged keeps
-        its state; a new one starts from what the cluster says (`_restore`)."""
+        its state; a new one starts from what the cluster says (`_restore`). At start, a CA
+        or password file that cannot be read is a configuration error (raised); later, for
+        a site discovered meanwhile, that site is left out and the log says why."""
         standby_default = self.cfg.registries.standby
         kept: dict[str, _Site] = {}
         for s in sites:
@@ -96,6 +93,8 @@ class RegistryGuard:
             try:
                 self.prober.add([s.registry.primary, standby])
             except OSError as e:
+                if at_start:
+                    raise
                 log.warning("site %s: registry not probed: %s", s.name, e)
                 continue
             kept[s.name] = _Site(s, s.registry.primary, standby)
