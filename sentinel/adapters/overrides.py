@@ -26,7 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from sentinel.adapters.kube import Reflector, WritePins, api_reason
+from sentinel.adapters.kube import Reflector, api_reason
+from sentinel.adapters.pins import WritePins
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest
