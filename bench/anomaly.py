@@ -74,7 +74,7 @@ def speed() -> float:
     d = state.drift
     assert d is not None
     kept = sum(a.nbytes for a in (d.center, d.scale, d.recent, d.spread, d.high_for,
-                                  state.smooth, state.above, state.below, state.alarm))
+                                  state.smooth, state.evidence, state.below, state.alarm))
     # Assembling the matrix from the collected per-site vectors (the collector's output).
     node_sites = dict(zip(names, sites, strict=True))
     views = {}

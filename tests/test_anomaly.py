@@ -28,6 +28,7 @@ from sentinel.anomaly.score import (
     FitError,
     fit_model,
     score_fleet,
+    series_alarms,
 )
 from sentinel.anomaly.store import ModelRefused, load_model, save_model
 from sentinel.config.loading import parse_config
@@ -125,12 +126,41 @@ def test_a_healthy_fleet_stays_under_the_target_alarm_rate() -> None:
     model = fit_model(x[:TRAIN], names, codes, FEATURES, params)
     scores, alarms, _ = run(model, x[TRAIN:], names, codes)
     assert alarms.mean() <= params.target_alarm_rate, alarms.mean()
-    # One noisy point alone never alarms: hysteresis needs `enter` in a row.
-    above = scores >= params.threshold
-    assert above.any(), "the test has no above-threshold point to check hysteresis with"
-    for n in range(alarms.shape[1]):
-        for t in np.flatnonzero(alarms[:, n] & ~np.roll(alarms[:, n], 1)):
-            assert above[max(0, t - params.enter + 1): t + 1, n].all()
+    assert (scores >= params.threshold).any(), "no point at the threshold: nothing was tested"
+
+
+@pytest.mark.parametrize(("points", "score", "raised_at"), [
+    (12, 0.99, 9),          # ten points at the threshold (1 in 100)
+    (12, 0.999, 4),         # five at 1 in 1,000
+    (12, 1 - 1e-7, 1),      # two at 1 in ten million
+    (1, 1.0, None),         # one point alone, however rare: a glitch
+    (2, 1.0, 1),
+    (30, 0.98, None),       # just under it for long: evidence, raised only at a point at it
+])
+def test_the_alarm_is_raised_once_enough_evidence_has_gathered(
+        points: int, score: float, raised_at: int | None) -> None:
+    """`enter` (10) in points at the threshold; a rarer point counts for more, at most half."""
+    params = AnomalyParams()
+    scores = np.concatenate([np.full(5, 0.5), np.full(points, score), np.full(5, 0.5)])
+    alarms = series_alarms(scores, params)
+    if raised_at is None:
+        assert not alarms.any()
+    else:
+        assert np.flatnonzero(alarms)[0] == 5 + raised_at
+        assert not alarms[5 + points:].any(), "cleared at the first point under the threshold"
+
+
+def test_points_just_under_the_threshold_take_evidence_back() -> None:
+    """Between rare points, quiet ones count back: nine at the threshold, then ten quiet
+    ones (score 0.5: a tenth of a decade each below the one-decade slack), are not evidence
+    for the next one."""
+    params = AnomalyParams()
+    rare, quiet = np.full(9, 0.99), np.full(10, 0.5)
+    assert not series_alarms(np.concatenate([rare, quiet, [0.99]]), params).any()
+    assert series_alarms(np.concatenate([rare, [0.99]]), params)[-1] == 1
+    # What a spell just under the threshold gathered raises it at the first point at it.
+    under = np.concatenate([np.full(20, 0.98), [0.99]])
+    assert np.flatnonzero(series_alarms(under, params)).tolist() == [20]
 
 
 def test_a_node_that_joined_after_training_is_compared_with_its_peers() -> None:

@@ -19,8 +19,14 @@ simulator's, figures in docs/anomaly.md):
   last points steadies it (`smoothing`), and that is calibrated once more. The score therefore
   reads as a percentile of normal behaviour: 0.99 is exceeded 1 % of the time by healthy
   nodes, and the alarm threshold follows from a target alarm rate, without labels.
-- Hysteresis: a score must stay at or above the threshold `enter` points in a row to raise
-  the alarm and below it `leave` points in a row to clear it.
+- Alarm: evidence accumulates over points (a one-sided CUSUM on the score's rarity): each
+  point adds how many decades rarer than half the threshold it is, in units of a point at the
+  threshold, and the alarm is raised at a point at or above the threshold once `enter`
+  points' worth has gathered: `enter` points at the threshold in a row, fewer when they are
+  rarer, more when some fall just under it. A
+  short fault with very rare points is caught that "`enter` in a row" missed (real servers'
+  faults are often 7-11 steps), and a healthy blip is not: measured, docs/anomaly.md. It is
+  cleared after `leave` points in a row under the threshold.
 - Drift (sentinel/anomaly/drift.py): a level shift that persists for `accept_after` becomes the
   node's new baseline instead of an alarm until the next training.
 
@@ -37,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sentinel.anomaly import ESTIMATORS
+from sentinel.anomaly.alarm import AlarmState, hysteresis, series_alarms
 from sentinel.anomaly.arrays import (
     Array,
     Calibration,
@@ -50,7 +57,7 @@ from sentinel.anomaly.arrays import (
     smooth_step,
     tail,
 )
-from sentinel.anomaly.drift import Drift
+from sentinel.anomaly.params import AnomalyParams
 from sentinel.anomaly.readings import FleetScores
 from sentinel.core.errors import InputError
 
@@ -76,43 +83,6 @@ FIT_ROWS = 50_000
 
 class FitError(InputError):
     """Training data that cannot give a model (too short, no node with data)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnomalyParams:
-    target_alarm_rate: float = 0.01
-    """Fraction of healthy points allowed at or above the threshold: the label-free choice."""
-    enter: int = 3
-    """Points in a row at or above the threshold that raise the alarm."""
-    leave: int = 1
-    """Points in a row below it that clear the alarm. Measured: a longer leave only flagged
-    healthy steps after each event."""
-    smoothing: float = 0.7
-    """Weight of the newest point in a moving average of the evidence (1: none). Measured on
-    real data: 0.7 ranks better (AUPRC) and alarms less on both real datasets; 0.5 steadied
-    more but delayed alarms on the simulator's short faults."""
-    reference_size: int = 64
-    """Centroids of normal z-vectors per model. Measured on real data: 64 rank as well as
-    nearest neighbours over the whole training window; 32 ranked lower."""
-    pca: bool = True
-    """The PCA part. Measured: it adds little to the ranking on real data (asd AUPRC +0.003)
-    but a live cpu-hog (CPU and load up together) alarmed on 73 % of its steps without it."""
-    pca_variance: float = 0.9
-    """The share of the variance the PCA keeps."""
-    accept_after: float = 6 * 3600.0
-    """Seconds a shift must keep the score at or above the threshold (leaky: time below counts
-    back) before it is taken as the node's new baseline."""
-    recent_window: float = 3600.0
-    """Seconds: the exponential average that tracks a node's recent level and spread."""
-    calibration_fraction: float = 0.25
-    """The part of the training window held out to calibrate the scores on: two blocks, one
-    in the middle and the newest, so the calibration sees more than one time of day."""
-    min_peers: int = 3
-    clip: float = 50.0
-
-    @property
-    def threshold(self) -> float:
-        return 1.0 - self.target_alarm_rate
 
 
 @dataclass(frozen=True)
@@ -281,63 +251,6 @@ def _has_peers(codes: NDArray[np.intp], min_peers: int) -> bool:
 
 
 # -- scoring -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AlarmState:
-    """Per node, between cycles: the smoothed evidence, the hysteresis counters, the baseline
-    as drift has moved it, and when the last cycle was scored."""
-
-    nodes: tuple[str, ...] = ()
-    smooth: Array = field(default_factory=lambda: np.zeros(0))
-    above: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    below: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    alarm: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    drift: Drift | None = None
-    at: float | None = None
-    basis: Array | None = None
-    """The trained baselines the drift started from: a new model (even with other features)
-    starts it again, so `drift` always has the model's features."""
-
-    def aligned(self, nodes: tuple[str, ...], features: int) -> AlarmState:
-        """The same state over another node list (a new model, nodes joining or leaving)."""
-        if nodes == self.nodes and self.drift is not None:
-            return self
-        n = len(nodes)
-        new = AlarmState(nodes, np.full(n, np.nan), np.zeros(n, dtype=np.int64),
-                         np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool),
-                         Drift.empty(n, features), self.at, self.basis)
-        if self.nodes:
-            old = {name: i for i, name in enumerate(self.nodes)}
-            pairs = [(i, old[name]) for i, name in enumerate(nodes) if name in old]
-            if pairs:
-                to, fr = (np.asarray(p) for p in zip(*pairs, strict=True))
-                new.smooth[to], new.above[to] = self.smooth[fr], self.above[fr]
-                new.below[to], new.alarm[to] = self.below[fr], self.alarm[fr]
-                if self.drift is not None:
-                    new = replace(new, drift=self.drift.take(to, fr, n))
-        return new
-
-
-def _hysteresis(score: Array, st: AlarmState, params: AnomalyParams) -> AlarmState:
-    known = ~np.isnan(score)
-    high = known & (score >= params.threshold)
-    low = known & ~high
-    above = np.where(high, st.above + 1, np.where(low, 0, st.above))
-    below = np.where(low, st.below + 1, np.where(high, 0, st.below))
-    alarm = (st.alarm | (above >= params.enter)) & ~(st.alarm & (below >= params.leave))
-    return replace(st, above=above, below=below, alarm=alarm)
-
-
-def series_alarms(scores: Array, params: AnomalyParams) -> NDArray[np.int8]:
-    """The alarm (0/1) of one entity's score series, as cycles would raise it from these
-    scores (the baselines' hysteresis; sentinel's own replays its cycles: `score_series`)."""
-    st = AlarmState().aligned(("entity",), 1)
-    out = np.zeros(scores.shape[0], dtype=np.int8)
-    for t in range(scores.shape[0]):
-        st = _hysteresis(scores[t: t + 1], st, params)
-        out[t] = st.alarm[0]
-    return out
-
-
 def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str],
                 x: Array, state: AlarmState, now: float) -> tuple[FleetScores, AlarmState]:
     """Score this cycle's feature matrix `x` (len(nodes), features) at time `now` (seconds).
@@ -358,11 +271,12 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
     evidence = model.evidence(z, pz)
     smooth = smooth_step(st.smooth, evidence, p.smoothing)
     score = np.where(np.isnan(evidence), np.nan, model.cal_final(smooth))
-    st = _hysteresis(score, replace(st, smooth=smooth), p)
+    st = hysteresis(score, replace(st, smooth=smooth), p)
     drift, rebased = drift.tracked(x, dt, p.recent_window).accepted(
         st.alarm | (~np.isnan(score) & (score >= p.threshold)), dt, p.accept_after)
     if rebased.any():  # the shift is the new normal: its alarm ends with it
-        st = replace(st, alarm=st.alarm & ~rebased, above=np.where(rebased, 0, st.above))
+        st = replace(st, alarm=st.alarm & ~rebased,
+                     evidence=np.where(rebased, 0.0, st.evidence))
     st = replace(st, drift=drift, at=now)
     return (FleetScores(nodes, tuple(sites), score, st.alarm, x, z, pz, model.features,
                         p.threshold, rebased), st)

@@ -26,8 +26,9 @@ from sentinel.core.errors import SentinelError
 __all__ = ["FORMAT", "ModelRefused", "features_digest", "library_versions", "load_model",
            "save_model"]
 
-FORMAT = 2
-"""2: a reference of normal z-vectors joined the parts (a format-1 file is retrained)."""
+FORMAT = 3
+"""2: a reference of normal z-vectors joined the parts; 3: `enter` counts evidence, not points
+in a row (older files are retrained)."""
 
 
 class ModelRefused(SentinelError):

@@ -135,8 +135,8 @@ def score(config: ConfigOpt,
           top: Annotated[int, typer.Option(help="Show the N most unusual nodes.")] = 20,
           output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table"
           ) -> None:
-    """Score every node now with the saved model (one point: the alarm needs `enter` cycles
-    in a row, so this shows who is above the threshold)."""
+    """Score every node now with the saved model (one point: the alarm gathers evidence over
+    cycles, so this shows who is above the threshold, not who alarms)."""
     import asyncio
 
     from sentinel.adapters.central import make_collector

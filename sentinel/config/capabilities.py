@@ -110,8 +110,11 @@ class Anomaly(_Strict):
     """An older model is stale: refused (no scores) and retrained."""
     target_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
     """The label-free threshold: the fraction of healthy points allowed to alarm."""
-    enter: int = Field(3, ge=1)
-    """Cycles in a row at or above the threshold before the alarm is raised."""
+    enter: float = Field(10.0, gt=0)
+    """Evidence that raises the alarm, in cycles at the threshold: 10 cycles at it, 5 at ten
+    times rarer, 2 at a hundred-thousandth of it; a cycle just under it counts for less, not
+    nothing (docs/anomaly.md). It used to count cycles in a row (default 3): a configuration
+    that still says 3 is now raised at least as soon, and more often."""
     leave: int = Field(1, ge=1)
     smoothing: float = Field(0.7, gt=0, le=1)
     """Weight of the newest point in a moving average of the evidence; 1 is none."""
