@@ -6,6 +6,7 @@ nothing it had acknowledged is lost."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -127,8 +128,10 @@ def test_the_journal_lock_held_past_the_busy_timeout(clean_fleet: Fleet, tmp_pat
     print(f"journal lock released -> isolation in {took:.2f}s")
     assert took < 10, took
     log = srv.log.read_text()
-    assert "the journal cannot be written (write-ahead: database is locked)" in log or \
-        "the journal cannot be written (notes: database is locked)" in log, log[-3000:]
+    # Whichever of the journal's writers meets the lock first says so (a cycle's write-ahead,
+    # the settling of an earlier action, a note): which one is a race, not the point.
+    assert re.search(r"the journal cannot be written \((write-ahead|settle|notes): database "
+                     r"is locked\)", log), log[-3000:]
     assert "the journal can be written again" in log
     fps = {r[0] for r in _journal_rows(srv.journal, "SELECT fingerprint FROM alerts")}
     assert {"before-fault", "during-fault"} <= fps, "an acknowledged alert was lost"
