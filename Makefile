@@ -34,4 +34,5 @@ bench: install
 	.venv/bin/python bench/startup.py
 	.venv/bin/python bench/takeover.py
 	.venv/bin/python bench/crash_to_l2.py
+	.venv/bin/python bench/api_gil.py
 	.venv/bin/python bench/fleet.py

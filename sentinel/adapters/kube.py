@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.pins import WritePins
 from sentinel.config.schema import ClusterConfig, Config, SiteConfig
 from sentinel.core.model import NodeInfo, SiteName
@@ -131,10 +132,13 @@ class Reflector:
                          self.name, len(items))
                 items, token, rv = [], "", ""
                 continue
-            body = json.loads(resp.data)
+            # Element by element (adapters/jsonarray.py): a page of kubelet-sized objects is
+            # megabytes, and one json.loads of it would keep the event loop from the GIL.
+            body, page = loads_split(resp.data, ("items",))
             del resp
             self.pages += 1
-            items.extend(self._transform(o) for o in body.get("items") or [])
+            items.extend(self._transform(o) for o in page)
+            del page
             meta = body.get("metadata") or {}
             rv = rv or str(meta["resourceVersion"])  # every page is of the first's snapshot
             token = meta.get("continue") or ""

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import httpx
 
+from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.promhttp import PromClients
 from sentinel.config.schema import Config, SiteConfig
 from sentinel.config.sources import HttpSettings
@@ -97,9 +98,11 @@ async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
 
     def parse() -> Samples:
         try:
-            body = r.json()
+            body, result = loads_split(r.content, ("data", "result"))
         except ValueError:
             raise PromError(f"HTTP {r.status_code}, not JSON") from None
+        if isinstance(body, dict) and isinstance(body.get("data"), dict):
+            body["data"]["result"] = result
         return _parse_vector(body, expr)
 
     # A fleet-wide answer (every node's presence, from a central store) is megabytes: parsed
