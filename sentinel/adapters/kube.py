@@ -132,7 +132,7 @@ class Reflector:
                          self.name, len(items))
                 items, token, rv = [], "", ""
                 continue
-            # Element by element (adapters/jsonarray.py): a page of kubelet-sized objects is
+            # A chunk at a time (adapters/jsonarray.py): a page of kubelet-sized objects is
             # megabytes, and one json.loads of it would keep the event loop from the GIL.
             body, page = loads_split(resp.data, ("items",))
             del resp

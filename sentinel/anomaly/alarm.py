@@ -55,6 +55,7 @@ class AlarmState:
 
 
 def hysteresis(score: Array, st: AlarmState, params: AnomalyParams) -> AlarmState:
+    """One cycle of every node's alarm from its score (NaN: no score, nothing changes)."""
     known = ~np.isnan(score)
     high = known & (score >= params.threshold)
     low = known & ~high
