@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -606,6 +607,7 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     def alarmed(rep: Any) -> bool:
         return node in rep.snapshot.anomalies
     h.until(alarmed, 40, f"{node}'s anomaly alarm")
+    first = len(h.reports) - 1
     h.run_for(3)  # the fault at full strength
     # Take the next cycle that has the alarm rather than whichever cycle came last.
     rep = h.until(alarmed, 20, f"{node}'s anomaly alarm at full strength")
@@ -613,11 +615,17 @@ def test_a_grey_node_in_the_live_fleet_alarms_and_at_most_takes_level_1(
     assert reading.top[0][0] == "disk_latency"
     healthy = [rep.anomaly.reading(n) for n in h.fleet.nodes() if n != node]
     # Live, on 40 s of training history, a healthy node's rare blip can tie or pass it for a
-    # moment (the offline tests check the ranking strictly): among the top two, and at most
-    # one healthy node alarming with it.
+    # moment (the offline tests check the ranking and the alarm rate strictly): among the top
+    # two at this cycle. Which healthy nodes alarm at one cycle is chance (a net-error blip a
+    # 40 s window never saw; CI saw two at once), so the singling out is checked over the
+    # fault: it alarmed on more of its cycles than any healthy node did on the same cycles.
     above = [r for r in healthy if r is not None and r.score > reading.score]
     assert len(above) <= 1, (reading, above)
-    assert sum(1 for r in healthy if r is not None and r.alarm) <= 1
+    during = h.reports[first:]
+    counts = Counter(n for r in during for n in r.snapshot.anomalies)
+    worst_healthy = max((c for n, c in counts.items() if n != node), default=0)
+    assert counts[node] > worst_healthy, (node, len(during), counts)
+    assert sum(1 for r in healthy if r is not None and r.alarm) <= len(healthy) // 2
     notes = h.rt.journal.notes(node=node)
     assert any(n["reason"] == "anomaly" and "disk_latency" in n["text"] for n in notes), notes
     metrics = generate_latest(h.rt.registry).decode()
