@@ -131,8 +131,13 @@ def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
     h = harness(sites=[{"name": "site-a", "prometheus": gateway, "http": {
         "bearer_token_file": str(tmp_path / "token"), "headers": dict([TENANT]),
         "path_prefix": "/prom"}}, *sites])
-    rep = h.until(lambda r: r.snapshot.sites["site-a"].reachable, 20, "site-a through the gateway")
-    assert rep.snapshot.sites["site-a"].uptime is not None, "the runtime-info probe got through"
+    # The first cycle that reaches the site may see some of its queries time out on a busy
+    # machine (the gateway is one more hop; CI saw the runtime-info probe among them): the
+    # site must answer through the gateway, the probe included, within the deadline.
+    def through(r: Any) -> bool:
+        v = r.snapshot.sites["site-a"]
+        return v.reachable and v.uptime is not None
+    h.until(through, 20, "site-a and its runtime-info probe through the gateway")
     node = "edge-a-03"
     clean_fleet.crash(node)
     h.until(lambda r: our_taints(clean_fleet, node).get(NODE_KEY) == "NoExecute", 40,
