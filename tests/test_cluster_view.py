@@ -11,6 +11,7 @@ from kubernetes import client
 from sentinel.adapters.kube import ClusterView
 from sentinel.config.loading import parse_config
 from sentinel.core.model import Ready
+from sentinel.sim.store import RESOURCES
 
 CFG = parse_config(yaml.safe_dump({"sites": [{"name": "a", "prometheus": "http://x:1"}]}),
                    "c.yaml", {})
@@ -111,12 +112,27 @@ def test_the_emulator_pages_one_snapshot_and_refuses_an_expired_continue_token()
         rv = first.metadata.resource_version
         assert [n.metadata.name for n in first.items] == ["n00", "n01"]
         assert first.metadata.remaining_item_count == 3
+        before = {n.metadata.name: (n.metadata.resource_version, n.metadata.labels)
+                  for n in core.list_node().items}
         core.delete_node("n03")
         core.create_node({"metadata": {"name": "n99"}})
+        # Every way the store writes, after the snapshot: a patch, a write in place (a
+        # kubelet's renewal), a controller's. The pages still show the objects as they were.
+        core.patch_node("n02", {"metadata": {"labels": {"changed": "yes"}}})
+        srv.store.touch(RESOURCES[("", "v1", "nodes")], "", "n04",
+                               lambda o: o["metadata"].setdefault("labels", {}).update(t="1"))
+        core.patch_node("n04", {"spec": {"unschedulable": True}})
         second = core.list_node(limit=2, _continue=first.metadata._continue)
         third = core.list_node(limit=2, _continue=second.metadata._continue)
         assert [n.metadata.name for n in second.items + third.items] == ["n02", "n03", "n04"]
         assert second.metadata.resource_version == third.metadata.resource_version == rv
+        assert {n.metadata.name: (n.metadata.resource_version, n.metadata.labels)
+                for n in second.items + third.items} == \
+            {k: before[k] for k in ("n02", "n03", "n04")}
+        assert not any(n.spec.unschedulable for n in third.items)
+        now = {n.metadata.name: n for n in core.list_node().items}
+        assert now["n02"].metadata.labels["changed"] == "yes" and "n03" not in now
+        assert now["n04"].metadata.labels["t"] == "1" and now["n04"].spec.unschedulable
         assert not third.metadata._continue
         again = core.list_node(limit=2)
         srv.pages.forget()

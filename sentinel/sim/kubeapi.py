@@ -51,9 +51,10 @@ _PATH = re.compile(
 
 def _at(res: Resource, obj: Obj) -> Obj:
     """The object as read at the requested version: a CRD's versions share their objects and
-    differ only in `apiVersion` (conversion strategy None)."""
+    differ only in `apiVersion` (conversion strategy None). Never changed in place: a list
+    serves the stored objects themselves (Store.snapshot)."""
     if obj.get("apiVersion", res.api_version) != res.api_version:
-        obj["apiVersion"] = res.api_version
+        return {**obj, "apiVersion": res.api_version}
     return obj
 
 
@@ -167,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         if token:
             items, rv, start = self.server.pages.resume(token)
         else:
-            items, rv = store.list(res, ns, match)
+            items, rv = store.snapshot(res, ns, match)
             start = 0
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if limit and start + limit < len(items):
