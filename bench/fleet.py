@@ -21,10 +21,11 @@ ready, memory). Last line: `fleet_cycle_p95_seconds=<n> fleet_peak_rss_mb=<n>
 fleet_crash_to_l2_p95_seconds=<n> api_p99_ms=<n>`.
 
 Sizes: the defaults (20,000 nodes, 100,000 pods, 100 sites) are what the emulator carries on
-a 2-core machine in a few minutes (5.7 GB); it keeps every object as a dict and copies a whole
-kind for a list's snapshot, so 100,000 nodes and 500,000 pods (`--nodes 100000 --sites 500`)
-need about 29 GB for the emulator alone. The emulator, the kubelets and Prometheus share the
-machine with sentinel: the figures are an upper bound of sentinel's own.
+a 2-core machine in a few minutes (2.9 GB: it keeps every object as a dict, and serves lists
+from the stored objects without copying them), so 100,000 nodes and 500,000 pods
+(`--nodes 100000 --sites 500`) need about 15 GB for the emulator alone. The emulator, the
+kubelets and Prometheus share the machine with sentinel: the figures are an upper bound of
+sentinel's own.
 """
 
 from __future__ import annotations
