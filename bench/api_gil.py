@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from starlette.routing import Route
 
 from sentinel.adapters.jsonarray import loads_split
 from sentinel.cli.main import SWITCH_INTERVAL
+from sentinel.sim.process import free_port
 
 SERIES, SECONDS = 60_000, 12.0
 
@@ -60,12 +60,6 @@ def answer() -> bytes:
                     "site": f"site-{i % 100:03d}", "instance": f"10.{i % 250}.{i % 200}.1:9100"},
          "value": [1700000000.123, "1"]} for i in range(SERIES)]}},
         separators=(",", ":")).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def measure(parse: Callable[[], object] | None) -> list[float]:
