@@ -105,9 +105,10 @@ class Store:
 
     def list(self, res: Resource, ns: str | None,
              match: Callable[[Obj], bool] = lambda o: True) -> tuple[list[Obj], int]:
+        """Copies of the matching objects (the caller may change them), and their version."""
         with self._lock:
-            items = [_clone(o) for _, o in self._matching(res, ns, match)]
-            return items, self._rv
+            items, rv = self.snapshot(res, ns, match)
+            return [_clone(o) for o in items], rv
 
     def names(self, res: Resource, ns: str | None,
               match: Callable[[Obj], bool] = lambda o: True) -> tuple[str, ...]:
