@@ -331,8 +331,7 @@ def main(a: argparse.Namespace) -> None:
         # sentinel holds is gone when it comes back (the kubelets go on renewing meanwhile).
         api.stop()
         time.sleep(2.0)
-        with store.lock:
-            store._history.clear()
+        store.compact()
         api = KubeApiServer(store, port=api.port).start()
         track_lists(api, len(nodes), finals)
         peak = 0.0

@@ -170,6 +170,42 @@ def test_a_watcher_that_falls_behind_the_history_gets_410_not_a_gap() -> None:
     assert e.value.code == 410
 
 
+def test_other_kinds_writes_never_expire_a_watch() -> None:
+    """The API server keeps a watch cache per resource: 100,000 kubelets renew 10,000 Leases a
+    second, and a node watch must not be expired by them (one history shared by every kind
+    turned over in 20 s at that size, and sentinel never synced)."""
+    leases = RESOURCES[("coordination.k8s.io", "v1", "leases")]
+    store = Store(history=5)
+    store.create(NODES, "", {"metadata": {"name": "n1"}, "spec": {}})
+    store.create(leases, "kube-node-lease", {"metadata": {"name": "n1"}, "spec": {}})
+    w = store.watch(NODES, None, store.resource_version, 5.0, lambda o: True, lambda: False)
+    for i in range(20):  # four times the history, all of another kind
+        store.touch(leases, "kube-node-lease", "n1",
+                    lambda o, i=i: o["spec"].__setitem__("renewTime", str(i)))
+    store.mutate(NODES, "", "n1", lambda o: o["metadata"].setdefault("labels", {})
+                 .__setitem__("x", "1"))
+    e = next(w)
+    assert (e.type, e.obj["metadata"]["labels"]) == ("MODIFIED", {"x": "1"})
+    # ...while the Lease history itself has moved on: a Lease watch from then is 410.
+    with pytest.raises(ApiError) as err:
+        next(store.watch(leases, None, 2, 1.0, lambda o: True, lambda: False))
+    assert err.value.code == 410
+
+
+def test_a_compacted_store_expires_every_version_held_before() -> None:
+    store = Store()
+    store.create(NODES, "", {"metadata": {"name": "n1"}, "spec": {}})
+    rv = store.resource_version
+    store.compact()
+    with pytest.raises(ApiError) as err:
+        next(store.watch(NODES, None, rv - 1, 1.0, lambda o: True, lambda: False))
+    assert err.value.code == 410
+    # A watch from the version the store is at misses nothing and is served.
+    w = store.watch(NODES, None, rv, 5.0, lambda o: True, lambda: False)
+    store.mutate(NODES, "", "n1", lambda o: o.__setitem__("spec", {"unschedulable": True}))
+    assert next(w).obj["spec"]["unschedulable"] is True
+
+
 def test_unsupported_selectors_are_a_400(api: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as e:
         api.list_pod_for_all_namespaces(field_selector="status.phase=Running")

@@ -292,8 +292,8 @@ def _settled(name: str) -> Any:
 def _template_writes(fleet: Fleet, name: str) -> list[str]:
     """The version of every pod template the Deployment was given, in order."""
     out = []
-    for e in list(fleet.store._history):
-        if e.res.plural == "deployments" and e.obj["metadata"]["name"] == name:
+    for e in fleet.store.history(DEPLOYMENTS):
+        if e.obj["metadata"]["name"] == name:
             v = e.obj["spec"]["template"]["metadata"]["labels"]["version"]
             if not out or out[-1] != v:
                 out.append(v)

@@ -1,14 +1,16 @@
 """The emulator's object store: resourceVersions, watch history, selectors, conflicts.
 
 It keeps the semantics sentinel relies on: one global, increasing resourceVersion; a patch or
-update carrying a stale `metadata.resourceVersion` fails with 409; a watch from a version older
-than the history window fails with 410 Gone; `status` is only written through `/status`.
-Two controllers of a real control plane are emulated because their effects are visible to
-sentinel: the cordon taint (`node.kubernetes.io/unschedulable`) and the NoExecute taint manager
-(pods that do not tolerate a NoExecute taint are evicted, i.e. deleted, immediately; their
-`tolerationSeconds` are not honoured). `metadata.generation` counts changes of `spec` for the
-objects with a status (not Nodes), as the real API does; the workload controllers (workloads.py)
-report `status.observedGeneration` against it.
+update carrying a stale `metadata.resourceVersion` fails with 409; `status` is only written
+through `/status`; a watch whose next events have left the history fails with 410 Gone. The
+history is kept per resource, as the API server's watch cache is, so a fleet's Lease renewals
+never push node or pod events out of it. Two controllers of a real control plane are emulated
+because their effects are visible to sentinel: the cordon taint
+(`node.kubernetes.io/unschedulable`) and the NoExecute taint manager (pods that do not tolerate
+a NoExecute taint are evicted, i.e. deleted, immediately; `tolerationSeconds` are not
+honoured). `metadata.generation` counts changes of `spec` for the objects with a status (not
+Nodes), as the real API does; the workload controllers (workloads.py) report
+`status.observedGeneration` against it.
 
 A stored object is never changed after it is written (every write stores a new one), so lists
 and their pages, and the watch history, share the stored objects instead of copying them.
@@ -32,6 +34,9 @@ from sentinel.sim.taints import UNSCHEDULABLE_TAINT, tolerates, validate_taints
 __all__ = ["RESOURCES", "ApiError", "Obj", "Resource", "Store", "WatchEvent"]
 
 
+T = TypeVar("T")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -42,10 +47,6 @@ def _clone(obj: T) -> T:
     copies."""
     out: T = pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
     return out
-
-
-T = TypeVar("T")
-
 
 
 def _without_rv(obj: Obj) -> Obj:
@@ -61,7 +62,10 @@ class Store:
         """(group, plural) -> (namespace, name) -> object, in key order: a list reads one kind,
         not every object of every kind (a fleet's Leases alone are a thousand)."""
         self._rv = 0
-        self._history: deque[WatchEvent] = deque(maxlen=history)
+        self._history_len = history
+        self._history: dict[tuple[str, str], deque[WatchEvent]] = {}  # per (group, plural)
+        self._expired: dict[tuple[str, str], int] = {}
+        """The newest version each kind's history has dropped: older watches are 410 Gone."""
         self.evictions: list[tuple[str, str, str]] = []
         """(namespace, pod, node) of every pod the taint manager evicted."""
         self.writes: list[tuple[str, str, str, str]] = []
@@ -129,46 +133,58 @@ class Store:
               match: Callable[[Obj], bool], stop: Callable[[], bool]) -> Iterator[WatchEvent]:
         """Events after `since` (None: the current objects as ADDED first)."""
         deadline = time.monotonic() + timeout
+        kind = (res.group, res.plural)
         with self._lock:
             if since is None:
                 items, since = self.list(res, ns, match)
                 initial = [WatchEvent(since, "ADDED", res, o) for o in items]
             else:
                 initial = []
-                oldest = self._history[0].rv if self._history else self._rv + 1
-                if since < oldest - 1 and since < self._rv:
-                    raise ApiError(410, "Expired",
-                                   f"too old resource version: {since} ({oldest - 1})")
+                self._check_window(kind, since)
         yield from initial
         last = since
         while not stop():
             with self._lock:
-                # Versions are consecutive, one history entry each: the new events are the
-                # last `_rv - last` entries, taken from the right without scanning the rest
-                # (node Leases renew many times a second in a simulated fleet).
-                new, hist = self._rv - last, self._history
-                if new > len(hist):
-                    # A watcher slower than the writes: its next events have left the history.
-                    # The API server ends such a watch with 410 Gone (the client lists again);
-                    # never skip them silently.
-                    raise ApiError(410, "Expired", f"too old resource version: {last} "
-                                   f"({hist[0].rv - 1 if hist else self._rv})")
-                batch = [hist[i] for i in range(max(0, len(hist) - new), len(hist))] \
-                    if new > 0 else []
+                # A watcher slower than the writes: its next events have left the history. The
+                # API server ends such a watch with 410 Gone (the client lists again); never
+                # skip them silently.
+                self._check_window(kind, last)
+                # The new events are at the right end: walk back to `last`, not over the rest.
+                batch: list[WatchEvent] = []
+                for e in reversed(self._history.get(kind, ())):
+                    if e.rv <= last:
+                        break
+                    batch.append(e)
                 if not batch:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return
                     self._lock.wait(min(left, 0.5))
                     continue
-            for e in batch:
+            for e in reversed(batch):
                 last = e.rv
                 # Any served version of the same objects (a CRD's versions share them).
-                if (e.res.group, e.res.plural) == (res.group, res.plural) and \
-                        (ns is None or e.obj["metadata"].get("namespace") == ns) and match(e.obj):
+                if (ns is None or e.obj["metadata"].get("namespace") == ns) and match(e.obj):
                     yield WatchEvent(e.rv, e.type, e.res, _clone(e.obj))
             if time.monotonic() >= deadline:
                 return
+
+    def _check_window(self, kind: tuple[str, str], since: int) -> None:
+        if since < (expired := self._expired.get(kind, 0)):
+            raise ApiError(410, "Expired", f"too old resource version: {since} ({expired})")
+
+    def history(self, res: Resource) -> tuple[WatchEvent, ...]:
+        """The events of one resource a watch can still be served, oldest first (for tests)."""
+        with self._lock:
+            return tuple(self._history.get((res.group, res.plural), ()))
+
+    def compact(self) -> None:
+        """Forget every event, as an API server restarted after a compaction has: a watch
+        from any version held before is 410 Gone."""
+        with self._lock:
+            for kind in set(self._history) | set(self._kinds):
+                self._expired[kind] = self._rv
+            self._history.clear()
 
     # -- writing -------------------------------------------------------------------------
     def _commit(self, res: Resource, key: Key, obj: Obj | None, kind: str, verb: str) -> Obj:
@@ -181,16 +197,25 @@ class Store:
             del self._kinds[key[:2]][key[2:]]
             # A new object for the deletion's version: a snapshot holding the old one keeps it.
             old = {**gone, "metadata": {**gone["metadata"], "resourceVersion": str(self._rv)}}
-            self._history.append(WatchEvent(self._rv, "DELETED", res, old))
+            self._record(WatchEvent(self._rv, "DELETED", res, old))
             self.writes.append((verb, res.plural, key[2], key[3]))
             self._lock.notify_all()
             return _clone(old)
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._put(key, obj)
-        self._history.append(WatchEvent(self._rv, kind, res, obj))
+        self._record(WatchEvent(self._rv, kind, res, obj))
         self.writes.append((verb, res.plural, key[2], key[3]))
         self._lock.notify_all()
         return _clone(obj)
+
+    def _record(self, e: WatchEvent) -> None:
+        kind = (e.res.group, e.res.plural)
+        hist = self._history.get(kind)
+        if hist is None:
+            hist = self._history[kind] = deque(maxlen=self._history_len)
+        if len(hist) == self._history_len:
+            self._expired[kind] = hist[0].rv
+        hist.append(e)
 
     def _put(self, key: Key, obj: Obj) -> None:
         self._objects[key] = obj
@@ -329,7 +354,7 @@ class Store:
             self._rv += 1
             obj["metadata"]["resourceVersion"] = str(self._rv)
             self._put(key, obj)
-            self._history.append(WatchEvent(self._rv, "MODIFIED", res, obj))
+            self._record(WatchEvent(self._rv, "MODIFIED", res, obj))
             self._lock.notify_all()
 
     # -- semantics -------------------------------------------------------------------------
