@@ -101,8 +101,9 @@ def _emulator(nodes: int, pods_per_node: int = 0) -> tuple[Any, client.ApiClient
 
 def test_the_emulator_pages_one_snapshot_and_refuses_an_expired_continue_token() -> None:
     """As the API server does: every page of a list is cut from the first page's snapshot, and
-    a continue token the server no longer holds is 410 Expired (a consistent client lists
-    again); a token it never issued is 400."""
+    a continue token the server no longer holds is 410 Expired, carrying a token that goes on
+    from the next key of the latest snapshot (a consistent client lists again instead); a
+    token it never issued is 400."""
     from kubernetes.client.rest import ApiException
 
     srv, api = _emulator(5)
@@ -136,11 +137,19 @@ def test_the_emulator_pages_one_snapshot_and_refuses_an_expired_continue_token()
         assert not third.metadata._continue
         again = core.list_node(limit=2)
         srv.pages.forget()
+        core.patch_node("n00", {"metadata": {"labels": {"after": "forget"}}})
         try:
             core.list_node(limit=2, _continue=again.metadata._continue)
             raise AssertionError("an expired continue token was served")
         except ApiException as e:
             assert e.status == 410 and "too old to display a consistent list" in str(e.body)
+            token = json.loads(e.body)["metadata"]["continue"]
+        # ...with a token that goes on from the next key (n02) of the latest snapshot.
+        rest = core.list_node(limit=2, _continue=token)
+        assert [n.metadata.name for n in rest.items] == ["n02", "n04"]
+        assert int(rest.metadata.resource_version) > int(again.metadata.resource_version)
+        last = core.list_node(limit=2, _continue=rest.metadata._continue)
+        assert [n.metadata.name for n in last.items] == ["n99"] and not last.metadata._continue
         try:
             core.list_node(limit=2, _continue="not-a-token")
             raise AssertionError("a made-up continue token was served")
@@ -179,7 +188,11 @@ def test_the_cloud_view_lists_in_pages_and_keeps_only_what_it_reads() -> None:
         srv.stop()
 
 
-def test_a_list_whose_continue_token_expires_midway_starts_again_whole() -> None:
+def test_a_list_whose_continue_token_expires_midway_goes_on_and_the_watch_mends_it() -> None:
+    """The 410 for an expired continue token carries a token of its own, as the API server's
+    does: the reflector goes on from the next key of the latest snapshot instead of starting
+    again (which never ends when a list takes longer than the server keeps its snapshot), and
+    the watch from the first page's version replays every change, so the cache ends exact."""
     from sentinel.adapters.kube import Reflector
 
     srv, api = _emulator(7)
@@ -192,14 +205,35 @@ def test_a_list_whose_continue_token_expires_midway_starts_again_whole() -> None
             resp = core.list_node(**kw)
             if len(calls) == 1:
                 srv.pages.forget()
+                core.patch_node("n01", {"metadata": {"labels": {"v": "2"}}})  # before the cut
+                core.patch_node("n05", {"metadata": {"labels": {"v": "2"}}})  # after it
+                core.delete_node("n04")
+                core.create_node({"metadata": {"name": "n99"}})
             return resp
 
-        got: list[list[str]] = []
-        r = Reflector("nodes", list_node, lambda items: got.append(
-            [o["metadata"]["name"] for o in items]), lambda *_: None, page_size=3)
-        r._list()
-        assert got == [[f"n{i:02d}" for i in range(7)]]
-        assert [bool(c.get("_continue")) for c in calls] == [False, True, False, True, True]
+        cache: dict[str, dict[str, str]] = {}
+
+        def listed(items: list[dict[str, Any]]) -> None:
+            cache.clear()
+            cache.update({o["metadata"]["name"]: o["metadata"].get("labels") or {}
+                          for o in items})
+
+        def event(kind: str, o: dict[str, Any]) -> None:
+            if kind == "DELETED":
+                cache.pop(o["metadata"]["name"], None)
+            else:
+                cache[o["metadata"]["name"]] = o["metadata"].get("labels") or {}
+
+        r = Reflector("nodes", list_node, listed, event, watch_timeout=1, page_size=3)
+        rv = r._list()
+        # The inconsistent list: n01 as it was, n05 as it is now, n04 gone, n99 there.
+        assert sorted(cache) == ["n00", "n01", "n02", "n03", "n05", "n06", "n99"]
+        assert cache["n01"].get("v") is None and cache["n05"]["v"] == "2"
+        assert [bool(c.get("_continue")) for c in calls] == [False, True, True, True]
+        assert r.relists == 1
+        r._watch(rv)  # from the first page's version: every change since, in order
+        now = {n.metadata.name: n.metadata.labels or {} for n in core.list_node().items}
+        assert cache == now and cache["n01"]["v"] == "2"
     finally:
         api.close()
         srv.stop()

@@ -126,11 +126,18 @@ class Reflector:
             except ApiException as e:
                 if e.status != 410 or not token:
                     raise
-                # The snapshot the first page was cut from is gone (the server's continue
-                # tokens live about five minutes): a consistent list starts again.
-                log.info("%s: list continue token expired after %d objects, listing again",
-                         self.name, len(items))
-                items, token, rv = [], "", ""
+                # The snapshot the first page was cut from is gone (the server keeps it about
+                # five minutes). Starting again could repeat forever if a list takes longer
+                # (500,000 pods on a loaded server did): go on with the token the 410 carries,
+                # from the next key of the latest snapshot. The watch still starts from the
+                # first page's version, so it replays every change since: what this
+                # inconsistent list saw too early or too late is mended in order.
+                token = _continue_of(e)
+                log.info("%s: list continue token expired after %d objects; %s", self.name,
+                         len(items), "going on from the next key (inconsistent list, mended "
+                         "by the watch)" if token else "listing again")
+                if not token:
+                    items, rv = [], ""
                 continue
             # A chunk at a time (adapters/jsonarray.py): a page of kubelet-sized objects is
             # megabytes, and one json.loads of it would keep the event loop from the GIL.
@@ -176,6 +183,14 @@ class Reflector:
             self._resp = None
             resp.release_conn()
         return rv
+
+
+def _continue_of(e: ApiException) -> str:
+    """The continue token a 410 Expired list answer carries, if any."""
+    try:
+        return str((json.loads(e.body or "{}").get("metadata") or {}).get("continue") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 class ClusterView:

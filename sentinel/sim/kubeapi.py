@@ -166,7 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(q.get("limit") or 0)
         token = q.get("continue") or ""
         if token:
-            items, rv, start = self.server.pages.resume(token)
+            items, rv, start = self.server.pages.resume(
+                token, lambda: store.snapshot(res, ns, match))
         else:
             items, rv = store.snapshot(res, ns, match)
             start = 0

@@ -67,12 +67,16 @@ Key = tuple[str, str, str, str]  # group, plural, namespace, name
 class ApiError(Exception):
     """Becomes a `Status` object with this code and reason, as the real server sends."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str,
+                 continue_token: str = "") -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
+        self.continue_token = continue_token
+        """Set on an expired list continuation: where an inconsistent list goes on."""
 
     def status(self) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        meta = {"continue": self.continue_token} if self.continue_token else {}
+        return {"kind": "Status", "apiVersion": "v1", "metadata": meta, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
 
 
