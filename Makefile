@@ -26,6 +26,7 @@ lint: install
 bench: install
 	.venv/bin/python bench/detect_decide.py
 	.venv/bin/python bench/cloud_view.py
+	.venv/bin/python bench/list_decode.py
 	.venv/bin/python bench/alerts.py
 	.venv/bin/python bench/registry.py
 	.venv/bin/python bench/anomaly.py

@@ -241,6 +241,7 @@ def test_a_list_whose_continue_token_expires_midway_goes_on_and_the_watch_mends_
 
 def test_what_the_cloud_view_keeps_of_a_node_tells_the_same_story_as_the_whole_node() -> None:
     """`slim_node` keeps what `node_info` reads: for every kind of node the two must agree."""
+    from sentinel.adapters.kubedecode import ListDecoder, NodeSchema
     from sentinel.core.ownership import annotation_key, node_info, slim_node
     from sentinel.sim.nodes import kubelet_node, set_ready
 
@@ -268,8 +269,45 @@ def test_what_the_cloud_view_keeps_of_a_node_tells_the_same_story_as_the_whole_n
         node(labels={"exempt": "yes"}),
     ]
     cases.append({"metadata": {"name": "bare"}})
-    for o in cases:
+    cases.append({"metadata": {"name": "nulls", "labels": None, "annotations": None},
+                  "spec": {"taints": None, "unschedulable": None}, "status": None})
+    # What the reflector decodes of a list page and of a watch event (only the schema's
+    # fields, adapters/kubedecode.py) must tell the same story too.
+    dec = ListDecoder(NodeSchema)
+    _, paged = dec.page(json.dumps({"metadata": {"resourceVersion": "5"},
+                                    "items": cases}).encode())
+    for o, listed in zip(cases, paged, strict=True):
+        watched = dec.event(json.dumps({"type": "MODIFIED", "object": o}))["object"]
         kw: dict[str, Any] = dict(autonomy_key=auto, bound=False, duration_key=dur,
                                   exempt=lambda n, labels: labels.get("exempt") == "yes")
-        slim = slim_node(o, domain, autonomy_key=auto, duration_key=dur)
-        assert node_info(slim, None, domain, **kw) == node_info(o, None, domain, **kw), o
+        whole = node_info(o, None, domain, **kw)
+        for got in (o, listed, watched):
+            slim = slim_node(got, domain, autonomy_key=auto, duration_key=dur)
+            assert node_info(slim, None, domain, **kw) == whole, o
+        assert slim_node(listed, domain, autonomy_key=auto, duration_key=dur) == \
+            slim_node(o, domain, autonomy_key=auto, duration_key=dur)
+
+
+def test_what_the_cloud_view_decodes_of_pods_and_leases_is_what_it_reads() -> None:
+    from sentinel.adapters.kubedecode import LeaseSchema, ListDecoder, PodSchema
+    from sentinel.core.ownership import pod_binds
+    from sentinel.sim.nodes import kubelet_pod
+
+    key = "apps.openyurt.io/binding"
+    pods = [kubelet_pod("p0", "n1", {"app": "x"}), kubelet_pod("p1", "n1", {key: "true"}),
+            kubelet_pod("p2", "n2", {"app": "y"}),
+            {"metadata": {"name": "pending", "uid": "u", "annotations": {key: "true"}},
+             "spec": {"nodeName": None}}]
+    pods[2]["metadata"]["annotations"][key] = "true"  # bound by annotation, as OpenYurt does
+    dec = ListDecoder(PodSchema)
+    _, paged = dec.page(json.dumps({"metadata": {"resourceVersion": "5"},
+                                    "items": pods}).encode())
+    assert [pod_binds(p, key) for p in paged] == [pod_binds(p, key) for p in pods] == \
+        [None, "n1", "n2", None]
+    assert [p["metadata"].get("uid") for p in paged] == [p["metadata"].get("uid") for p in pods]
+    lease = {"metadata": {"name": "n1", "namespace": "kube-node-lease", "resourceVersion": "9"},
+             "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40,
+                      "renewTime": "2026-12-01T10:00:00.123456Z"}}
+    got = ListDecoder(LeaseSchema).event(json.dumps({"type": "ADDED", "object": lease}))
+    assert got["object"]["spec"]["renewTime"] == lease["spec"]["renewTime"]
+    assert got["object"]["metadata"]["resourceVersion"] == "9"

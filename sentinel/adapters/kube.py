@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from sentinel.adapters import kubedecode
 from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.pins import WritePins
 from sentinel.config.schema import ClusterConfig, Config, SiteConfig
@@ -61,8 +63,11 @@ class Reflector:
     def __init__(self, name: str, list_fn: Callable[..., Any],
                  on_list: Callable[[list[Any]], None], on_event: Callable[[str, Any], None],
                  watch_timeout: float = 300.0, *, page_size: int = 500,
-                 transform: Callable[[Obj], Any] = lambda o: o) -> None:
+                 transform: Callable[[Obj], Any] = lambda o: o,
+                 schema: type[msgspec.Struct] | None = None) -> None:
         self.name = name
+        self._decoder = kubedecode.ListDecoder(schema) if schema is not None else None
+        """Decodes only the schema's fields (adapters/kubedecode.py); None: every field."""
         self._list_fn = list_fn
         self._on_list, self._on_event = on_list, on_event
         self._transform = transform
@@ -132,24 +137,27 @@ class Reflector:
                 # from the next key of the latest snapshot. The watch still starts from the
                 # first page's version, so it replays every change since: what this
                 # inconsistent list saw too early or too late is mended in order.
-                token = _continue_of(e)
+                token = kubedecode.continue_of(e.body)
                 log.info("%s: list continue token expired after %d objects; %s", self.name,
                          len(items), "going on from the next key (inconsistent list, mended "
                          "by the watch)" if token else "listing again")
                 if not token:
                     items, rv = [], ""
                 continue
-            # A chunk at a time (adapters/jsonarray.py): a page of kubelet-sized objects is
-            # megabytes, and one json.loads of it would keep the event loop from the GIL.
-            body, page = loads_split(resp.data, ("items",))
+            if self._decoder is not None:
+                meta, page = self._decoder.page(resp.data)
+            else:
+                # A chunk at a time (adapters/jsonarray.py): a page of kubelet-sized objects
+                # is megabytes, and one json.loads of it would keep the event loop from the GIL.
+                body, page = loads_split(resp.data, ("items",))
+                meta = body.get("metadata") or {}
+                del body
             del resp
             self.pages += 1
             items.extend(self._transform(o) for o in page)
             del page
-            meta = body.get("metadata") or {}
             rv = rv or str(meta["resourceVersion"])  # every page is of the first's snapshot
             token = meta.get("continue") or ""
-            del body
             if not token:
                 break
         self._on_list(items)
@@ -168,7 +176,8 @@ class Reflector:
                     return rv
                 if not line.strip():
                     continue
-                ev = json.loads(line)
+                ev = self._decoder.event(line) if self._decoder is not None \
+                    else json.loads(line)
                 obj = ev.get("object") or {}
                 if ev.get("type") == "ERROR":
                     if obj.get("code") == 410:
@@ -183,14 +192,6 @@ class Reflector:
             self._resp = None
             resp.release_conn()
         return rv
-
-
-def _continue_of(e: ApiException) -> str:
-    """The continue token a 410 Expired list answer carries, if any."""
-    try:
-        return str((json.loads(e.body or "{}").get("metadata") or {}).get("continue") or "")
-    except (ValueError, AttributeError):
-        return ""
 
 
 class ClusterView:
@@ -214,12 +215,12 @@ class ClusterView:
         domain, protect = cfg.taint_domain, cfg.protect
         self.nodes_reflector = Reflector(
             "nodes", self.core.list_node, self._nodes_listed, self._node_event, t,
-            page_size=page, transform=lambda o: slim_node(
+            page_size=page, schema=kubedecode.NodeSchema, transform=lambda o: slim_node(
                 o, domain, autonomy_key=protect.autonomy_key,
                 duration_key=protect.autonomy_duration_key))
         self.pods_reflector = Reflector(
             "pods", self.core.list_pod_for_all_namespaces, self._pods_listed, self._pod_event,
-            t, page_size=page, transform=lambda o: (
+            t, page_size=page, schema=kubedecode.PodSchema, transform=lambda o: (
                 (o.get("metadata") or {}).get("uid") or o["metadata"]["name"],
                 pod_binds(o, protect.binding_key)))
         self._renewals: dict[str, tuple[str, float]] = {}
@@ -231,8 +232,8 @@ class ClusterView:
             self.reflectors.append(Reflector(
                 "node-leases", lambda **kw: coord.list_namespaced_lease(ns, **kw),
                 self._leases_listed, self._lease_event, t, page_size=page,
-                transform=lambda o: (o["metadata"]["name"],
-                                     str((o.get("spec") or {}).get("renewTime")))))
+                schema=kubedecode.LeaseSchema, transform=lambda o: (
+                    o["metadata"]["name"], str((o.get("spec") or {}).get("renewTime")))))
 
     def set_sites(self, sites: Sequence[SiteConfig]) -> None:
         """The sites changed (discovery): nodes are placed by these from the next read."""
