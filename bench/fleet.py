@@ -43,7 +43,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -224,8 +226,9 @@ def track_lists(api: KubeApiServer, at_least: int, finals: list[float]) -> None:
     pages = api.pages
     resume = pages.resume
 
-    def tracked(token: str) -> tuple[list[dict[str, object]], int, int]:
-        items, rv, start = resume(token)
+    def tracked(token: str, latest: Callable[[], tuple[list[dict[str, Any]], int]]) -> tuple[
+            list[dict[str, Any]], int, int]:
+        items, rv, start = resume(token, latest)
         if len(items) >= at_least and start + 500 >= len(items):
             finals.append(time.monotonic())
         return items, rv, start
