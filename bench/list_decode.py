@@ -1,13 +1,15 @@
 """What a page of kubelet-sized objects costs to decode, as the cloud view reads it, and to
-encode, as the emulator serves it.
+encode, as the emulator serves it; and a central store's answer for every node of a fleet.
 
 For pages of `--page` Nodes and pods (sentinel.sim.nodes' kubelet-sized objects): the whole
 page through `json.loads`, through the chunked parse the generic reflector uses
 (adapters/jsonarray.py), and through the schema decoder the cloud view uses
 (adapters/kubedecode.py: only the fields it reads are built); then `json.dumps` against
-`msgspec.json.encode` for the emulator's answer. Best of `--repeat` runs each.
+`msgspec.json.encode` for the emulator's answer. Then a Prometheus answer of `--series`
+samples (`max by (node) (up)` over a fleet) through the general parse (adapters/jsonarray.py
+and `_parse_vector`) and through adapters/promdecode.py. Best of `--repeat` runs each.
 Last line: `node_page_decode_ms=<n> node_page_json_ms=<n> pod_page_decode_ms=<n>
-pod_page_json_ms=<n>`.
+pod_page_json_ms=<n> prom_answer_decode_ms=<n> prom_answer_general_ms=<n>`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import msgspec
 
 from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.kubedecode import ListDecoder, NodeSchema, PodSchema
+from sentinel.adapters.prom import _parse_vector
+from sentinel.adapters.promdecode import decode_vector
 from sentinel.sim.nodes import kubelet_node, kubelet_pod
 
 
@@ -38,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--page", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--series", type=int, default=100_000)
     a = ap.parse_args()
     figures: dict[str, float] = {}
     for kind, make, schema in (
@@ -59,6 +64,20 @@ def main() -> None:
               f"{dumps:.1f} ms, msgspec {encode:.1f} ms", flush=True)
         figures[f"{kind}_page_decode_ms"] = typed
         figures[f"{kind}_page_json_ms"] = whole
+    raw = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"node": f"edge-{i // 200:03d}-{i % 200:04d}"}, "value": [1.8e9, "1"]}
+        for i in range(a.series)]}}, separators=(",", ":")).encode()
+
+    def general() -> object:
+        body, result = loads_split(raw, ("data", "result"))
+        body["data"]["result"] = result
+        return _parse_vector(body, "max by (node) (up)")
+
+    slow = best_ms(general, max(3, a.repeat // 4))
+    fast = best_ms(lambda: decode_vector(raw), max(3, a.repeat // 4))
+    print(f"Prometheus answer of {a.series} series, {len(raw) / 1e6:.1f} MB: general parse "
+          f"{slow:.0f} ms, promdecode {fast:.0f} ms", flush=True)
+    figures["prom_answer_decode_ms"], figures["prom_answer_general_ms"] = fast, slow
     print(" ".join(f"{k}={v:.1f}" for k, v in figures.items()))
 
 
