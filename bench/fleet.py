@@ -173,7 +173,9 @@ with httpx.Client(base_url=base, timeout=30) as c:
                 continue
             out = {"ms": 1000 * (time.perf_counter() - t)}
             if path.endswith("status") and r.status_code == 200:
-                out["last"] = r.json().get("last_cycle")
+                body = r.json()
+                out["last"] = body.get("last_cycle")
+                out["dark"] = sum(1 for s in body.get("sites") or [] if not s["reachable"])
             print(json.dumps(out))
         print(json.dumps({"round": True}), flush=True)
 """
@@ -193,6 +195,8 @@ class Sampler(threading.Thread):
         self.errors: list[str] = []
         """Requests that got no answer (counted, not timed): the bench goes on measuring."""
         self.cycles: dict[float, float] = {}
+        self.dark: dict[float, int] = {}
+        """Per cycle, the sites it saw unreachable (the store did not answer in time: all)."""
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -214,6 +218,7 @@ class Sampler(threading.Thread):
                     self.api_ms.append(got["ms"])
                     if got.get("last"):
                         self.cycles[got["last"]["at"]] = got["last"]["duration_seconds"]
+                        self.dark[got["last"]["at"]] = got.get("dark", 0)
                 self.stop.wait(0.2)
         finally:
             client.stdin.close()
@@ -234,6 +239,22 @@ def track_lists(api: KubeApiServer, at_least: int, finals: list[float]) -> None:
         return items, rv, start
 
     pages.resume = tracked  # type: ignore[method-assign]
+
+
+def prom_query_times(url: str) -> str:
+    """Prometheus' own summary of its queries' evaluation time (its last 10 minutes): on a
+    shared 2-core machine the central store, not sentinel, may be what a cycle waits for."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+    except httpx.HTTPError as e:
+        return f"unknown ({e})"
+    got = {}
+    for line in text.splitlines():
+        if line.startswith('prometheus_engine_query_duration_seconds{') and \
+                'slice="inner_eval"' in line and "quantile=" in line:
+            q = line.split('quantile="')[1].split('"')[0]
+            got[q] = float(line.rsplit(" ", 1)[1])
+    return ", ".join(f"p{float(q) * 100:g} {v:.2f}s" for q, v in sorted(got.items())) or "unknown"
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -323,10 +344,13 @@ def main(a: argparse.Namespace) -> None:
               f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests"
               f", {len(sampler.errors)} without an answer"
               + (f" (first: {sampler.errors[0]})" if sampler.errors else ""), flush=True)
+        dark = sum(1 for n in sampler.dark.values() if n)
+        print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "
+              f"its query time (inner_eval) {prom_query_times(prom_url)}", flush=True)
         print(f"crash to level 2: {len(seen)} of {len(victims)} "
-              f"(never: {', '.join(missing) or 'none'}); p50 "
-              f"{statistics.median(seen.values()):.1f}s, max {max(seen.values()):.1f}s",
-              flush=True)
+              f"(never: {', '.join(missing) or 'none'})"
+              + (f"; p50 {statistics.median(seen.values()):.1f}s, max "
+                 f"{max(seen.values()):.1f}s" if seen else ""), flush=True)
         # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
         done_before = len(finals)
         t = time.monotonic()
