@@ -257,6 +257,31 @@ def prom_query_times(url: str) -> str:
     return ", ".join(f"p{float(q) * 100:g} {v:.2f}s" for q, v in sorted(got.items())) or "unknown"
 
 
+def gc_pauses(base: str) -> str:
+    """Sentinel's own collector pauses so far (sentinel_gc_pause_seconds): a full collection
+    over a fleet's worth of objects holds the GIL, and every API request waits it out."""
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+    except httpx.HTTPError as e:
+        return f"unknown ({e})"
+    count: dict[str, float] = {}
+    slow: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("sentinel_gc_pause_seconds"):
+            continue
+        gen = line.split('generation="')[1].split('"')[0]
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("sentinel_gc_pause_seconds_count"):
+            count[gen] = value
+        elif line.startswith("sentinel_gc_pause_seconds_sum"):
+            total[gen] = value
+        elif 'le="0.1"' in line:
+            slow[gen] = value  # at most 100 ms; the rest took longer
+    return "; ".join(f"generation {g}: {count[g]:.0f}, {count[g] - slow.get(g, 0):.0f} over "
+                     f"100 ms, {total.get(g, 0):.1f}s in all" for g in sorted(count)) or "none"
+
+
 def quantile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -344,6 +369,7 @@ def main(a: argparse.Namespace) -> None:
               f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests"
               f", {len(sampler.errors)} without an answer"
               + (f" (first: {sampler.errors[0]})" if sampler.errors else ""), flush=True)
+        print(f"sentinel's garbage collections so far: {gc_pauses(base)}", flush=True)
         dark = sum(1 for n in sampler.dark.values() if n)
         print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "
               f"its query time (inner_eval) {prom_query_times(prom_url)}", flush=True)

@@ -110,6 +110,24 @@ def client(api: KubeApiServer, tmp_path: Path) -> Iterator[tuple[httpx.Client, R
         yield c, rt
 
 
+def test_the_collectors_pauses_are_measured_while_the_service_runs(client: Any) -> None:
+    """A full collection walks every object the process holds with the GIL held: at fleet size
+    it is a pause every request waits out, and /metrics must show it."""
+    import gc
+
+    c, _ = client
+
+    def full_collections() -> float:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith('sentinel_gc_pause_seconds_count{generation="2"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = full_collections()
+    gc.collect()
+    assert full_collections() >= before + 1  # ours, and any the threads ran meanwhile
+
+
 def test_accepted_alerts_are_durable_before_the_answer(client: Any) -> None:
     c, rt = client
     r = c.post("/api/v1/alerts", json=payload(alert("a1"), alert("a2", node="n2")))

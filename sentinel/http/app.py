@@ -8,6 +8,7 @@ and the alert webhook (webhook.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -221,9 +222,11 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
                  rt.cfg.mode, len(rt.cfg.sites), f" plus those discovered "
                  f"({rt.cfg.site_discovery.discover})" if rt.cfg.site_discovery.enabled else "",
                  len(rt.sentinel.rules.rules), interval)
+        gc.callbacks.append(rt.sentinel.metrics.gc_callback)
         try:
             yield
         finally:
+            gc.callbacks.remove(rt.sentinel.metrics.gc_callback)
             if schedule:
                 scheduler.shutdown(wait=False)
             await rt.aclose()
