@@ -28,6 +28,7 @@ from sentinel.core.alerts import map_alert
 from sentinel.core.errors import AdapterError
 from sentinel.http.api import add_api_routes, add_error_handlers
 from sentinel.http.auth import Access, AccessTable, AuthGate, Credentials, access_table, caller
+from sentinel.http.heap import HeapKeeper
 from sentinel.http.models import HealthOut, ReadyOut
 from sentinel.http.runtime import Runtime, build_runtime
 from sentinel.http.webhook import add_alert_routes
@@ -70,6 +71,7 @@ def _settle(fut: asyncio.Future[T], result: T | None, error: BaseException | Non
 
 def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0) -> FastAPI:
     interval = rt.cfg.interval
+    heap = HeapKeeper()
 
     async def tick() -> None:
         # Discovered sites first: a cycle without them would see every node in no site.
@@ -94,6 +96,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return
         except Exception:  # logged and counted in run_cycle; keep going
             return
+        heap.after_cycle()  # what is alive now is no longer walked by the collector
         took = time.monotonic() - started
         if took > interval:
             log.warning("cycle took %.1fs, longer than the interval (%.1fs): the next starts "
@@ -227,6 +230,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             yield
         finally:
             gc.callbacks.remove(rt.sentinel.metrics.gc_callback)
+            heap.close()
             if schedule:
                 scheduler.shutdown(wait=False)
             await rt.aclose()
