@@ -2,14 +2,16 @@
 for kubectl.
 
 It speaks the REST shapes of the calls sentinel makes: list (label and field selectors,
-limit/continue from one snapshot, 410 Expired for an old continue token), get, create, update
+limit/continue from one snapshot, 410 Expired for an old continue token carrying a token that
+goes on from the next key, inconsistently, as the real one does), get, create, update
 (PUT), delete, the three PATCH flavours (strategic merge refused for custom resources, as the
 real server refuses it), the `/status` subresource, and watch (chunked JSON lines,
-`resourceVersion`, `timeoutSeconds`, 410 Gone when the version is older than the history
-window, bookmarks). Errors are `Status` objects with the real codes and reasons. CRDs serve
-their resources with schema validation and pruning (sim/crds.py). For kubectl: legacy
-discovery, the OpenAPI v3 index with each kind's PATCH operation (no schemas), and
-`fieldValidation=Strict` (sim/fields.py) — enough for `kubectl apply -k deploy/`, twice.
+`resourceVersion`, `timeoutSeconds`, 410 Gone when the resource's next events have left its
+history, kept per resource as the watch cache keeps it; bookmarks). Errors are `Status`
+objects with the real codes and reasons. CRDs serve their resources with schema validation and
+pruning (sim/crds.py). For kubectl: legacy discovery, the OpenAPI v3 index with each kind's
+PATCH operation (no schemas), and `fieldValidation=Strict` (sim/fields.py) — enough for
+`kubectl apply -k deploy/`, twice.
 
 Not covered (documented so nobody relies on it): authentication and RBAC, admission and
 defaulting (no default tolerations), server-side apply (415), OpenAPI schemas (a kubectl patch
