@@ -341,16 +341,14 @@ class ClusterView:
             rv = o["metadata"].get("resourceVersion", "")
             is_bound = name in bound
             hit = old_cache.get(name)
-            if hit is not None and hit[0] == rv and hit[1] == is_bound:
-                info = hit[2]
-            else:
+            if hit is None or hit[0] != rv or hit[1] != is_bound:
                 labels = o["metadata"].get("labels") or {}
-                info = node_info(o, placement(labels), self.cfg.taint_domain,
-                                 autonomy_key=self.cfg.protect.autonomy_key, bound=is_bound,
-                                 exempt=self._exempt,
-                                 duration_key=self.cfg.protect.autonomy_duration_key)
-            cache[name] = (rv, is_bound, info)
-            out[name] = info
+                hit = (rv, is_bound, node_info(
+                    o, placement(labels), self.cfg.taint_domain,
+                    autonomy_key=self.cfg.protect.autonomy_key, bound=is_bound,
+                    exempt=self._exempt, duration_key=self.cfg.protect.autonomy_duration_key))
+            cache[name] = hit  # the same tuple when unchanged: 100,000 fewer objects a cycle
+            out[name] = hit[2]
         with self._lock:
             if self._placement is placement:  # else the sites changed meanwhile: recompute
                 self._cache = cache
