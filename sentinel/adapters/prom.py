@@ -194,6 +194,11 @@ class SiteCollector:
         finally:  # a cycle cut short (shutdown) must not leave it running on a closed client
             if not start_task.done():
                 start_task.cancel()
+            elif not start_task.cancelled():
+                # Its failure is taken here, so that asyncio never logs "Task exception was
+                # never retrieved" with a traceback when the task is collected (Ctrl-C while
+                # a slow site's probe had already timed out).
+                start_task.exception()
         age_res, now_res = results[0], results[1]
         age = None
         if isinstance(age_res, list) and age_res:
