@@ -21,7 +21,6 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from sentinel.adapters import kubedecode
-from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.pins import WritePins
 from sentinel.config.schema import ClusterConfig, Config, SiteConfig
 from sentinel.core.model import NodeInfo, SiteName
@@ -66,8 +65,9 @@ class Reflector:
                  transform: Callable[[Obj], Any] = lambda o: o,
                  schema: type[msgspec.Struct] | None = None) -> None:
         self.name = name
-        self._decoder = kubedecode.ListDecoder(schema) if schema is not None else None
-        """Decodes only the schema's fields (adapters/kubedecode.py); None: every field."""
+        self._decoder = kubedecode.ListDecoder(schema) if schema is not None \
+            else kubedecode.WholeDecoder()
+        """Decodes only the schema's fields (adapters/kubedecode.py); without one, all."""
         self._list_fn = list_fn
         self._on_list, self._on_event = on_list, on_event
         self._transform = transform
@@ -144,14 +144,7 @@ class Reflector:
                 if not token:
                     items, rv = [], ""
                 continue
-            if self._decoder is not None:
-                meta, page = self._decoder.page(resp.data)
-            else:
-                # A chunk at a time (adapters/jsonarray.py): a page of kubelet-sized objects
-                # is megabytes, and one json.loads of it would keep the event loop from the GIL.
-                body, page = loads_split(resp.data, ("items",))
-                meta = body.get("metadata") or {}
-                del body
+            meta, page = self._decoder.page(resp.data)
             del resp
             self.pages += 1
             items.extend(self._transform(o) for o in page)
@@ -176,8 +169,7 @@ class Reflector:
                     return rv
                 if not line.strip():
                     continue
-                ev = self._decoder.event(line) if self._decoder is not None \
-                    else json.loads(line)
+                ev = self._decoder.event(line)
                 obj = ev.get("object") or {}
                 if ev.get("type") == "ERROR":
                     if obj.get("code") == 410:

@@ -23,7 +23,8 @@ import msgspec
 
 from sentinel.adapters.jsonarray import loads_split
 
-__all__ = ["LeaseSchema", "ListDecoder", "NodeSchema", "PodSchema", "continue_of"]
+__all__ = ["LeaseSchema", "ListDecoder", "NodeSchema", "PodSchema", "WholeDecoder",
+           "continue_of", "whole_page"]
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -104,7 +105,26 @@ class _Event(msgspec.Struct):
     object: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class ListDecoder:
+def whole_page(raw: bytes) -> tuple[Obj, list[Obj]]:
+    """(the list's metadata, its items with every field). A chunk at a time
+    (adapters/jsonarray.py): a page of kubelet-sized objects is megabytes, and one json.loads
+    of it would keep the event loop from the GIL."""
+    body, items = loads_split(raw, ("items",))
+    return body.get("metadata") or {}, items
+
+
+class WholeDecoder:
+    """Pages and watch events with every field: for a reader that has no schema."""
+
+    def page(self, raw: bytes) -> tuple[Obj, list[Obj]]:
+        return whole_page(raw)
+
+    def event(self, line: str | bytes) -> Obj:
+        out: Obj = json.loads(line)
+        return out
+
+
+class ListDecoder(WholeDecoder):
     """Pages and watch events of one kind, as `json.loads` would give them but holding only
     the schema's fields."""
 
@@ -118,8 +138,7 @@ class ListDecoder:
         try:
             out = self._page.decode(raw)
         except msgspec.ValidationError:
-            body, items = loads_split(raw, ("items",))
-            return body.get("metadata") or {}, items
+            return whole_page(raw)
         meta = out.metadata
         return ({"resourceVersion": meta.resourceVersion, "continue": meta.continue_}
                 if meta is not None else {},
@@ -134,8 +153,7 @@ class ListDecoder:
             return {"type": ev.type,
                     "object": msgspec.to_builtins(self._item.decode(ev.object))}
         except msgspec.ValidationError:
-            out: Obj = json.loads(line)
-            return out
+            return super().event(line)
 
 
 def continue_of(body: str | bytes | None) -> str:
