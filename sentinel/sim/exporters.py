@@ -10,13 +10,12 @@ every scrape still succeeds. `/metrics/_pods/apps` serves the site's application
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
-import sys
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import numpy as np
 
@@ -28,44 +27,80 @@ __all__ = ["JOBS", "SiteExporters"]
 JOBS = ("node-exporter", "edgecore", "kube-proxy", "coredns")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if len(parts) != 3 or parts[0] != "metrics":
-            self._reply(404, b"not found\n")
-            return
-        _, node, job = parts
-        body = self.server.owner.render(node, job)
-        if body is None:
-            self._reply(503, b"down\n")
-        else:
-            self._reply(200, body.encode())
-
-    def _reply(self, code: int, data: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server:
+    """One event loop in one thread answers every scrape of the site. A thread per connection
+    (http.server's way) meant a thousand threads at the largest demo, each waking for the GIL
+    for every scrape: on a busy 2-core machine scrapes then timed out by the hundred and the
+    fleet never looked healthy."""
 
     def __init__(self, owner: SiteExporters) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.owner = owner
+        self.loop = asyncio.new_event_loop()
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.server_address = self._sock.getsockname()
+        self._server: asyncio.Server | None = None
+        self._started = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # Prometheus gave up on a scrape: not the exporter's problem
-        super().handle_error(request, client_address)
+    def serve_forever(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._client, sock=self._sock)
+            self._started.set()
+
+        self.loop.run_until_complete(start())
+        try:
+            self.loop.run_forever()
+        finally:
+            if self._server is not None:
+                self._server.close()
+            for writer in self._writers:
+                # ends each connection's reader, so its task returns (cancelling it instead
+                # makes Python 3.11's streams log a CancelledError as a callback's error)
+                writer.transport.abort()
+            tasks = asyncio.all_tasks(self.loop)
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.close()
+
+    def shutdown(self) -> None:
+        """From another thread, while `serve_forever` runs (or is about to) there."""
+        if self._started.wait(5):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def shutdown_unstarted(self) -> None:
+        self._sock.close()
+        self.loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """HTTP/1.1 with keep-alive, as Prometheus scrapes: a GET and its headers, no body."""
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+                code, body = self._answer(line)
+                writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (
+                                 code, _REASONS[code], len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the scraper hung up or gave up on a scrape: not the exporter's problem
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _answer(self, line: list[str]) -> tuple[int, bytes]:
+        if len(line) != 3 or line[0] != "GET":
+            return 400, b"bad request\n"
+        parts = line[1].split("?")[0].strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "metrics":
+            return 404, b"not found\n"
+        body = self.owner.render(parts[1], parts[2])
+        return (503, b"down\n") if body is None else (200, body.encode())
+
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 503: b"Service Unavailable"}
 
 
 class _NodeState:
@@ -112,8 +147,7 @@ class SiteExporters:
         """The application pods on these nodes (`/metrics/_pods/apps`), set by the fleet."""
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name=f"exporters-{site}",
-                                        kwargs={"poll_interval": 0.1})
+                                        name=f"exporters-{site}")
 
     @property
     def address(self) -> str:
@@ -125,8 +159,11 @@ class SiteExporters:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        else:
+            self._server.shutdown_unstarted()
 
     def set_crashed(self, node: str, crashed: bool) -> None:
         with self._lock:
