@@ -52,6 +52,8 @@ from sentinel.sim.signals import FEATURES, GRAY_FAULTS, GrayFault, NodeSignals
 from .conftest import DOMAIN, Harness, our_taints, poll
 
 STEP = 10.0
+#: The histories here are STEP seconds apart, and so is one point of every model fitted on them.
+PARAMS = AnomalyParams(step=STEP)
 #: Training covers two of the fleet's daily rhythms, as a real training window should.
 DAY = 300 * STEP
 SITES, PER_SITE = 3, 5
@@ -101,7 +103,7 @@ def test_a_grey_failure_scores_above_every_healthy_node_and_names_its_feature(
     start = (TRAIN + 50) * STEP
     fault = GrayFault(kind, start, np.inf, 1.0, ramp=10 * STEP)
     x, names, codes = history(TRAIN + TEST, {0: [fault]})
-    model = fit_model(x[:TRAIN], names, codes, FEATURES)
+    model = fit_model(x[:TRAIN], names, codes, FEATURES, PARAMS)
     scores, alarms, (last,) = run(model, x[TRAIN:], names, codes)
     after = slice(70, TEST)  # once the fault has reached full strength
     bad, healthy = scores[after, 0], scores[after, 1:]
@@ -123,7 +125,7 @@ def test_a_grey_failure_scores_above_every_healthy_node_and_names_its_feature(
 
 def test_a_healthy_fleet_stays_under_the_target_alarm_rate() -> None:
     x, names, codes = history(TRAIN + 1000, seed=3)
-    params = AnomalyParams()
+    params = PARAMS
     model = fit_model(x[:TRAIN], names, codes, FEATURES, params)
     scores, alarms, _ = run(model, x[TRAIN:], names, codes)
     assert alarms.mean() <= params.target_alarm_rate, alarms.mean()
@@ -164,11 +166,44 @@ def test_points_just_under_the_threshold_take_evidence_back() -> None:
     assert np.flatnonzero(series_alarms(under, params)).tolist() == [20]
 
 
+def test_cycles_faster_than_the_data_gather_evidence_no_faster_in_time() -> None:
+    """The live loop scores every `interval` (10 s) a model trained at `training_step`
+    (60 s): between two new points the cycles see the same values again. Counted per cycle,
+    one glitch seen by six cycles raised the alarm alone; counted in time, a fault is raised
+    when the replay point by point raises it, and a glitch is not."""
+    x, names, codes = history(TRAIN + 120, seed=4)
+    model = fit_model(x[:TRAIN], names, codes, FEATURES, PARAMS)
+    test = x[TRAIN:].copy()
+    glitch, fault = 20, 60
+    test[glitch, 0, FEATURES.index("disk_latency")] *= 40  # one point, very rare
+    test[fault:, 1, FEATURES.index("disk_latency")] *= 40  # from here on
+    sites = [f"site-{c}" for c in codes]
+
+    def first_alarms(repeat: int) -> dict[int, float]:
+        st, first = AlarmState(), {}
+        for t in range(test.shape[0]):
+            for k in range(repeat):  # `repeat` cycles a point, STEP / repeat apart
+                now = (t + k / repeat) * STEP
+                sc, st = score_fleet(model, tuple(names), sites, test[t], st, now)
+                for i in np.flatnonzero(sc.alarm):
+                    first.setdefault(int(i), now)
+        return first
+
+    by_point, by_cycle = first_alarms(1), first_alarms(6)
+    assert 0 not in by_point, "the replay raised a lone glitch: nothing was tested"
+    assert 0 not in by_cycle, f"one glitch, seen by six cycles, raised the alarm at " \
+        f"{by_cycle[0] / STEP:.1f} points"
+    assert 1 in by_point and 1 in by_cycle, (by_point, by_cycle)
+    assert by_point[1] >= fault * STEP
+    assert abs(by_cycle[1] - by_point[1]) <= STEP, (by_cycle[1] / STEP, by_point[1] / STEP)
+
+
 def test_a_node_that_joined_after_training_is_compared_with_its_peers() -> None:
     fault = GrayFault("cpu-hog", (TRAIN + 20) * STEP, np.inf, 1.5, ramp=STEP)
     x, names, codes = history(TRAIN + 100, {4: [fault]})
     known = [i for i in range(len(names)) if i != 4]
-    model = fit_model(x[:TRAIN, known], [names[i] for i in known], codes[known], FEATURES)
+    model = fit_model(x[:TRAIN, known], [names[i] for i in known], codes[known], FEATURES,
+                      PARAMS)
     assert "n04" not in model.nodes
     scores, alarms, (last,) = run(model, x[TRAIN:], names, codes)
     assert not np.isnan(scores[:, 4]).any()
@@ -190,7 +225,7 @@ def test_a_level_shift_that_persists_becomes_the_baseline_with_a_journal_note() 
     """drift.py: the shifted node alarms, and once the shift has held for `accept_after` its
     recent level is its baseline; the alarm clears and it stays quiet at the new level. The
     other nodes are untouched; a fault shorter than `accept_after` is never absorbed."""
-    params = AnomalyParams(accept_after=60 * STEP, recent_window=10 * STEP)
+    params = replace(PARAMS, accept_after=60 * STEP, recent_window=10 * STEP)
     base, names, codes = history(TRAIN + 200, seed=2)
     model = fit_model(base[:TRAIN], names, codes, FEATURES, params)
     x = _shifted(base, 3, TRAIN + 20, 8.0)
@@ -244,7 +279,7 @@ def test_evaluate_replays_in_order_and_never_reads_ahead() -> None:
                                                   (TRAIN + 200) * STEP, 1.0)]})
     one = x[:, 1, :]
     model = fit_model(one[:TRAIN, None, :], ["entity"], np.array([-1]), FEATURES,
-                      AnomalyParams(accept_after=50 * STEP))
+                      replace(PARAMS, accept_after=50 * STEP))
     full_s, full_a = score_series(model, one[TRAIN:], STEP)
     for k in (1, 150, 260):
         part_s, part_a = score_series(model, one[TRAIN: TRAIN + k], STEP)
@@ -344,7 +379,8 @@ def test_an_anomaly_alone_never_takes_level_2(ready: Ready, action: str) -> None
 def trained() -> tuple[AnomalyModel, np.ndarray, list[str], np.ndarray]:
     x, names, codes = history(TRAIN + 20)
     meta = {"trained_at": 1000.0, "features_digest": "", "versions": {}}
-    return fit_model(x[:TRAIN], names, codes, FEATURES, meta=meta), x[TRAIN:], names, codes
+    return (fit_model(x[:TRAIN], names, codes, FEATURES, PARAMS, meta=meta), x[TRAIN:], names,
+            codes)
 
 
 def _saveable(model: AnomalyModel, queries: dict[str, str]) -> AnomalyModel:
@@ -366,6 +402,25 @@ def test_a_saved_model_loads_and_scores_the_same(tmp_path: Path, trained: Any) -
     b, _, _ = run(again, x, names, codes)
     np.testing.assert_array_equal(a, b)
     assert again.features == model.features and again.nodes == model.nodes
+
+
+def test_a_model_saved_before_points_had_a_length_takes_its_training_step(
+        tmp_path: Path, trained: Any) -> None:
+    """A model saved by an earlier sentinel has no `step` in its params: its window's step
+    (what it was trained at) is its point, not the default."""
+    model, *_ = trained
+    model = _saveable(replace(model, meta={**model.meta, "window": [0.0, 1000.0, 30.0]}),
+                      QUERIES)
+    save_model(tmp_path / "m.npz", model)
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["params"]["step"]
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    again = load_model(tmp_path / "old.npz", QUERIES, now=1001.0, max_age=3600)
+    assert again.params.step == 30.0
+    assert load_model(tmp_path / "m.npz", QUERIES, now=1001.0, max_age=3600).params.step == STEP
 
 
 @pytest.mark.parametrize(("change", "why"), [

@@ -26,7 +26,8 @@ class AlarmState:
     smooth: Array = field(default_factory=lambda: np.zeros(0))
     evidence: Array = field(default_factory=lambda: np.zeros(0))
     """Gathered towards `enter` (points at the threshold); zero again when an alarm clears."""
-    below: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    below: Array = field(default_factory=lambda: np.zeros(0))
+    """Points (of `AnomalyParams.step`) in a row under the threshold."""
     alarm: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     drift: Drift | None = None
     at: float | None = None
@@ -39,8 +40,8 @@ class AlarmState:
         if nodes == self.nodes and self.drift is not None:
             return self
         n = len(nodes)
-        new = AlarmState(nodes, np.full(n, np.nan), np.zeros(n),
-                         np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool),
+        new = AlarmState(nodes, np.full(n, np.nan), np.zeros(n), np.zeros(n),
+                         np.zeros(n, dtype=bool),
                          Drift.empty(n, features), self.at, self.basis)
         if self.nodes:
             old = {name: i for i, name in enumerate(self.nodes)}
@@ -54,8 +55,11 @@ class AlarmState:
         return new
 
 
-def hysteresis(score: Array, st: AlarmState, params: AnomalyParams) -> AlarmState:
-    """One cycle of every node's alarm from its score (NaN: no score, nothing changes)."""
+def hysteresis(score: Array, st: AlarmState, params: AnomalyParams,
+               weight: float = 1.0) -> AlarmState:
+    """One cycle of every node's alarm from its score (NaN: no score, nothing changes).
+    `weight`: the part of a point this cycle stands for (its seconds over the model's step,
+    at most 1): cycles faster than the data gather evidence no faster in time."""
     known = ~np.isnan(score)
     high = known & (score >= params.threshold)
     low = known & ~high
@@ -65,12 +69,12 @@ def hysteresis(score: Array, st: AlarmState, params: AnomalyParams) -> AlarmStat
         gained = 2.0 * rarity / np.log1p(-params.threshold) - 1.0
     # No one point gives more than half: a single glitch (a counter reset's spike) never
     # raises the alarm alone. Measured: nab event F1 +0.016 over an uncapped sum.
-    gained = np.minimum(gained, params.enter / 2.0)
+    gained = weight * np.minimum(gained, params.enter / 2.0)
     # Capped at `enter`: what a long spell just under the threshold gathered is drained by
     # quiet points as soon as any other evidence would be.
     evidence = np.where(known, np.clip(st.evidence + gained, 0.0, params.enter), st.evidence)
-    below = np.where(low, st.below + 1, np.where(high, 0, st.below))
-    cleared = st.alarm & (below >= params.leave)
+    below = np.where(low, st.below + weight, np.where(high, 0.0, st.below))
+    cleared = st.alarm & (below >= params.leave - 1e-9)
     # Raised on a point at or above the threshold: one just under it would be cleared by
     # `leave` at once, and a node that stays just under would flap (measured: asd -0.02).
     alarm = (st.alarm | (high & (evidence >= params.enter))) & ~cleared

@@ -38,7 +38,7 @@ def anomaly_params(cfg: Config) -> AnomalyParams:
     a = cfg.anomaly
     return AnomalyParams(target_alarm_rate=a.target_alarm_rate, enter=a.enter, leave=a.leave,
                          smoothing=a.smoothing, min_peers=a.min_peers,
-                         accept_after=a.accept_after)
+                         accept_after=a.accept_after, step=a.training_step)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,12 @@ class AnomalyParams:
     in the middle and the newest, so the calibration sees more than one time of day."""
     min_peers: int = 3
     clip: float = 50.0
+    step: float = 60.0
+    """Seconds one point stands for: the training step. The alarm's evidence, `leave` and the
+    moving average count in these, so a cycle every 10 s on a model trained at 60 s steps
+    gathers evidence as fast in time as the replay (`evaluate`) does point by point; counted
+    per cycle, the same feature value, seen again by six cycles, was six points, and one
+    glitch raised the alarm alone."""
 
     @property
     def threshold(self) -> float:

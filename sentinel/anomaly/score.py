@@ -264,14 +264,18 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
         state = replace(state, drift=None, basis=model.center)
     st = state.aligned(nodes, len(model.features))
     dt = 0.0 if st.at is None else max(0.0, now - st.at)
+    # The part of a point this cycle stands for: the first counts whole, later ones by time.
+    weight = 1.0 if st.at is None else min(1.0, dt / p.step)
     assert st.drift is not None
     drift = st.drift.started(model.center, model.scale, rows)
     z = model.z(x, drift.center, drift.scale)
     pz = model.peers(z, x, codes) if _has_peers(codes, p.min_peers) else np.full(z.shape, np.nan)
     evidence = model.evidence(z, pz)
-    smooth = smooth_step(st.smooth, evidence, p.smoothing)
+    # `smoothing` per point; a cycle of a fraction of a point moves the average as much as
+    # that fraction of a point would (weight 1: exactly the per-point average).
+    smooth = smooth_step(st.smooth, evidence, 1.0 - (1.0 - p.smoothing) ** weight)
     score = np.where(np.isnan(evidence), np.nan, model.cal_final(smooth))
-    st = hysteresis(score, replace(st, smooth=smooth), p)
+    st = hysteresis(score, replace(st, smooth=smooth), p, weight)
     drift, rebased = drift.tracked(x, dt, p.recent_window).accepted(
         st.alarm | (~np.isnan(score) & (score >= p.threshold)), dt, p.accept_after)
     if rebased.any():  # the shift is the new normal: its alarm ends with it
@@ -286,6 +290,7 @@ def score_series(model: AnomalyModel, x: Array, step: float) -> tuple[Array, NDA
     """One entity's scores and alarms over time (time, features), `step` seconds apart, by
     scoring it point by point as cycles would: each point sees only the points before it
     (no peers: the benchmark layout has none)."""
+    model = replace(model, params=replace(model.params, step=step))
     st = AlarmState()
     names, sites = ("entity",), ["-"]
     scores = np.empty(x.shape[0])

@@ -111,7 +111,12 @@ def load_model(path: Path, queries: Mapping[str, str], now: float,
         return c
 
     try:
-        params = AnomalyParams(**meta["params"])
+        saved = dict(meta["params"])
+        if "step" not in saved:  # saved before `step` was kept: its window says it
+            window = meta.get("window") or []
+            if len(window) == 3 and float(window[2]) > 0:
+                saved["step"] = float(window[2])
+        params = AnomalyParams(**saved)
         return AnomalyModel(tuple(meta["features"]), tuple(str(n) for n in data["nodes"]),
                             data["center"], data["scale"], data["reference"],
                             data["pca_mean"], data["components"], data["peer_floor"],

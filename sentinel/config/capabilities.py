@@ -111,11 +111,13 @@ class Anomaly(_Strict):
     target_alarm_rate: float = Field(0.01, gt=0, lt=0.5)
     """The label-free threshold: the fraction of healthy points allowed to alarm."""
     enter: float = Field(10.0, gt=0)
-    """Evidence that raises the alarm, in cycles at the threshold: 10 cycles at it, 5 at ten
-    times rarer, 2 at a hundred-thousandth of it; a cycle just under it counts for less, not
-    nothing (docs/anomaly.md). It used to count cycles in a row (default 3): a configuration
-    that still says 3 is now raised at least as soon, and more often."""
+    """Evidence that raises the alarm, in points at the threshold, a point being one
+    `training_step` of time whatever the `interval`: 10 minutes at it (at 60 s steps), 5 at
+    ten times rarer, 2 at a hundred-thousandth of it; a point just under it counts for less,
+    not nothing (docs/anomaly.md). It used to count cycles in a row (default 3): a
+    configuration that still says 3 is now raised at least as soon, and more often."""
     leave: int = Field(1, ge=1)
+    """Points (`training_step`s of time) in a row under the threshold that clear the alarm."""
     smoothing: float = Field(0.7, gt=0, le=1)
     """Weight of the newest point in a moving average of the evidence; 1 is none."""
     accept_after: Duration = Field(6 * 3600.0, gt=0)
