@@ -55,7 +55,7 @@ class _Server:
         finally:
             if self._server is not None:
                 self._server.close()
-            for writer in self._writers:
+            for writer in list(self._writers):
                 # ends each connection's reader, so its task returns (cancelling it instead
                 # makes Python 3.11's streams log a CancelledError as a callback's error)
                 writer.transport.abort()
