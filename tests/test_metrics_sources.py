@@ -4,6 +4,8 @@ gateway that demands a bearer token and a tenant header."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from sentinel.adapters.prom import site_targets
+from sentinel.adapters.central import CentralCollector
+from sentinel.adapters.established import MAX_NAMED, EstablishedMemory
+from sentinel.adapters.prom import SiteTarget, site_targets
+from sentinel.adapters.promhttp import PromClients
 from sentinel.anomaly.history import fetch_history
-from sentinel.core.model import NODE_KEY, SiteState
+from sentinel.core.model import NODE_KEY, Level, SiteState, SiteView
+from sentinel.core.ruleset import Rule
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.prometheus import CentralPrometheus
 
@@ -28,7 +34,9 @@ TENANT = ("X-Scope-OrgID", "edge")
 
 @pytest.fixture(scope="module")
 def central(fleet: Fleet) -> Iterator[CentralPrometheus]:
-    c = CentralPrometheus(fleet.prometheus_urls(), scrape_interval=1.0).start()
+    c = CentralPrometheus(fleet.prometheus_urls(), scrape_interval=1.0)
+    c.log_queries()
+    c.start()
     try:
         c.wait_ready()
         yield c
@@ -84,6 +92,71 @@ def test_central_a_site_whose_data_stops_arriving_is_stale_not_down(
     assert tainted == [], "a site whose data stopped arriving had nodes isolated"
     assert all(r.detection.sites["site-a"].state is SiteState.OK for r in reports), \
         "the other sites go on"
+
+
+def _asked(central: CentralPrometheus) -> list[str]:
+    path = central.dir / "queries.log"
+    if not path.exists():
+        return []
+    return [json.loads(line)["params"]["query"] for line in path.read_text().splitlines()
+            if line.strip()]
+
+
+def test_central_asks_the_fleet_wide_established_query_once_and_remembers(
+        clean_fleet: Fleet, central: CentralPrometheus) -> None:
+    """`count by (node) (up offset Ns)` reads every `up` series of the fleet: asked once, then
+    remembered while each node stays in the presence answers. A node missing from one answer
+    is forgotten, and asked about by name (a real Prometheus parses the name's regex) once a
+    rule matches it; the crash is then a witness again."""
+    rule = Rule(name="node-down", level=Level.NODE, component="node-exporter",
+                expr='up{job="node-exporter"} == 0', for_seconds=2.0, severity="critical",
+                description="", origin="test:1")
+    sites = clean_fleet.sites
+    where = {n: s for s in sites for n in clean_fleet.nodes(s)}
+    target = SiteTarget("central", central.url, 5.0)
+    node = "edge-a-02"
+    without = f'max by (node) (up{{node!="{node}"}})'
+
+    async def cycle(presence: str) -> dict[str, SiteView]:
+        collector = CentralCollector(target, sites, "site", presence, clients,
+                                     lambda: where)
+        collector.established = memory
+        return await collector.collect([rule])
+
+    async def run() -> None:
+        first = await cycle("max by (node) (up)")
+        assert node in (first["site-a"].established or ()), first["site-a"]
+        whole = "count by (node) (up offset 2s)"
+        n = len(_asked(central))
+        await cycle("max by (node) (up)")
+        assert whole not in _asked(central)[n:], "the fleet-wide query asked again"
+        gone = await cycle(without)  # missing from the answer: forgotten
+        assert node not in (gone["site-a"].established or ())
+        clean_fleet.crash(node)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                n = len(_asked(central))
+                v = (await cycle("max by (node) (up)"))["site-a"]
+                if "node-down" in v.firing and node in v.firing["node-down"]:
+                    break
+                assert time.monotonic() < deadline, "the crash never reached the store"
+                await asyncio.sleep(0.5)
+            assert node in (v.established or ()), "asked by name: its series are old"
+            named = [q for q in _asked(central)[n:] if "offset" in q]
+            assert named == [r'count by (node) (up{node=~"edge\\-a\\-02"} offset 2s)'], named
+        finally:
+            clean_fleet.heal_node(node)
+
+    async def closing() -> None:
+        try:
+            await run()
+        finally:
+            await clients.aclose()
+
+    clients = PromClients()
+    memory = EstablishedMemory()
+    asyncio.run(closing())
 
 
 class _Gateway(BaseHTTPRequestHandler):
@@ -176,3 +249,15 @@ def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:
     st = f.stat()
     os.utime(f, (st.st_atime, st.st_mtime + 5))  # a later mtime, as the kubelet's swap gives
     assert secret.value() == "new"
+
+
+def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many() -> None:
+    m = EstablishedMemory()
+    assert m.to_ask({"a"}) is None, "nothing remembered: ask for the whole fleet"
+    assert m.update(present={"a", "b", "c"}, established={"a", "b"}) == {"a", "b"}
+    assert m.to_ask({"a", "c"}) == {"c"}, "only what a rule matches and is not remembered"
+    assert m.update(present={"b", "c"}, established=()) == {"b"}, "a missing from the answer"
+    assert m.to_ask({"a"}) == {"a"}, "a forgotten node is asked about again"
+    assert m.to_ask({f"n{i}" for i in range(MAX_NAMED + 1)}) is None, "too many to name"
+    m.forget()
+    assert m.to_ask(()) is None

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
+from sentinel.adapters.established import EstablishedMemory, established_query
 from sentinel.adapters.prom import (
-    ESTABLISHED_QUERY,
     Samples,
     SiteCollector,
     SiteTarget,
@@ -46,6 +46,7 @@ class CentralCollector:
         self.presence_query, self.clients = presence_query, clients
         self.site_of_node = site_of_node
         self.unresolved: dict[str, str] = {}
+        self.established = EstablishedMemory()
 
     def retarget(self, sites: Sequence[str], unresolved: Mapping[str, str]) -> None:
         """The sites changed (discovery): split the answers by these from the next cycle."""
@@ -59,20 +60,46 @@ class CentralCollector:
                       features: Sequence[tuple[str, str]] = ()) -> dict[str, SiteView]:
         client = self.clients.async_client(self.store.http)
         longest = max((r.for_seconds for r in rules), default=0.0)
-        exprs = [self.presence_query, FRESHNESS_QUERY.format(label=self.label),
-                 ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
-                 *(r.expr for r in rules), *(e for _, e in features)]
         t = self.store.timeout
-        results = await asyncio.gather(
-            *(asyncio.wait_for(query_instant(client, self.store, e, t), t) for e in exprs),
-            return_exceptions=True)
+
+        async def ask(expr: str) -> Samples:
+            return await asyncio.wait_for(query_instant(client, self.store, expr, t), t)
+
+        whole = self.established.known is None
+        exprs = [self.presence_query, FRESHNESS_QUERY.format(label=self.label),
+                 *([established_query(longest)] if whole else []),
+                 *(r.expr for r in rules), *(e for _, e in features)]
+        results: list[Samples | BaseException] = list(await asyncio.gather(
+            *(ask(e) for e in exprs), return_exceptions=True))
+        if whole:
+            established = results.pop(2)
+        else:  # remembered (established.py): only nodes matching a rule, new to it, are asked
+            matched = {m["node"] for r in results[2: 2 + len(rules)] if isinstance(r, list)
+                       for m, _ in r if "node" in m}
+            names = self.established.to_ask(matched)
+            established = [] if names == set() else (await asyncio.gather(
+                ask(established_query(longest, names)), return_exceptions=True))[0]
         # Splitting every node's answers by site is proportional to the fleet: off the loop.
-        views = await asyncio.to_thread(self._views, results, rules, features)
+        views = await asyncio.to_thread(self._views, results, established, rules, features)
         return {**unresolved_views(self.unresolved), **views}
 
-    def _views(self, results: Sequence[Samples | BaseException], rules: Sequence[Rule],
+    def _established(self, presence: Samples | BaseException,
+                     answer: Samples | BaseException) -> Samples | BaseException:
+        """This cycle's established nodes: the store's answer and what is remembered."""
+        if isinstance(presence, BaseException):
+            self.established.forget()  # presence unknown: continuity cannot be vouched for
+            return answer
+        if isinstance(answer, BaseException):
+            return answer  # as a failed query always was: nobody filtered as new this cycle
+        now = self.established.update((m["node"] for m, _ in presence if "node" in m),
+                                      (m["node"] for m, _ in answer if "node" in m))
+        return [({"node": n}, 1.0) for n in now]
+
+    def _views(self, results: Sequence[Samples | BaseException],
+               established: Samples | BaseException, rules: Sequence[Rule],
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
         presence, fresh = results[0], results[1]
+        established = self._established(presence, established)
         for res in (presence, fresh):
             if isinstance(res, BaseException):
                 why = f"central store {self.store.url}: {res or 'timed out'}"
@@ -80,7 +107,7 @@ class CentralCollector:
                         for s in self.sites}
         assert isinstance(presence, list) and isinstance(fresh, list)
         nodes = self.site_of_node()
-        split = [self._split(r, nodes) for r in results[2:]]
+        split = [self._split(r, nodes) for r in [established, *results[2:]]]
         ages = {m[self.label]: v for m, v in fresh if self.label in m}
         present = self._split(presence, nodes)
         assert isinstance(present, dict)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import httpx
 
+from sentinel.adapters.established import established_query
 from sentinel.adapters.jsonarray import loads_split
 from sentinel.adapters.promdecode import decode_vector
 from sentinel.adapters.promhttp import PromClients
@@ -24,7 +25,7 @@ from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["ESTABLISHED_QUERY", "PromError", "Samples", "SiteCollector", "SiteTarget",
+__all__ = ["PromError", "Samples", "SiteCollector", "SiteTarget",
            "build_view", "describe", "query_instant", "site_targets", "unresolved_views"]
 
 Samples = list[tuple[Mapping[str, str], float]]
@@ -32,9 +33,6 @@ Samples = list[tuple[Mapping[str, str], float]]
 AGE_QUERY = "time() - max(timestamp(up))"
 #: The server's own clock, against which its start time is read (no skew with ours).
 NOW_QUERY = "time()"
-#: Nodes whose targets already had samples this long ago (the longest rule's `for`): a node
-#: whose series are newer is no witness yet (a node that just joined, its exporter starting).
-ESTABLISHED_QUERY = "count by (node) (up offset {seconds}s)"
 #: Bytes of an answer above which it is parsed in a thread (a site's answers are far smaller).
 LARGE_ANSWER = 1 << 16
 _FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -180,7 +178,7 @@ class SiteCollector:
         except (PromError, TimeoutError) as e:
             return SiteView(name, reachable=False, error=str(e) or "timed out")
         longest = max((r.for_seconds for r in rules), default=0.0)
-        exprs = [AGE_QUERY, NOW_QUERY, ESTABLISHED_QUERY.format(seconds=max(1, int(longest))),
+        exprs = [AGE_QUERY, NOW_QUERY, established_query(longest),
                  *(r.expr for r in rules), *(e for _, e in features)]
         start_task = asyncio.ensure_future(asyncio.wait_for(self._started(site, left()), left()))
         try:

@@ -55,6 +55,13 @@ class PrometheusProcess(ServerProcess):
                      "--storage.tsdb.retention.time=2h", "--web.enable-lifecycle"])
         return self
 
+    def log_queries(self) -> Path:
+        """Every query it answers, one JSON line each (its `query_log_file`). Before `start`."""
+        path = self.dir / "queries.log"
+        self.config["global"]["query_log_file"] = str(path)
+        self._write()
+        return path
+
     def scrape_only(self, job: str, addresses: Sequence[str]) -> None:
         """Scrape just these host:port targets as `job`, no external labels: a central
         Prometheus scraping sentinel's replicas. Before `start`."""

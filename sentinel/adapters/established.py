@@ -1,0 +1,62 @@
+"""Which nodes' series are old enough to witness, remembered between cycles instead of asked
+of a central store every cycle.
+
+The young-node guard (core/detect.py) drops a rule's match on a node whose series are younger
+than the longest `for`: `count by (node) (up offset <longest>s)`. Asked of a central store
+every cycle, that query reads every `up` series of the fleet (400,000 at 100,000 nodes with
+four jobs each), one of the three that do, on the store the cycles already wait for. Its
+answer hardly changes: a node that was established and has been present in every answer since
+is established still. So the store is asked for the whole fleet once (at start, and after any
+answer that could not vouch for continuity: a failed presence answer), then only for the nodes
+that match a rule and are not remembered, by name. A node missing from one presence answer is
+forgotten, so a node deleted and created again under the same name is asked about again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["MAX_NAMED", "EstablishedMemory", "established_query"]
+
+#: More unremembered nodes than this matching a rule at once (a site-wide failure in the first
+#: cycle): ask for the whole fleet instead of a regular expression this long.
+MAX_NAMED = 500
+
+
+def established_query(seconds: float, nodes: Iterable[str] | None = None) -> str:
+    """Nodes whose targets already had samples `seconds` ago (the longest rule's `for`): a
+    node whose series are newer is no witness yet (it just joined, its exporter starting).
+    `nodes`: ask about these only."""
+    offset = max(1, int(seconds))
+    if nodes is None:
+        return f"count by (node) (up offset {offset}s)"
+    # re.escape for the regular expression, then PromQL's string escaping of backslashes.
+    alts = "|".join(re.escape(n).replace("\\", "\\\\") for n in sorted(nodes))
+    return f'count by (node) (up{{node=~"{alts}"}} offset {offset}s)'
+
+
+class EstablishedMemory:
+    """Nodes known established and present in every presence answer since; None: unknown,
+    ask for the whole fleet."""
+
+    def __init__(self) -> None:
+        self.known: set[str] | None = None
+
+    def forget(self) -> None:
+        self.known = None
+
+    def to_ask(self, matched: Iterable[str]) -> set[str] | None:
+        """The nodes matching a rule that must be asked about by name; None: ask for all."""
+        if self.known is None:
+            return None
+        ask = {n for n in matched if n not in self.known}
+        return None if len(ask) > MAX_NAMED else ask
+
+    def update(self, present: Iterable[str], established: Iterable[str]) -> frozenset[str]:
+        """This cycle's answer: the remembered nodes still present, and those the store
+        vouched for now. Returns what this cycle takes as established."""
+        here = set(present)
+        now = {n for n in (self.known or ()) if n in here} | set(established)
+        self.known = {n for n in now if n in here}
+        return frozenset(now)
