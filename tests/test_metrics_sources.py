@@ -253,11 +253,15 @@ def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:
 
 def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many() -> None:
     m = EstablishedMemory()
-    assert m.to_ask({"a"}) is None, "nothing remembered: ask for the whole fleet"
+    assert m.whole(30.0) and m.to_ask({"a"}) is None, "nothing remembered: the whole fleet"
     assert m.update(present={"a", "b", "c"}, established={"a", "b"}) == {"a", "b"}
+    assert not m.whole(30.0)
     assert m.to_ask({"a", "c"}) == {"c"}, "only what a rule matches and is not remembered"
     assert m.update(present={"b", "c"}, established=()) == {"b"}, "a missing from the answer"
     assert m.to_ask({"a"}) == {"a"}, "a forgotten node is asked about again"
     assert m.to_ask({f"n{i}" for i in range(MAX_NAMED + 1)}) is None, "too many to name"
+    m.update(present={"a", "b"}, established={"a", "b"})
+    assert m.whole(60.0), "vouched for at 30 s is not at 60 s: the whole fleet again"
+    assert m.to_ask({"a"}) is None
     m.forget()
     assert m.to_ask(()) is None

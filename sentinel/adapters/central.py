@@ -65,7 +65,7 @@ class CentralCollector:
         async def ask(expr: str) -> Samples:
             return await asyncio.wait_for(query_instant(client, self.store, expr, t), t)
 
-        whole = self.established.known is None
+        whole = self.established.whole(longest)
         exprs = [self.presence_query, FRESHNESS_QUERY.format(label=self.label),
                  *([established_query(longest)] if whole else []),
                  *(r.expr for r in rules), *(e for _, e in features)]

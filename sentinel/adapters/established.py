@@ -42,9 +42,18 @@ class EstablishedMemory:
 
     def __init__(self) -> None:
         self.known: set[str] | None = None
+        self.offset: float | None = None
+        """The longest `for` the remembered nodes were vouched for at."""
 
     def forget(self) -> None:
         self.known = None
+
+    def whole(self, offset: float) -> bool:
+        """Whether to ask for the whole fleet this cycle: nothing remembered, or the longest
+        `for` changed (a node vouched for at 30 s is not at 60 s)."""
+        if offset != self.offset:
+            self.known, self.offset = None, offset
+        return self.known is None
 
     def to_ask(self, matched: Iterable[str]) -> set[str] | None:
         """The nodes matching a rule that must be asked about by name; None: ask for all."""
