@@ -95,7 +95,8 @@ def test_central_a_site_whose_data_stops_arriving_is_stale_not_down(
 
 
 def _asked(central: CentralPrometheus) -> list[str]:
-    path = central.dir / "queries.log"
+    path = central.query_log
+    assert path is not None, "the fixture asks it to log its queries"
     if not path.exists():
         return []
     return [json.loads(line)["params"]["query"] for line in path.read_text().splitlines()

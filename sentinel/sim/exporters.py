@@ -16,6 +16,7 @@ import random
 import socket
 import threading
 import time
+from http import HTTPStatus
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class _Server:
                 code, body = self._answer(line)
                 writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (
-                                 code, _REASONS[code], len(body), body))
+                                 code, HTTPStatus(code).phrase.encode(), len(body), body))
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass  # the scraper hung up or gave up on a scrape: not the exporter's problem
@@ -98,9 +99,6 @@ class _Server:
             return 404, b"not found\n"
         body = self.owner.render(parts[1], parts[2])
         return (503, b"down\n") if body is None else (200, body.encode())
-
-
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 503: b"Service Unavailable"}
 
 
 class _NodeState:

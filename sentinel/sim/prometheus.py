@@ -23,6 +23,8 @@ class PrometheusProcess(ServerProcess):
                  scrape_interval: float = 5.0, workdir: Path | None = None) -> None:
         super().__init__(f"prometheus-{site}", workdir)
         self.site = site
+        self.query_log: Path | None = None
+        """Where it logs every query it answers, once `log_queries` asked it to."""
         # Prometheus durations take whole numbers of a unit: write milliseconds.
         interval = f"{max(int(scrape_interval * 1000), 100)}ms"
         timeout = f"{max(int(scrape_interval * 800), 80)}ms"
@@ -57,10 +59,10 @@ class PrometheusProcess(ServerProcess):
 
     def log_queries(self) -> Path:
         """Every query it answers, one JSON line each (its `query_log_file`). Before `start`."""
-        path = self.dir / "queries.log"
-        self.config["global"]["query_log_file"] = str(path)
+        self.query_log = self.dir / "queries.log"
+        self.config["global"]["query_log_file"] = str(self.query_log)
         self._write()
-        return path
+        return self.query_log
 
     def scrape_only(self, job: str, addresses: Sequence[str]) -> None:
         """Scrape just these host:port targets as `job`, no external labels: a central
