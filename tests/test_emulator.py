@@ -138,6 +138,31 @@ def test_duplicate_taints_are_rejected(api: client.CoreV1Api) -> None:
     assert e.value.status == 422
 
 
+def test_a_noexecute_taint_evicts_the_intolerant_pods_bound_to_that_node_only(
+        api: client.CoreV1Api) -> None:
+    """The taint manager reads the pods bound to the tainted node, as they stand after pods
+    were deleted and created again elsewhere (its index must follow them)."""
+    node(api, "n1")
+    node(api, "n2")
+
+    def pod(name: str, on: str, tolerate: bool = False) -> None:
+        tol = [{"key": "x", "operator": "Exists", "effect": "NoExecute"}] if tolerate else []
+        api.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": {
+            "nodeName": on, "tolerations": tol, "containers": [{"name": "c", "image": "i"}]}})
+    pod("a", "n1")
+    pod("b", "n1", tolerate=True)
+    pod("c", "n2")
+    pod("moved", "n1")
+    api.delete_namespaced_pod("moved", "default")
+    pod("moved", "n2")
+    pod("gone", "n1")
+    api.delete_namespaced_pod("gone", "default")
+    api.patch_node("n1", {"spec": {"taints": [{"key": "x", "effect": "NoExecute"}]}})
+    left = {(p.metadata.name, p.spec.node_name)
+            for p in api.list_namespaced_pod("default").items}
+    assert left == {("b", "n1"), ("c", "n2"), ("moved", "n2")}
+
+
 def test_watch_from_an_expired_version_is_410(api: client.CoreV1Api) -> None:
     node(api)
     for i in range(10):

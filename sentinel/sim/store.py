@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sentinel.sim.crds import resource_of, served_resources, validate_custom
 from sentinel.sim.objects import CRDS, RESOURCES, ApiError, Key, Obj, Resource, WatchEvent
-from sentinel.sim.taints import UNSCHEDULABLE_TAINT, tolerates, validate_taints
+from sentinel.sim.taints import UNSCHEDULABLE_TAINT, PodsByNode, tolerates, validate_taints
 
 __all__ = ["RESOURCES", "ApiError", "Obj", "Resource", "Store", "WatchEvent"]
 
@@ -73,7 +73,7 @@ class Store:
         self.resources: dict[tuple[str, str, str], Resource] = dict(RESOURCES)
         """What this server serves: the built-in resources and those its CRDs define."""
         self._schemas: dict[Resource, dict[str, Any]] = {}
-        self._ips = 0
+        self._ips, self._pods = 0, PodsByNode()
 
     def schema(self, res: Resource) -> dict[str, Any] | None:
         """The OpenAPI schema a CRD gave this resource; None for a built-in one."""
@@ -195,6 +195,7 @@ class Store:
         if obj is None:
             gone = self._objects.pop(key)
             del self._kinds[key[:2]][key[2:]]
+            self._pods.put(key, None)
             # A new object for the deletion's version: a snapshot holding the old one keeps it.
             old = {**gone, "metadata": {**gone["metadata"], "resourceVersion": str(self._rv)}}
             self._record(WatchEvent(self._rv, "DELETED", res, old))
@@ -220,6 +221,7 @@ class Store:
     def _put(self, key: Key, obj: Obj) -> None:
         self._objects[key] = obj
         self._kinds.setdefault(key[:2], {})[key[2:]] = obj
+        self._pods.put(key, obj)
 
     def create(self, res: Resource, ns: str, obj: Obj) -> Obj:
         obj = _clone(obj)
@@ -391,10 +393,8 @@ class Store:
         if not no_execute:
             return
         pods = RESOURCES[("", "v1", "pods")]
-        for key, pod in list(self._objects.items()):
-            if key[1] != "pods" or (pod.get("spec") or {}).get("nodeName") != name:
-                continue
-            tol = (pod.get("spec") or {}).get("tolerations") or []
+        for key in self._pods.on(name):
+            tol = (self._objects[key].get("spec") or {}).get("tolerations") or []
             if not all(tolerates(tol, t) for t in no_execute):
                 self.evictions.append((key[2], key[3], name))
                 self._commit(pods, key, None, "DELETED", "evict")
