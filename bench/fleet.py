@@ -13,7 +13,9 @@ Measured: time from start to ready (synced from cold); while `--crashes` nodes c
 over `--window` s, every cycle's duration (from `/api/v1/status`), the latency of
 `GET /api/v1/status` and `/api/v1/nodes/<node>/explain` polled meanwhile from a client in
 its own process (timed from this one, the emulator's load would count), sentinel's resident
-memory (sampled, and the kernel's peak), each crash's time to its level-2 taint. Then the
+memory (sampled, and the kernel's peak), each crash's time to its level-2 taint, how much of
+each cycle was spent waiting for the store's answers, and the cores each process used
+meanwhile (the emulator, Prometheus and sentinel share the machine). Then the
 emulator's API server is restarted and its watch history dropped meanwhile (a compaction):
 every watch sentinel starts again ends with 410 Gone and it lists nodes, pods and Leases
 again (time until the last page of each is served, memory meanwhile). Then a restart (time to
@@ -195,6 +197,8 @@ class Sampler(threading.Thread):
         self.errors: list[str] = []
         """Requests that got no answer (counted, not timed): the bench goes on measuring."""
         self.cycles: dict[float, float] = {}
+        self.waits: dict[float, float] = {}
+        """Per cycle, the seconds of it spent waiting for the central store's answers."""
         self.dark: dict[float, int] = {}
         """Per cycle, the sites it saw unreachable (the store did not answer in time: all)."""
         self.stop = threading.Event()
@@ -218,6 +222,7 @@ class Sampler(threading.Thread):
                     self.api_ms.append(got["ms"])
                     if got.get("last"):
                         self.cycles[got["last"]["at"]] = got["last"]["duration_seconds"]
+                        self.waits[got["last"]["at"]] = got["last"]["collect_seconds"]
                         self.dark[got["last"]["at"]] = got.get("dark", 0)
                 self.stop.wait(0.2)
         finally:
@@ -282,6 +287,26 @@ def gc_pauses(base: str) -> str:
                      f"100 ms, {total.get(g, 0):.1f}s in all" for g in sorted(count)) or "none"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a process so far, every thread included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cores:
+    """Where the machine's cores went over a stretch of the bench, per process: on 2 shared
+    cores, the cycle of sentinel may wait for a store that waits for the emulator."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.t, self.start = time.monotonic(), {k: cpu_seconds(p) for k, p in pids.items()}
+
+    def __str__(self) -> str:
+        took = time.monotonic() - self.t
+        return ", ".join(f"{k} {(cpu_seconds(p) - self.start[k]) / took:.2f}"
+                         for k, p in self.pids.items())
+
+
 def quantile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -337,6 +362,9 @@ def main(a: argparse.Namespace) -> None:
         time.sleep(30)  # past the rules' `for` since start
         sampler = Sampler(base, proc.pid, nodes, home)
         sampler.start()
+        assert prom.proc is not None
+        cores = Cores({"emulator and kubelets": os.getpid(), "Prometheus": prom.proc.pid,
+                       "exporter": exp.proc.pid, "sentinel": proc.pid})
         rng = random.Random(1)
         victims = rng.sample(nodes, a.crashes)
         at = sorted(rng.uniform(0, a.window) for _ in victims)
@@ -358,6 +386,7 @@ def main(a: argparse.Namespace) -> None:
                 if n not in seen and level2(store, n):
                     seen[n] = time.monotonic() - crashed[n]
             time.sleep(0.25)
+        print(f"cores used while nodes crashed: {cores}", flush=True)
         sampler.stop.set()
         sampler.join()
         steady_peak = max(sampler.rss)
@@ -369,6 +398,12 @@ def main(a: argparse.Namespace) -> None:
               f"{quantile(sampler.api_ms, 0.99):.0f} ms over {len(sampler.api_ms)} requests"
               f", {len(sampler.errors)} without an answer"
               + (f" (first: {sampler.errors[0]})" if sampler.errors else ""), flush=True)
+        waits = list(sampler.waits.values())
+        print(f"of each cycle, waiting for the central store: p50 {statistics.median(waits):.2f}s"
+              f", p95 {quantile(waits, 0.95):.2f}s; the rest (sentinel's own work): p50 "
+              f"{statistics.median(c - w for c, w in zip(cycles, waits, strict=True)):.2f}s, "
+              f"p95 {quantile([c - w for c, w in zip(cycles, waits, strict=True)], 0.95):.2f}s",
+              flush=True)
         print(f"sentinel's garbage collections so far: {gc_pauses(base)}", flush=True)
         dark = sum(1 for n in sampler.dark.values() if n)
         print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "

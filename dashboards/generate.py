@@ -196,7 +196,10 @@ def dashboards() -> dict[str, Any]:
                 (f"histogram_quantile(0.5, sum by (le) (rate(sentinel_cycle_duration_seconds_"
                  f"bucket[{RI}])))", "p50"),
                 (f"histogram_quantile(0.99, sum by (le) (rate(sentinel_cycle_duration_seconds_"
-                 f"bucket[{RI}])))", "p99")], "s"),
+                 f"bucket[{RI}])))", "p99"),
+                (f"histogram_quantile(0.99, sum by (le) (rate(sentinel_cycle_collect_duration_"
+                 f"seconds_bucket[{RI}])))", "p99 waiting for the metrics")], "s",
+               desc="A cycle mostly waiting for the metrics is the store's to speed up."),
             ts("Cycles", [(f"sum by (outcome) (rate(sentinel_cycles_total[{RI}]))",
                            "{{outcome}}")], "ops"),
             ts("Leader by replica", [("sentinel_leader", "{{instance}}")]),

@@ -165,8 +165,11 @@ class _Gateway(BaseHTTPRequestHandler):
     token and the tenant header, else 401; then the request as it came."""
 
     upstream = ""
+    delay = 0.0
+    """Seconds before each answer: a slow store."""
 
     def do_GET(self) -> None:
+        time.sleep(self.delay)  # the store's slowness, not a synchronisation
         if self.headers.get("Authorization") != f"Bearer {TOKEN}" or \
                 self.headers.get(TENANT[0]) != TENANT[1]:
             self.send_response(401)
@@ -234,6 +237,25 @@ def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
     assert set(hist.errors) == {"site-a"}, hist.errors
     assert "cannot read the secret file" in hist.errors["site-a"]
     assert set(hist.nodes) == set(clean_fleet.nodes("site-b"))
+
+
+def test_a_cycle_says_how_long_it_waited_for_the_metrics(
+        clean_fleet: Fleet, harness: Any, gateway: str, tmp_path: Path) -> None:
+    """A slow cycle is the store's or sentinel's: the report (status, metrics, the overrun
+    warning) keeps the wait for the answers apart."""
+    (tmp_path / "token").write_text(TOKEN)
+    urls = clean_fleet.prometheus_urls()
+    sites = [{"name": s, "prometheus": u} for s, u in urls.items() if s != "site-a"]
+    h = harness(sites=[{"name": "site-a", "prometheus": gateway, "timeout": "5s", "http": {
+        "bearer_token_file": str(tmp_path / "token"), "headers": dict([TENANT]),
+        "path_prefix": "/prom"}}, *sites])
+    _Gateway.delay = 1.0
+    try:
+        rep = h.until(lambda r: r.snapshot.sites["site-a"].reachable, 20,
+                      "site-a answering, slowly, through the gateway")
+    finally:
+        _Gateway.delay = 0.0
+    assert 1.0 <= rep.collect_seconds <= rep.duration, (rep.collect_seconds, rep.duration)
 
 
 def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:

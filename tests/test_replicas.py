@@ -34,6 +34,7 @@ LEASE = {"enabled": True, "namespace": "sentinel", "name": "sentinel-replicas",
 OWN_HEALTH = {"up", "sentinel_leader", "sentinel_cycles_total", "sentinel_build_info",
               "sentinel_cycle_duration_seconds_bucket", "sentinel_cycle_duration_seconds_sum",
               "sentinel_cycle_duration_seconds_count", "sentinel_mode",
+              "sentinel_cycle_collect_duration_seconds_bucket",
               "sentinel_last_cycle_success_timestamp_seconds", "sentinel_journal_writable",
               "sentinel_journal_write_errors_total", "sentinel_anomaly_trainings_total",
               "sentinel_anomaly_training_duration_seconds"}

@@ -53,6 +53,8 @@ class CycleFacts(Protocol):
     @property
     def finished_at(self) -> float: ...
     @property
+    def collect_seconds(self) -> float: ...
+    @property
     def mode(self) -> str: ...
     @property
     def snapshot(self) -> Snapshot: ...
@@ -105,6 +107,10 @@ class Metrics:
         registry.register(fleet)
         self.cycle_seconds = Histogram(
             "sentinel_cycle_duration_seconds", "Time of one collect-detect-decide-act cycle.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
+        self.collect_seconds = Histogram(
+            "sentinel_cycle_collect_duration_seconds", "Of each cycle, the time spent waiting "
+            "for the metrics (every site's Prometheus, or the central store).",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
         self.cycles = Counter("sentinel_cycles_total", "Cycles run, by outcome.", ["outcome"],
                               registry=registry)
@@ -193,6 +199,7 @@ class Metrics:
 
     def observe(self, report: CycleFacts) -> None:
         self.cycle_seconds.observe(report.finished_at - report.started_at)
+        self.collect_seconds.observe(report.collect_seconds)
         self.cycles.labels("ok").inc()
         self.last_success.set(report.finished_at)
         for r in report.results:

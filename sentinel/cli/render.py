@@ -80,7 +80,8 @@ def render_status(d: dict[str, Any], con: Console, now: float) -> None:
                   f"{'synced' if d['synced'] else 'not synced'})")
         return
     con.print(f"[bold]sentinel {mode}[/] - last cycle {ago(last['at'], now)} "
-              f"({last['duration_seconds']:.2f} s, {last['actions']} action"
+              f"({last['duration_seconds']:.2f} s, {last.get('collect_seconds', 0):.2f} s of "
+              f"it waiting for the metrics, {last['actions']} action"
               f"{'' if last['actions'] == 1 else 's'})")
     for p in d.get("pauses", []):
         scope = p["target"] if p["site"] else p["target"].upper()

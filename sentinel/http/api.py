@@ -142,6 +142,7 @@ def _status(rt: Runtime) -> StatusOut:
     return StatusOut.model_validate({
         **base, "sites": sites,
         "last_cycle": {"at": rep.started_at, "duration_seconds": rep.duration,
+                       "collect_seconds": rep.collect_seconds,
                        "actions": len(rep.results),
                        "budget_exhausted": sorted(rep.plan.budget_exhausted)},
         "isolated": [{"node": n.name, "site": n.site, "level": isolation_level(n),

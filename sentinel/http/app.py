@@ -99,8 +99,10 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         heap.after_cycle()  # what is alive now is no longer walked by the collector
         took = time.monotonic() - started
         if took > interval:
-            log.warning("cycle took %.1fs, longer than the interval (%.1fs): the next starts "
-                        "late; raise `interval` or the sites' timeouts", took, interval)
+            waited = rt.sentinel.last.collect_seconds if rt.sentinel.last else 0.0
+            log.warning("cycle took %.1fs (%.1fs of it waiting for the metrics), longer than "
+                        "the interval (%.1fs): the next starts late; raise `interval` or the "
+                        "sites' timeouts", took, waited, interval)
 
     scheduler = AsyncIOScheduler()
     # Its "skipped: maximum number of running instances" is said once per overrun, in our

@@ -146,6 +146,9 @@ class IsolatedRow(_Out):
 class LastCycle(_Out):
     at: float
     duration_seconds: float
+    collect_seconds: float
+    """Of the duration, the wait for the metrics (the sites' Prometheus or the central
+    store)."""
     actions: int
     budget_exhausted: list[str]
 

@@ -78,10 +78,17 @@ class CycleReport:
     release clock."""
     anomaly: FleetScores | None = None
     """Every node's anomaly score this cycle, when a model is in use."""
+    collected_at: float | None = None
+    """When every site's answers were in (the sites' Prometheus or the central store)."""
 
     @property
     def duration(self) -> float:
         return self.finished_at - self.started_at
+
+    @property
+    def collect_seconds(self) -> float:
+        """Of the duration, the wait for the metrics: a slow cycle is the store's or ours."""
+        return 0.0 if self.collected_at is None else self.collected_at - self.started_at
 
     # What every /status request and metrics scrape reads of the whole fleet, computed once a
     # cycle (the cycle warms them off the event loop), not once a request: 100,000 nodes
@@ -198,6 +205,7 @@ class Sentinel:
         model = self.anomaly.model if self.anomaly is not None else None
         features = self.anomaly.features if model is not None and self.anomaly else []
         sites = await self.collector.collect(self.rules.rules, features)
+        collected = self.clock()
         # Everything proportional to the fleet runs off the event loop, which keeps serving
         # the webhook and the probes meanwhile.
         snapshot = await asyncio.to_thread(self._snapshot, started, sites, model)
@@ -218,7 +226,7 @@ class Sentinel:
             log.warning("budget %s spent: isolations held this cycle", stop)
         after = await asyncio.to_thread(self._nodes, started) if results else nodes
         report = CycleReport(started, self.clock(), self.actuator.mode, snapshot, detection,
-                             plan, tuple(results), after, self.state, self._scores)
+                             plan, tuple(results), after, self.state, self._scores, collected)
         await asyncio.to_thread(lambda: (report.held, report.managed, report.unassigned))
         self.metrics.observe(report)
         self.last = report
