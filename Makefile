@@ -36,4 +36,5 @@ bench: install
 	.venv/bin/python bench/takeover.py
 	.venv/bin/python bench/crash_to_l2.py
 	.venv/bin/python bench/api_gil.py
+	.venv/bin/python bench/central_store.py
 	.venv/bin/python bench/fleet.py

@@ -1,0 +1,104 @@
+"""What one cycle's queries cost the central store itself, with nothing else on the machine.
+
+bench/fleet.py runs the emulator, its kubelets, Prometheus and sentinel on the same 2 cores;
+its cycle waits for a store that waits for CPU. This measures the store alone: one real
+Prometheus scraping every 15 s one file that holds every node's `up` per job with its `site`
+label (bench/fleet.py's exporter, `--nodes` nodes), then sentinel's own central-store queries
+(the default presence query, the freshness query, the shipped rules) asked one at a time
+(median of `--repeat`) and all at once, as a cycle asks them. That is the floor under a
+cycle's wait for the metrics at that size on this machine, whatever sentinel does.
+Last line: `store_cycle_seconds=<n> store_presence_seconds=<n> store_freshness_seconds=<n>
+store_rule_seconds=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from fleet import Exporter  # bench/fleet.py: the same exposition
+
+from sentinel.adapters.central import FRESHNESS_QUERY
+from sentinel.config.rules import load_rules
+from sentinel.config.schema import Config
+from sentinel.sim.exporters import JOBS
+from sentinel.sim.prometheus import PrometheusProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(a: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="sentinel-store-"))
+    site_of = {f"edge-{i // 200:03d}-{i % 200:04d}": f"site-{i // 200:03d}"
+               for i in range(a.nodes)}
+    exp = Exporter(site_of, home)
+    prom = PrometheusProcess("store", [], 15.0)
+    prom.config["global"].pop("external_labels", None)
+    prom.config["scrape_configs"] = [{
+        "job_name": "fleet", "honor_labels": True, "scrape_timeout": "10s",
+        "metrics_path": "/metrics.txt",
+        "static_configs": [{"targets": [f"127.0.0.1:{exp.port}"]}]}]
+    prom._write()
+    try:
+        prom.start().wait_ready()
+        url = f"http://127.0.0.1:{prom.port}/api/v1/query"
+
+        def ask(q: str) -> None:
+            httpx.get(url, params={"query": q}, timeout=300).raise_for_status()
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            r = httpx.get(url, params={"query": "count(up)"}, timeout=60).json()
+            got = r["data"]["result"]
+            if got and float(got[0]["value"][1]) >= a.nodes * len(JOBS):
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit("Prometheus never scraped the whole fleet")
+        time.sleep(a.settle)  # a few scrapes' samples per series, as a running store has
+        presence = Config.model_fields["presence_query"].default
+        fresh = FRESHNESS_QUERY.format(label="site")
+        rules = [r.expr for r in load_rules([ROOT / "rules"]).rules]
+        p = median_seconds(lambda: ask(presence), a.repeat)
+        f = median_seconds(lambda: ask(fresh), a.repeat)
+        each = [median_seconds(functools.partial(ask, q), a.repeat) for q in rules]
+        print(f"{a.nodes} nodes x {len(JOBS)} jobs = {a.nodes * len(JOBS)} up series; one "
+              f"at a time: presence {p:.2f}s ({presence}), freshness {f:.2f}s, rules "
+              f"{', '.join(f'{t:.2f}s' for t in each)}", flush=True)
+
+        def cycle() -> None:
+            with concurrent.futures.ThreadPoolExecutor(len(rules) + 2) as pool:
+                list(pool.map(ask, [presence, fresh, *rules]))
+        c = median_seconds(cycle, a.repeat)
+        print(f"a cycle's {len(rules) + 2} queries at once: {c:.2f}s", flush=True)
+        print(f"store_cycle_seconds={c:.2f} store_presence_seconds={p:.2f} "
+              f"store_freshness_seconds={f:.2f} store_rule_seconds={max(each):.2f}")
+    finally:
+        prom.stop()
+        exp.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=20_000)
+    ap.add_argument("--settle", type=float, default=45.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    main(ap.parse_args())
