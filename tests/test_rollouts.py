@@ -34,7 +34,6 @@ from sentinel.rollouts.analysis import (
     decide_rollouts,
     judge_metric,
     rank_test,
-    settled_samples,
 )
 from sentinel.sim.fleet import Fleet
 from sentinel.sim.store import RESOURCES
@@ -76,18 +75,6 @@ def test_a_metric_fails_only_when_significant_and_beyond_its_margin() -> None:
     assert judge_metric(ERR, noisy, stable, P).verdict is Verdict.PASS
     r = judge_metric(ERR, bad[:9], stable, P)
     assert r.verdict is Verdict.HOLD and "too few samples: 9 new, 30 stable" in r.reason
-
-
-def test_a_new_series_counts_once_its_rate_window_has_passed() -> None:
-    """A pod born inside the range: its first window's worth of rates is left out (Prometheus
-    extrapolates a young counter's histogram buckets unevenly); a series older than the range
-    keeps every value, and a value that is not a number is never a sample."""
-    start, step, window = 1000.0, 2.0, 4.0
-    young = [(1010.0, 0.9), (1012.0, 0.8), (1014.0, 0.1), (1016.0, 0.1)]
-    assert settled_samples(young, start, step, window) == [0.1, 0.1]
-    old = [(1000.0, 0.9), (1002.0, 0.1), (1004.0, float("nan")), (1006.0, 0.1)]
-    assert settled_samples(old, start, step, window) == [0.9, 0.1, 0.1]
-    assert settled_samples([], start, step, window) == []
 
 
 def test_missing_evidence_holds_and_never_fails() -> None:

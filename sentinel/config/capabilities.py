@@ -202,9 +202,7 @@ class Rollouts(_Strict):
     interval: Duration = Field(10.0, gt=0)
     """Seconds between two analyses of every workload that is rolling out."""
     rate_window: Duration = Field(30.0, gt=0)
-    """Replaces `$window` in the metric queries: at least four scrape intervals. A new pod's
-    samples count once one window has passed since its first (rollouts/analysis.py,
-    `settled_samples`: a younger rate is extrapolated unevenly across histogram buckets)."""
+    """Replaces `$window` in the metric queries: at least four scrape intervals."""
     step: Duration = Field(10.0, gt=0)
     """One sample per pod and metric every `step` seconds (range queries)."""
     baseline: Duration = Field(300.0, gt=0)

@@ -38,7 +38,6 @@ __all__ = [
     "decide_rollouts",
     "judge_metric",
     "rank_test",
-    "settled_samples",
 ]
 
 
@@ -99,23 +98,6 @@ class Analysis:
         return {"verdict": self.verdict.value, "reason": self.reason,
                 "window_seconds": round(self.window, 1),
                 "metrics": [m.record() for m in self.metrics]}
-
-
-def settled_samples(points: Sequence[tuple[float, float]], start: float, step: float,
-                    rate_window: float) -> list[float]:
-    """One series' finite values, less those of a series born inside the range whose rate
-    window still reaches back to its birth. Prometheus extrapolates each histogram bucket's
-    rate on its own, by how far that bucket's counter is from zero: on a counter only seconds
-    old the buckets are stretched unequally, and a quantile across them scatters, mostly
-    upwards (the bucket above a p95 is the wider one). A new pod's first windows made a
-    healthy but bursty version's p95 look 60 % worse and rolled it back (once in the tests).
-    A series older than the range keeps every value; so does any with `rate_window` 0 (the
-    guard passes it for the stable pods, which are the baseline however young)."""
-    if not points:
-        return []
-    born = points[0][0] > start + step
-    first = points[0][0]
-    return [v for t, v in points if math.isfinite(v) and not (born and t < first + rate_window)]
 
 
 def rank_test(new: Sequence[float], stable: Sequence[float]) -> tuple[float, float]:

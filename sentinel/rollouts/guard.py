@@ -11,6 +11,7 @@ isolation cycle.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,6 @@ from sentinel.rollouts.analysis import (
     Workload,
     analyse,
     decide_rollouts,
-    settled_samples,
 )
 from sentinel.rollouts.workloads import WorkloadView, pods_regex
 
@@ -210,11 +210,8 @@ class RolloutGuard:
                             continue
                         values = s.get("values") or []
                         assert isinstance(values, list)
-                        points = [(float(t), float(v)) for t, v in values]
-                        # a new pod's first window is left out; the stable pods are what the
-                        # baseline is, however young (a test deploys them just before)
-                        side.extend(settled_samples(points, start, self.r.step,
-                                                    self.r.rate_window if side is new else 0.0))
+                        side.extend(x for x in (float(v) for _, v in values)
+                                    if math.isfinite(x))
                 samples[spec.name] = (new, old)
             a = analyse(self.specs, samples, errors, window, self.params)
         self._analysis[w.key] = (w.current.hash, a, now)
