@@ -30,7 +30,6 @@ from sentinel.adapters.central import FRESHNESS_QUERY
 from sentinel.config.rules import load_rules
 from sentinel.config.schema import Config
 from sentinel.sim.exporters import JOBS
-from sentinel.sim.prometheus import PrometheusProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,29 +48,15 @@ def main(a: argparse.Namespace) -> None:
     site_of = {f"edge-{i // 200:03d}-{i % 200:04d}": f"site-{i // 200:03d}"
                for i in range(a.nodes)}
     exp = Exporter(site_of, home)
-    prom = PrometheusProcess("store", [], 15.0)
-    prom.config["global"].pop("external_labels", None)
-    prom.config["scrape_configs"] = [{
-        "job_name": "fleet", "honor_labels": True, "scrape_timeout": "10s",
-        "metrics_path": "/metrics.txt",
-        "static_configs": [{"targets": [f"127.0.0.1:{exp.port}"]}]}]
-    prom._write()
+    prom = exp.store("store", 15.0)
     try:
         prom.start().wait_ready()
+        exp.wait_scraped(f"http://127.0.0.1:{prom.port}", 300)
         url = f"http://127.0.0.1:{prom.port}/api/v1/query"
 
         def ask(q: str) -> None:
             httpx.get(url, params={"query": q}, timeout=300).raise_for_status()
 
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            r = httpx.get(url, params={"query": "count(up)"}, timeout=60).json()
-            got = r["data"]["result"]
-            if got and float(got[0]["value"][1]) >= a.nodes * len(JOBS):
-                break
-            time.sleep(1)
-        else:
-            raise SystemExit("Prometheus never scraped the whole fleet")
         time.sleep(a.settle)  # a few scrapes' samples per series, as a running store has
         presence = Config.model_fields["presence_query"].default
         fresh = FRESHNESS_QUERY.format(label="site")

@@ -97,6 +97,29 @@ class Exporter:
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.dir / "metrics.txt")  # a scrape reads the old file or the new one
 
+    def store(self, name: str, scrape_interval: float) -> PrometheusProcess:
+        """A real Prometheus (not started) scraping this endpoint as a central store would:
+        labels as exposed, no external labels of its own."""
+        prom = PrometheusProcess(name, [], scrape_interval)
+        prom.config["global"].pop("external_labels", None)
+        prom.config["scrape_configs"] = [{
+            "job_name": "fleet", "honor_labels": True, "scrape_timeout": "10s",
+            "metrics_path": "/metrics.txt",
+            "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]}]
+        prom._write()
+        return prom
+
+    def wait_scraped(self, prom_url: str, timeout: float) -> None:
+        """Until the store holds every node's `up` per job at 1."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{prom_url}/api/v1/query", params={"query": "count(up == 1)"},
+                          timeout=60).json()["data"]["result"]
+            if r and float(r[0]["value"][1]) >= len(self.site_of) * len(JOBS):
+                return
+            time.sleep(1)
+        raise SystemExit("Prometheus never scraped the whole fleet")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -332,28 +355,14 @@ def main(a: argparse.Namespace) -> None:
     track_lists(api, len(nodes), finals)
     life = NodeLifecycle(store, lambda: nodes, lambda n: n not in silent, NodeTiming()).start()
     exp = Exporter(site_of, home)
-    prom = PrometheusProcess("fleet", [], a.scrape_interval)
-    prom.config["global"].pop("external_labels", None)
-    prom.config["scrape_configs"] = [{
-        "job_name": "fleet", "honor_labels": True, "scrape_timeout": "10s",
-        "metrics_path": "/metrics.txt",
-        "static_configs": [{"targets": [f"127.0.0.1:{exp.port}"]}]}]
-    prom._write()
+    prom = exp.store("fleet", a.scrape_interval)
     prom.start().wait_ready()
     prom_url = f"http://127.0.0.1:{prom.port}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            r = httpx.get(f"{prom_url}/api/v1/query", params={"query": "count(up == 1)"},
-                          timeout=30).json()["data"]["result"]
-            if r and float(r[0]["value"][1]) >= len(nodes) * len(JOBS):
-                break
-            time.sleep(1)
-        else:
-            raise SystemExit("Prometheus never scraped the whole fleet")
+        exp.wait_scraped(prom_url, 120)
         sites = sorted(set(site_of.values()))
         proc = serve(home, api.url, prom_url, sites, port)
         cold = wait_ready(base, proc, home, 600)
