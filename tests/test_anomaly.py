@@ -541,6 +541,8 @@ def test_every_estimator_scores_a_real_dataset_or_says_why_not(name: str) -> Non
     ("bad-label", r"test_label/\S+\.txt:7: a label is 0 or 1, not '2'"),
     ("short-labels", r"labels for 1440 test rows"),
     ("ragged", r"test/\S+\.txt:3: \d+ columns, the first row has 8"),
+    ("short-train", r"train/\S+\.txt: 12 time steps with data in the training window; at "
+                    r"least 30 are needed"),
 ])
 def test_evaluate_names_the_file_and_line_of_a_broken_dataset(
         dataset: Path, tmp_path: Path, damage: str, message: str) -> None:
@@ -558,6 +560,9 @@ def test_evaluate_names_the_file_and_line_of_a_broken_dataset(
         label.write_text("\n".join(lines) + "\n")
     elif damage == "short-labels":
         label.write_text("\n".join(label.read_text().splitlines()[:-5]) + "\n")
+    elif damage == "short-train":  # reads well, but too short to fit a model on
+        train = root / "train" / first
+        train.write_text("\n".join(train.read_text().splitlines()[:12]) + "\n")
     else:
         test = root / "test" / first
         lines = test.read_text().splitlines()
@@ -567,6 +572,17 @@ def test_evaluate_names_the_file_and_line_of_a_broken_dataset(
     assert r.returncode == 2
     assert re.search(message, r.stderr), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_a_scores_folder_it_cannot_make_before_any_work(
+        dataset: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "scores"
+    taken.write_text("a file, not a folder\n")
+    r = _cli("anomaly", "evaluate", str(dataset), "--scores-out", str(taken))
+    assert r.returncode == 2
+    assert re.fullmatch(rf"error: --scores-out {re.escape(str(taken))}: cannot make a folder "
+                        r"there: File exists", r.stderr.strip()), r.stderr
+    assert r.stdout == "" and taken.read_text() == "a file, not a folder\n"
 
 
 # -- live: real Prometheus, the emulator, sentinel's runtime --------------------------------

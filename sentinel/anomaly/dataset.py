@@ -126,7 +126,11 @@ def write_entity(root: Path, name: str, train: np.ndarray, test: np.ndarray,
 
 def write_scores(root: Path, name: str, scores: np.ndarray, alarms: np.ndarray) -> None:
     """`score,alarm` per test step: enough for anyone to recompute every figure."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / f"{name}.txt").open("w") as f:
-        for s, a in zip(scores, alarms, strict=True):
-            f.write(f"{s:.17g},{int(a)}\n")
+    path = root / f"{name}.txt"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for s, a in zip(scores, alarms, strict=True):
+                f.write(f"{s:.17g},{int(a)}\n")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot write the scores: {e.strerror}") from None

@@ -52,6 +52,7 @@ def evaluate(
     an entity without labelled events counts only in the alarm rate)."""
     from sentinel.anomaly.dataset import DatasetError, read_dataset, write_scores
     from sentinel.anomaly.evaluation import evaluate_entity, summarize
+    from sentinel.anomaly.score import FitError
 
     if estimator not in ESTIMATORS:
         typer.echo(f"error: no estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}",
@@ -69,12 +70,22 @@ def evaluate(
     from sentinel.anomaly.score import AnomalyParams
 
     params = AnomalyParams(target_alarm_rate=target_alarm_rate)
+    if scores_out is not None:  # before the work, not after the first entity's
+        try:
+            scores_out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            typer.echo(f"error: --scores-out {scores_out}: cannot make a folder there: "
+                       f"{e.strerror}", err=True)
+            raise typer.Exit(2) from None
     results = []
     started = time.monotonic()
     try:
         for ent in read_dataset(dataset):
-            res, scores, alarms = evaluate_entity(ent.name, ent.train, ent.test, ent.labels,
-                                                  estimator, params, seed, step)
+            try:
+                res, scores, alarms = evaluate_entity(ent.name, ent.train, ent.test,
+                                                      ent.labels, estimator, params, seed, step)
+            except FitError as e:  # the training file is what cannot give a model
+                raise DatasetError(f"{dataset / 'train' / ent.name}.txt: {e}") from None
             results.append(res)
             if scores_out is not None:
                 write_scores(scores_out, ent.name, scores, alarms)
