@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
@@ -58,6 +59,60 @@ def test_rank_test_separates_shifted_samples_and_not_equal_ones() -> None:
             for _ in range(200)]
     assert sum(p < 0.01 for p, _ in same) <= 6, "the false-positive rate must be near alpha"
     assert rank_test([1.0] * 12, [1.0] * 12) == (1.0, 0.5), "all ties: no evidence"
+
+
+def _error_ratios(rng: np.random.Generator, samples: int, window: int, step: int,
+                  pods: int = 2) -> list[float]:
+    """A healthy pod's error ratio as the guard's range query samples it: requests each second
+    with bursty traffic (the noisy version's spread), 1 % of them failing, a rate over `window`
+    seconds every `step`."""
+    out = []
+    for _ in range(pods):
+        seconds = samples * step + window
+        requests = rng.poisson(20 * rng.lognormal(-0.72, 1.2, seconds))
+        errors = rng.binomial(requests, 0.01)
+        for k in range(samples):
+            a, b = k * step, k * step + window
+            out.append(float(errors[a:b].sum() / max(1, requests[a:b].sum())))
+    return out
+
+
+def test_samples_of_overlapping_rate_windows_are_not_counted_as_independent() -> None:
+    """A 30 s rate sampled every 10 s counts each request in three samples in a row. Counted as
+    independent, healthy versions came out significant several times as often as `alpha` says;
+    told the overlap, no more often than it says."""
+    rng = np.random.default_rng(7)
+    trials = 600
+
+    def false_positives(window: int, step: int, overlap: float) -> float:
+        hits = 0
+        for _ in range(trials):
+            new = _error_ratios(rng, 6, window, step)
+            stable = _error_ratios(rng, 10, window, step)
+            hits += rank_test(new, stable, overlap)[0] < 0.01
+        return hits / trials
+
+    assert false_positives(30, 10, 1.0) > 0.03, "the uncorrected test is overconfident"
+    assert false_positives(30, 10, 3.0) <= 0.015
+    assert false_positives(10, 10, 1.0) <= 0.015, "windows that do not overlap need nothing"
+
+
+def test_a_real_regression_still_fails_and_too_few_overlapping_samples_never_pass() -> None:
+    """At the shipped defaults: the stable pods' 5 min baseline and the new pods' first minute,
+    two pods each; then as few samples as `min_samples` allows, where the overlap leaves too
+    few independent ones to fail anything: hold, not a pass that could not have failed."""
+    rng = np.random.default_rng(8)
+    params = AnalysisParams(0.01, 10, 60, overlap=3.0)
+    stable = _error_ratios(rng, 30, 30, 10)
+    bad = [x + 0.14 for x in _error_ratios(rng, 6, 30, 10)]
+    r = judge_metric(ERR, bad, stable, params)
+    assert r.verdict is Verdict.FAIL and r.p is not None and r.p < params.alpha, r.reason
+    r = judge_metric(ERR, bad[:10], stable[:10], params)
+    assert r.verdict is Verdict.HOLD, r.reason
+    assert r.reason.startswith("too few samples to tell: 10 new, 10 stable, each rate window "
+                               "spanning 3 samples; even every new one worse would give p=0.0")
+    assert judge_metric(ERR, bad[:10], stable[:10], AnalysisParams(0.01, 10, 60)).verdict \
+        is Verdict.FAIL, "independent samples: ten a side are enough"
 
 
 def test_a_metric_fails_only_when_significant_and_beyond_its_margin() -> None:
@@ -359,6 +414,7 @@ def test_a_bad_version_is_rolled_back_in_its_first_group_and_goes_no_further(
 
 def test_noisy_but_healthy_versions_are_never_rolled_back(fleet: Fleet, guard: Any) -> None:
     g = guard()
+    assert g.guard.params.overlap == 2.0, "a 4 s window every 2 s: two samples share each"
     names = []
     for i in range(2):
         names += fleet.deploy_app(f"noisy{i}", "1.0")

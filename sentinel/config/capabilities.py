@@ -204,7 +204,9 @@ class Rollouts(_Strict):
     rate_window: Duration = Field(30.0, gt=0)
     """Replaces `$window` in the metric queries: at least four scrape intervals."""
     step: Duration = Field(10.0, gt=0)
-    """One sample per pod and metric every `step` seconds (range queries)."""
+    """One sample per pod and metric every `step` seconds (range queries). Samples closer than
+    `rate_window` share requests: the rank test counts them as `rate_window / step` times
+    fewer (rollouts/analysis.py, `rank_test`)."""
     baseline: Duration = Field(300.0, gt=0)
     """Stable samples reach back this far before the new revision's first pod."""
     max_window: Duration = Field(1800.0, gt=0)

@@ -82,7 +82,9 @@ class RolloutGuard:
         self.sites: list[_Site] = []
         self.set_sites(cfg.sites)
         self.specs = [MetricSpec(n, m.margin, m.relative) for n, m in r.metrics.items()]
-        self.params = AnalysisParams(r.alpha, r.min_samples, r.min_window)
+        # each sample's rate window spans this many steps: the rank test is told
+        self.params = AnalysisParams(r.alpha, r.min_samples, r.min_window,
+                                     overlap=max(1.0, r.rate_window / r.step))
         self.clients = PromClients()
         self._lock = threading.Lock()
         self._passed: dict[str, str] = {}
