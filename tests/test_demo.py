@@ -128,6 +128,31 @@ def test_the_demo_stops_loudly_when_sentinel_serve_dies(demo: list[Demo],
     assert not alive(servers), "the fleet outlived sentinel serve"
 
 
+def test_the_on_call_writes_work_on_the_demo_without_flags(demo: list[Demo],
+                                                            tmp_path: Path) -> None:
+    """The README's on-call commands, tried on the demo as they are written there: no
+    --server, no token given. The demo sets up a write token that only its user can read."""
+    d = Demo(tmp_path, "--sites", "1", "--nodes", "3", "--no-tour", "--scrape-interval", "1")
+    demo.append(d)
+    d.wait_for("free play", 120)
+    token = Path(json.loads((tmp_path / "demo.json").read_text())["token_file"])
+    assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
+    assert f"SENTINEL_TOKEN_FILE={token}" in d.text()
+    out = d.cli("isolate", "edge-a-02", "--reason", "try the writes", "--for", "10m")
+    assert out.returncode == 0, out.stderr
+    ov = d.cli("overrides", "-o", "json")
+    assert ov.returncode == 0, ov.stderr
+    mine = [o for o in json.loads(ov.stdout) if o.get("node") == "edge-a-02"]
+    assert len(mine) == 1 and mine[0]["reason"] == "try the writes", ov.stdout
+    poll(lambda: any(i["node"] == "edge-a-02" for i in json.loads(
+        d.cli("status", "-o", "json").stdout)["isolated"]), 30, "the node isolated by hand")
+    other = {**d.env, "SENTINEL_TOKEN": "not-the-demo-token"}  # a given token still wins
+    refused = subprocess.run([sys.executable, "-m", "sentinel", "release", "edge-a-02",
+                              "--reason", "r", "--for", "5m"], capture_output=True, text=True,
+                             timeout=60, env=other)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+
+
 def test_a_demo_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"  # a PATH without Debian's prometheus
     bin_dir.mkdir()

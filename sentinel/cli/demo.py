@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -63,6 +64,7 @@ class Demo:
                  relay: Callable[[str], None] | None = None, discover: str | None = None) -> None:
         self.relay = relay or (lambda line: print(f"  sentinel | {line}", flush=True))
         self.dir = Path(tempfile.mkdtemp(prefix="sentinel-demo-"))
+        self.token_file = self.dir / "oncall.token"
         self.scrape = scrape_interval
         # Demo-sized durations that stay meaningful against the scrape interval: at least
         # four scrapes (the tests' 1 s scrapes), two at the default 5 s.
@@ -94,6 +96,10 @@ class Demo:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         (self.dir / "rules.yaml").write_text(DEMO_RULES.format(f=self.for_s))
+        # A write token, so that the on-call writes (isolate, release, pause) can be tried: a
+        # config without one refuses every write. Only this user can read it.
+        self.token_file.touch(mode=0o600)
+        self.token_file.write_text(secrets.token_urlsafe(24) + "\n")
         cfg = {
             "mode": "enforce", "interval": "2s", "query_timeout": "2s",
             # Discovered: the sites are the NodePools (NodeGroups) and their Prometheus the
@@ -109,6 +115,8 @@ class Demo:
             "budgets": {"site_max_fraction": 0.5, "fleet_max_fraction": 0.34,
                         "max_new_per_minute": 10},
             "journal": "journal.db", "listen": f"127.0.0.1:{port}",
+            "api": {"tokens": [{"name": "demo-oncall", "token_file": str(self.token_file),
+                                "write": True}]},
             # Train as soon as 30 scrapes of history exist, instead of production's hours.
             "anomaly": {"training_step": f"{self.scrape:g}s",
                         "rate_window": f"{max(4 * self.scrape, 1):g}s",
@@ -149,11 +157,12 @@ class Demo:
 
     def _banner(self) -> None:
         cli = _command()
-        where = demofile.remember(self.url, self.control)
+        where = demofile.remember(self.url, self.control, str(self.token_file))
         _say("\nsentinel demo is running")
         if where is not None:
             print(f"  the CLI finds it without flags ({where}); from another shell or host:")
-        print(f"    export SENTINEL_URL={self.url} SENTINEL_SIM={self.control}")
+        print(f"    export SENTINEL_URL={self.url} SENTINEL_SIM={self.control} "
+              f"SENTINEL_TOKEN_FILE={self.token_file}")
         print(f"  sentinel API       {self.url}  (/metrics /healthz /readyz /api/v1/status)")
         print(f"  Kubernetes API     {self.fleet.api.url}  (emulator; a dead node goes Unknown "
               f"{self.grace_s}s after its last Lease renewal here, 50s in a real cluster)")
@@ -173,6 +182,8 @@ class Demo:
             print(f"    {cli} sim inject {cmd}")
         print(f"    {cli} status; {cli} explain {b}   (flap damping: the second release "
               f"waits for flap_window, {self.flap_window}s here)")
+        print(f"  on call (the demo's write token is set up):\n    {cli} isolate {b} --reason "
+              f"\"try it\" --for 10m; {cli} overrides; {cli} release {b} --reason done --for 5m")
         print(flush=True)
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> bool:

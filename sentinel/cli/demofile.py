@@ -1,6 +1,7 @@
 """Where a running `sentinel demo` listens, written for the CLI in the same user's shell: the
-on-call commands and `sim inject` find the demo without flags or an export. SENTINEL_URL and
---server still win; a file whose demo has exited is ignored."""
+on-call commands (writes too, with the demo's token) and `sim inject` find the demo without
+flags or an export. SENTINEL_URL and --server still win; a file whose demo has exited is
+ignored."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ def demo_file() -> Path:
     return Path(state) / "sentinel" / "demo.json"
 
 
-def remember(url: str, sim: str) -> Path | None:
-    """Write where the demo listens; None where the file cannot be written (a read-only home
-    is no reason to stop the demo: its banner prints the export line anyway)."""
+def remember(url: str, sim: str, token_file: str) -> Path | None:
+    """Write where the demo listens, and the file of its on-call write token; None where the
+    file cannot be written (a read-only home is no reason to stop the demo: its banner prints
+    the export line anyway)."""
     path = demo_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": url, "sim": sim, "pid": os.getpid()}))
+        tmp.write_text(json.dumps({"url": url, "sim": sim, "token_file": token_file,
+                                   "pid": os.getpid()}))
         tmp.replace(path)
     except OSError:
         return None
@@ -44,7 +47,7 @@ def forget() -> None:
 
 
 def read(key: str) -> str | None:
-    """The running demo's `url` or `sim`; None without a live demo."""
+    """The running demo's `url`, `sim` or `token_file`; None without a live demo."""
     try:
         data = json.loads(demo_file().read_text())
         os.kill(int(data["pid"]), 0)

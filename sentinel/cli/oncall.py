@@ -68,14 +68,19 @@ def _console(err: bool = False) -> Console:
 
 
 def _client(server: str, token: str | None, token_file: Path | None) -> Client:
+    if server == DEFAULT_URL:  # neither --server nor SENTINEL_URL: a running demo, if any
+        demo = demofile.read("url")
+        if demo is not None:
+            server = demo
+            if token is None and token_file is None:  # its on-call token, to try the writes
+                demo_token = demofile.read("token_file")
+                token_file = Path(demo_token) if demo_token else None
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
         except OSError as e:
             raise ClientError(f"cannot read the token file {token_file}: {e.strerror}") from None
     user = os.environ.get("SENTINEL_USER") or getpass.getuser()
-    if server == DEFAULT_URL:  # neither --server nor SENTINEL_URL: a running demo, if any
-        server = demofile.read("url") or server
     return Client(server, token, user)
 
 
