@@ -24,7 +24,7 @@ from sentinel.core.model import (
     Snapshot,
     Verdict,
 )
-from sentinel.core.overrides import OverrideRequest, check_request
+from sentinel.core.overrides import OverrideRequest, check_request, replaced_by
 from sentinel.core.timefmt import ago, span
 
 from .test_core_tables import DOWN, PROXY, RULES, P, S, node, view
@@ -207,6 +207,15 @@ def test_newest_node_override_wins() -> None:
     snap = Snapshot(T0, {"n1": node()}, {"s": view()}, {}, (rel, iso))
     plan, _ = decide(snap, detect(snap, RULES, P), PolicyState(), DecideParams(), T0)
     assert plan.actions == ()
+
+
+def test_a_node_override_replaces_the_ones_in_force_on_that_node_only() -> None:
+    iso = _ov(OverrideKind.ISOLATE, id="iso", node="n1", key="manual")
+    other = _ov(OverrideKind.ISOLATE, id="other", node="n2", key="manual")
+    pause = Override("pause", OverrideKind.PAUSE, "maintenance", "bob", T0, T0 + 60, site="s")
+    rel = Override("rel", OverrideKind.RELEASE, "swap done", "bob", T0 + 5, T0 + 65, node="n1")
+    assert [o.id for o in replaced_by(rel, (iso, other, pause, rel))] == ["iso"]
+    assert replaced_by(pause, (iso, other, pause)) == [], "a pause replaces no node's override"
 
 
 @pytest.mark.parametrize(("req", "problem"), [

@@ -139,7 +139,7 @@ def test_reads_in_both_forms(srv: Serve, f: Fleet) -> None:
 def test_manual_isolate_release_and_lift(srv: Serve, f: Fleet) -> None:
     out = ok(srv, "isolate", "edge-b-02", "--level", "node", "--reason", "disk swap", "--for",
              "1h")
-    assert "isolate edge-b-02 until in 60 min" in out and "by alice via oncall" in out
+    assert "isolate edge-b-02 by alice via oncall, expires in 60 min" in out, out
     poll(lambda: our_taints(f, "edge-b-02").get("node") == "NoExecute", 20,
          "manual level-2 isolation")
     assert f.node("edge-b-02")["spec"].get("unschedulable") is True
@@ -150,18 +150,27 @@ def test_manual_isolate_release_and_lift(srv: Serve, f: Fleet) -> None:
     poll(lambda: "isolated by hand (node)" in ok(srv, "explain", "edge-b-02"), 10,
          "explain tells the manual isolation")
 
+    # The release replaces the isolation: lifted now, not back when the release ends.
     rel = js(srv, "release", "edge-b-02", "--reason", "swap done", "--for", "10m")
     assert rel["override"]["kind"] == "release"
+    assert [r["id"] for r in rel["replaced"]] == [iso["id"]]
+    assert [x["id"] for x in js(srv, "overrides")] == [rel["override"]["id"]]
     poll(lambda: not our_taints(f, "edge-b-02"), 20, "released by hand")
     assert not f.node("edge-b-02")["spec"].get("unschedulable")
-    assert "lifted override" in ok(srv, "overrides", "lift", iso["id"])
-    assert js(srv, "overrides", "lift", rel["override"]["id"])["by"] == "alice via oncall"
-    assert "no overrides in force" in ok(srv, "overrides")
     fails(srv, 5, f"no override {iso['id']!r} in force", "overrides", "lift", iso["id"])
+    again = ok(srv, "exempt", "edge-b-02", "--reason", "vendor on site", "--for", "5m")
+    assert "replaces override " in again and "(release edge-b-02 by alice via oncall), " \
+        "lifted" in again, again
+    (ex,) = js(srv, "overrides")
+    assert js(srv, "overrides", "lift", ex["id"])["by"] == "alice via oncall"
+    assert "no overrides in force" in ok(srv, "overrides")
 
     hist = js(srv, "history", "--node", "edge-b-02")
     events = [(e["type"], e.get("event") or e.get("kind")) for e in hist]
     assert ("override", "created") in events and ("override", "lifted") in events
+    lifted = [e for e in hist if e.get("event") == "lifted" and e["override"]["id"] == iso["id"]]
+    assert len(lifted) == 1 and lifted[0]["text"].startswith("alice via oncall lifted ")
+    assert lifted[0]["text"].endswith(f", replaced by override {rel['override']['id']}")
     assert ("action", "isolate") in events and ("action", "release") in events
     assert "override lifted" in ok(srv, "history", "--node", "edge-b-02")
 

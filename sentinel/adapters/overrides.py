@@ -189,13 +189,17 @@ class OverrideStore:
         except OverrideStoreError as e:
             log.info("old overrides not removed now: %s", e)
 
-    def delete(self, oid: str, by: str, now: float) -> Override | None:
-        """Lift an override; None if there is none in force with that id."""
+    def delete(self, oid: str, by: str, now: float,
+               replaced_by: str | None = None) -> Override | None:
+        """Lift an override; None if there is none in force with that id. `replaced_by`: the
+        later override on the same node that lifts it (core/overrides.py, `replaced_by`)."""
         found = self._find(oid)
         if found is None or _lifted(found) is not None or not _override(found).active(now):
             return None
+        lifted = {"at": _ts(now), "by": by, **({"replacedBy": replaced_by} if replaced_by
+                                                else {})}
         patch = {"metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
-                 "spec": {"lifted": {"at": _ts(now), "by": by}}}
+                 "spec": {"lifted": lifted}}
         try:
             self._written(self._call("lift the override",
                                      self.api.patch_namespaced_custom_object, oid, patch))
@@ -237,8 +241,10 @@ class OverrideStore:
             out.append({**base, "ts": o.created, "event": "created",
                         "text": f"{o.by} set override {o.id}: {_describe(o)}"})
             if lifted is not None:
+                by_new = obj["spec"]["lifted"].get("replacedBy")
                 out.append({**base, "ts": lifted[0], "event": "lifted",
-                            "text": f"{lifted[1]} lifted override {o.id} ({_describe(o)})"})
+                            "text": f"{lifted[1]} lifted override {o.id} ({_describe(o)})" + (
+                                f", replaced by override {by_new}" if by_new else "")})
             elif o.expires <= now:
                 out.append({**base, "ts": o.expires, "event": "expired",
                             "text": f"override {o.id} expired ({_describe(o)})"})

@@ -236,8 +236,11 @@ def render_rollout_action(d: dict[str, Any], con: Console, now: float) -> None:
 
 def render_override(d: dict[str, Any], con: Console, now: float) -> None:
     o = d["override"]
-    con.print(f"override {o['id']}: {o['kind']} {o['target']} until {ago(o['expires'], now)} "
-              f"by {o['by']}; applies {d['applies']}", markup=False)
+    con.print(f"override {o['id']}: {o['kind']} {o['target']} by {o['by']}, expires "
+              f"{ago(o['expires'], now)}; applies {d['applies']}", markup=False)
+    for r in d.get("replaced") or []:
+        con.print(f"  replaces override {r['id']} ({r['kind']} {r['target']} by {r['by']}), "
+                  "lifted", markup=False)
 
 
 def render_lifted(d: dict[str, Any], con: Console, now: float) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sentinel.core.model import NODE_KEY, Override, OverrideKind
 
-__all__ = ["OverrideRequest", "Overrides", "check_request"]
+__all__ = ["OverrideRequest", "Overrides", "check_request", "replaced_by"]
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 NODE_KINDS = (OverrideKind.ISOLATE, OverrideKind.RELEASE, OverrideKind.EXEMPT)
@@ -25,7 +25,7 @@ class Overrides:
 
     on_node: Mapping[str, Override]
     """Node -> the newest isolate, release or exempt override on it (a later one replaces
-    an earlier one: `release` after `isolate` undoes it)."""
+    an earlier one, which is lifted as the later one is set: `replaced_by`)."""
     pauses: Mapping[str | None, Override]
     """Site -> its pause; `None` -> the fleet-wide pause."""
 
@@ -42,6 +42,16 @@ class Overrides:
 
     def pause_for(self, site: str) -> Override | None:
         return self.pauses.get(None) or self.pauses.get(site)
+
+
+def replaced_by(new: Override, active: Iterable[Override]) -> list[Override]:
+    """The overrides in force on the node a new isolate, release or exempt is set on: it
+    replaces them, and they are lifted, not left to come back when it ends. Left in force, an
+    hour's isolation released by hand for ten minutes took the node again after those ten."""
+    if new.kind not in NODE_KINDS or new.node is None:
+        return []
+    return [o for o in active
+            if o.kind in NODE_KINDS and o.node == new.node and o.id != new.id]
 
 
 @dataclass(frozen=True, slots=True)

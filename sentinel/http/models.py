@@ -234,6 +234,8 @@ class RolloutActionOut(_Open):
 class OverrideCreated(_Out):
     override: OverrideRecord
     applies: str
+    replaced: list[OverrideRecord] = []
+    """The node's overrides it replaces, lifted as it was set."""
 
 
 class Lifted(_Out):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, FastAPI
 
 from sentinel.core.model import OverrideKind
-from sentinel.core.overrides import OverrideRequest, check_request
+from sentinel.core.overrides import OverrideRequest, check_request, replaced_by
 from sentinel.core.timefmt import span
 from sentinel.http.api import ERRORS, ApiError, duration
 from sentinel.http.auth import caller
@@ -83,10 +83,14 @@ def add_write_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> Non
                 raise ApiError(409, f"node {req.node!r} is in no configured site: sentinel "
                                     "does not manage it")
             node_site = info.site if info is not None else None
-        o = await asyncio.to_thread(rt.overrides.create, req, by, time.time(), node_site)
+        now = time.time()
+        o = await asyncio.to_thread(rt.overrides.create, req, by, now, node_site)
+        old = replaced_by(o, rt.overrides.active(now))
+        lifted = await asyncio.to_thread(
+            lambda: [rt.overrides.delete(x.id, by, now, replaced_by=o.id) for x in old])
         wake()
         return OverrideCreated.model_validate({
-            "override": o.record(),
+            "override": o.record(), "replaced": [x.record() for x in lifted if x],
             "applies": f"at the next cycle (within {span(cfg.interval)})"})
 
     @api.post("/overrides", status_code=201)
