@@ -15,6 +15,7 @@ from sentinel.core.model import OverrideKind
 from sentinel.core.overrides import OverrideRequest
 from sentinel.sim.fleet import install_crds
 from sentinel.sim.kubeapi import KubeApiServer
+from sentinel.sim.process import free_port
 from sentinel.sim.store import Store
 from tests.conftest import poll
 
@@ -67,3 +68,30 @@ def test_before_the_cache_has_listed_a_read_asks_the_api_and_says_why_it_cannot(
     finally:
         s.close()
         srv.stop()
+
+
+
+def test_a_replaced_override_that_cannot_be_lifted_is_told_not_raised(
+        server: KubeApiServer) -> None:
+    """The new override is set by then: an error would read as if nothing had been, and
+    invite a second one. What could not be lifted is named, with how to lift it."""
+    from sentinel.http.writes import lift_replaced
+
+    writer = _store(server).start()
+    # the same store's view, from a replica that has lost the API server since
+    nowhere = client.Configuration(host=f"http://127.0.0.1:{free_port()}")
+    cut = OverrideStore(client.ApiClient(nowhere), "sentinel", 5)
+    try:
+        poll(lambda: writer.reflector.synced.is_set(), 10, "listed")
+        now = time.time()
+        iso = writer.create(OverrideRequest(OverrideKind.ISOLATE, "disk swap", 3600, node="n1",
+                                            key="manual"), "alice", now, "s1")
+        lifted, warnings = lift_replaced(cut, [iso], "cafe0001", "bob", now)
+        assert lifted == []
+        assert len(warnings) == 1 and warnings[0].startswith(
+            f"override {iso.id} (isolate) is still in force: it could not be lifted ("), warnings
+        assert warnings[0].endswith(f"lift it with `sentinel overrides lift {iso.id}`")
+        assert [o.id for o in writer.active(time.time())] == [iso.id]
+    finally:
+        writer.close()
+        cut.close()

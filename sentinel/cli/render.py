@@ -241,6 +241,8 @@ def render_override(d: dict[str, Any], con: Console, now: float) -> None:
     for r in d.get("replaced") or []:
         con.print(f"  replaces override {r['id']} ({r['kind']} {r['target']} by {r['by']}), "
                   "lifted", markup=False)
+    for w in d.get("warnings") or []:
+        con.print(f"  warning: {w}", markup=False)
 
 
 def render_lifted(d: dict[str, Any], con: Console, now: float) -> None:

@@ -236,6 +236,8 @@ class OverrideCreated(_Out):
     applies: str
     replaced: list[OverrideRecord] = []
     """The node's overrides it replaces, lifted as it was set."""
+    warnings: list[str] = []
+    """What could not be done with it (an override it replaces that could not be lifted)."""
 
 
 class Lifted(_Out):

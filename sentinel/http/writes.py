@@ -5,13 +5,15 @@ token's name, and the person the CLI names, is the author in the journal."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from sentinel.core.model import OverrideKind
+from sentinel.adapters.overrides import OverrideStore, OverrideStoreError
+from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest, check_request, replaced_by
 from sentinel.core.timefmt import span
 from sentinel.http.api import ERRORS, ApiError, duration
@@ -32,9 +34,29 @@ from sentinel.rollouts.guard import RolloutError, RolloutGuard
 if TYPE_CHECKING:
     from sentinel.http.runtime import Runtime
 
-__all__ = ["add_write_routes"]
+__all__ = ["add_write_routes", "lift_replaced"]
 
 Caller = Annotated[str, Depends(caller)]
+log = logging.getLogger("sentinel.overrides")
+
+
+def lift_replaced(store: OverrideStore, old: list[Override], new_id: str, by: str,
+                  now: float) -> tuple[list[Override], list[str]]:
+    """Lift what a new node override replaces. The new one is set already: a failure here is
+    told, not raised (an error would read as if nothing had been set, and invite a second)."""
+    lifted, warnings = [], []
+    for x in old:
+        try:
+            done = store.delete(x.id, by, now, replaced_by=new_id)
+        except OverrideStoreError as e:
+            log.warning("override %s set, but %s it replaces was not lifted: %s", new_id,
+                        x.id, e)
+            warnings.append(f"override {x.id} ({x.kind.value}) is still in force: it could not "
+                            f"be lifted ({e}); lift it with `sentinel overrides lift {x.id}`")
+            continue
+        if done is not None:
+            lifted.append(done)
+    return lifted, warnings
 
 
 def add_write_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> None:
@@ -85,12 +107,12 @@ def add_write_routes(app: FastAPI, rt: Runtime, wake: Callable[[], None]) -> Non
             node_site = info.site if info is not None else None
         now = time.time()
         o = await asyncio.to_thread(rt.overrides.create, req, by, now, node_site)
-        old = replaced_by(o, rt.overrides.active(now))
-        lifted = await asyncio.to_thread(
-            lambda: [rt.overrides.delete(x.id, by, now, replaced_by=o.id) for x in old])
+        lifted, warnings = await asyncio.to_thread(
+            lift_replaced, rt.overrides, replaced_by(o, rt.overrides.active(now)), o.id, by, now)
         wake()
         return OverrideCreated.model_validate({
-            "override": o.record(), "replaced": [x.record() for x in lifted if x],
+            "override": o.record(), "replaced": [x.record() for x in lifted],
+            "warnings": warnings,
             "applies": f"at the next cycle (within {span(cfg.interval)})"})
 
     @api.post("/overrides", status_code=201)
