@@ -163,6 +163,18 @@ def test_cli_config_check_fails_with_line(tmp_path: Path) -> None:
     assert f"{tmp_path}/c.yaml:2: sites: List should have at least 1 item" in out.stderr
 
 
+def test_missing_rules_name_the_config_key_they_came_from(tmp_path: Path) -> None:
+    """Without `rules`, the default is a `rules` folder beside the config: an operator who
+    never wrote that path is told where it came from."""
+    (tmp_path / "c.yaml").write_text("sites: [{name: a, prometheus: 'http://127.0.0.1:9'}]\n")
+    out = _cli("config", "check", str(tmp_path / "c.yaml"))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: invalid rules, from `rules: [rules]` in {tmp_path}/c.yaml (relative paths are "
+        "read beside it):",
+        f"  {tmp_path}/rules: cannot read rules: No such file or directory"], out.stderr
+
+
 def test_the_shipped_example_config_is_valid() -> None:
     out = _cli("config", "check", "sentinel.example.yaml")
     assert out.returncode == 0, out.stderr

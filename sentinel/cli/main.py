@@ -64,7 +64,10 @@ def _load(config: Path) -> tuple[Config, RuleSet]:
     try:
         rules = load_rules([cfg.resolve(r) for r in cfg.rules])
     except SourceError as e:
-        fail(e.problems, "invalid rules")
+        # the paths come from the config (or its default, a `rules` folder beside it): say so
+        named = ", ".join(cfg.rules)
+        fail(e.problems, f"invalid rules, from `rules: [{named}]` in {config} (relative paths "
+                         "are read beside it)")
     return cfg, rules
 
 
