@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 
@@ -311,3 +312,30 @@ def test_what_the_cloud_view_decodes_of_pods_and_leases_is_what_it_reads() -> No
     got = ListDecoder(LeaseSchema).event(json.dumps({"type": "ADDED", "object": lease}))
     assert got["object"]["spec"]["renewTime"] == lease["spec"]["renewTime"]
     assert got["object"]["metadata"]["resourceVersion"] == "9"
+
+
+def test_a_failed_call_to_the_api_server_is_said_in_an_operators_words() -> None:
+    """The client's own text for an unreachable server is urllib3's retry state, 300
+    characters; the reflector's warning and `/readyz` say which server and why."""
+    from sentinel.adapters.kube import describe_error
+    from sentinel.sim.kubeapi import KubeApiServer
+    from sentinel.sim.process import free_port
+    from sentinel.sim.store import Store
+
+    port = free_port()
+    nowhere = client.CoreV1Api(client.ApiClient(client.Configuration(
+        host=f"http://127.0.0.1:{port}")))
+    with pytest.raises(Exception) as failed:  # whatever the client raises is described
+        nowhere.list_node(limit=500)
+    said = describe_error(failed.value)
+    assert said.startswith(f"the Kubernetes API server at 127.0.0.1:{port} is unreachable: "), said
+    assert said.endswith("Connection refused") and "Retry(" not in said, said
+    srv = KubeApiServer(Store()).start()
+    try:
+        core = client.CoreV1Api(client.ApiClient(client.Configuration(host=srv.url)))
+        with pytest.raises(Exception) as failed:
+            core.read_node("no-such-node")
+        said = describe_error(failed.value)
+        assert said == 'the Kubernetes API server answered 404: nodes "no-such-node" not found'
+    finally:
+        srv.stop()

@@ -19,6 +19,7 @@ import msgspec
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import MaxRetryError
 
 from sentinel.adapters import kubedecode
 from sentinel.adapters.pins import WritePins
@@ -26,7 +27,8 @@ from sentinel.config.schema import ClusterConfig, Config, SiteConfig
 from sentinel.core.model import NodeInfo, SiteName
 from sentinel.core.ownership import node_info, pod_binds, slim_node
 
-__all__ = ["ClusterView", "Placement", "Reflector", "api_reason", "make_api_client"]
+__all__ = ["ClusterView", "Placement", "Reflector", "api_reason", "describe_error",
+           "make_api_client"]
 
 log = logging.getLogger("sentinel.kube")
 Obj = dict[str, Any]
@@ -113,7 +115,7 @@ class Reflector:
             except Exception as e:  # any failure means: list again, later
                 if self._stop.is_set():
                     return  # our own stop() cut the stream
-                self.last_error = f"{type(e).__name__}: {e}"
+                self.last_error = describe_error(e)
                 log.warning("%s: list/watch failed, retrying in %.1fs: %s", self.name, backoff,
                             self.last_error)
                 self._stop.wait(backoff + self._rng.uniform(0, backoff / 2))
@@ -378,6 +380,18 @@ class Placement:
             elif _matches(labels, then[1]):
                 return then[0]
         return None
+
+
+def describe_error(e: BaseException) -> str:
+    """A failed call to the API server in an operator's words: the client's own text for an
+    unreachable server is a 300-character repr of urllib3's retry state."""
+    if isinstance(e, MaxRetryError):
+        where = f"{e.pool.host}:{e.pool.port}" if e.pool is not None else "?"
+        why = str(e.reason).split("): ", 1)[-1] if e.reason is not None else "no answer"
+        return f"the Kubernetes API server at {where} is unreachable: {why}"
+    if isinstance(e, ApiException):
+        return f"the Kubernetes API server answered {e.status}: {api_reason(e)}"
+    return f"{type(e).__name__}: {e}"
 
 
 def api_reason(e: ApiException) -> str:

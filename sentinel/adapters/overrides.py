@@ -24,9 +24,9 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, MaxRetryError
 
-from sentinel.adapters.kube import Reflector, api_reason
+from sentinel.adapters.kube import Reflector, api_reason, describe_error
 from sentinel.adapters.pins import WritePins
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
@@ -131,8 +131,9 @@ class OverrideStore:
             raise OverrideStoreError(f"cannot {what}: the API server answered {e.status}: "
                                      f"{reason}", status) from None
         except (HTTPError, OSError) as e:
-            raise OverrideStoreError(f"cannot {what}: the API server is unreachable: "
-                                     f"{e}") from None
+            detail = describe_error(e) if isinstance(e, MaxRetryError) else \
+                f"the API server is unreachable: {e}"
+            raise OverrideStoreError(f"cannot {what}: {detail}") from None
 
     def _objects(self) -> list[dict[str, Any]]:
         """Every SentinelOverride: from the watched cache once it has listed, else from the API

@@ -91,6 +91,9 @@ def _logging(fmt: str) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for noisy in ("apscheduler", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Its "Retrying (Retry(total=2, ...))" lines, three per failed call, drowned sentinel's
+    # own warning, which names the call, the server and the cause once.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 @app.command()
