@@ -283,3 +283,44 @@ def test_a_usage_error_is_one_line_naming_what_is_missing(args: list[str], says:
     out = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == says, out.stderr
+
+
+def test_an_unreachable_cluster_is_named_in_readyz_and_the_log_once_per_try(
+        tmp_path: Path) -> None:
+    """`sentinel serve` against an API server that is not there: not ready, and /readyz and
+    the log say which server and why, without urllib3's retry lines around it."""
+    import httpx
+
+    from sentinel.sim.process import free_port
+    from tests.conftest import poll
+
+    api, port = free_port(), free_port()
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "sites": [{"name": "a", "prometheus": f"http://127.0.0.1:{free_port()}"}],
+        "cluster": {"url": f"http://127.0.0.1:{api}"}, "listen": f"127.0.0.1:{port}",
+        "rules": [str(Path("rules/isolation.yaml").resolve())], "journal": "j.db"}))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "serve", "--config",
+                                 str(tmp_path / "c.yaml")], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        said: dict[str, str] = {}
+
+        def unready() -> bool:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            except httpx.HTTPError:
+                return False
+            said.update(r.json())
+            return r.status_code == 503 and "unreachable" in said.get("reason", "")
+
+        poll(unready, 30, "/readyz naming the unreachable API server")
+        assert said["reason"] == (f"node list not synced yet: the Kubernetes API server at "
+                                  f"127.0.0.1:{api} is unreachable: Failed to establish a new "
+                                  "connection: [Errno 111] Connection refused"), said
+        poll(lambda: "nodes: list/watch failed" in log.read_text(), 30, "the warning")
+        text = log.read_text()
+        assert "Retrying (Retry(" not in text and "MaxRetryError" not in text, text[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -257,7 +257,9 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return JSONResponse({"ready": False, "reason": f"{rt.cfg.site_discovery.discover}"
                                  f" not listed yet: {rt.sites.error or 'no answer yet'}"}, 503)
         if not rt.cluster.synced:
-            return JSONResponse({"ready": False, "reason": "node list not synced yet"}, 503)
+            return JSONResponse({"ready": False, "reason": "node list not synced yet: "
+                                 f"{rt.cluster.nodes_reflector.last_error or 'no answer yet'}"},
+                                503)
         if rt.sentinel.last is None:
             return JSONResponse({"ready": False, "reason": "no cycle completed yet"}, 503)
         return JSONResponse({"ready": True})
