@@ -216,6 +216,9 @@ def test_a_node_override_replaces_the_ones_in_force_on_that_node_only() -> None:
     rel = Override("rel", OverrideKind.RELEASE, "swap done", "bob", T0 + 5, T0 + 65, node="n1")
     assert [o.id for o in replaced_by(rel, (iso, other, pause, rel))] == ["iso"]
     assert replaced_by(pause, (iso, other, pause)) == [], "a pause replaces no node's override"
+    later = Override("later", OverrideKind.EXEMPT, "vendor", "carol", T0 + 6, T0 + 60, node="n1")
+    assert [o.id for o in replaced_by(rel, (iso, rel, later))] == ["iso"], \
+        "one set a moment later by someone else is not lifted by this one"
 
 
 @pytest.mark.parametrize(("req", "problem"), [

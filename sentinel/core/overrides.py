@@ -50,8 +50,9 @@ def replaced_by(new: Override, active: Iterable[Override]) -> list[Override]:
     hour's isolation released by hand for ten minutes took the node again after those ten."""
     if new.kind not in NODE_KINDS or new.node is None:
         return []
-    return [o for o in active
-            if o.kind in NODE_KINDS and o.node == new.node and o.id != new.id]
+    # Only older ones: one another person set a moment later, on another replica, wins.
+    return [o for o in active if o.kind in NODE_KINDS and o.node == new.node
+            and (o.created, o.id) < (new.created, new.id)]
 
 
 @dataclass(frozen=True, slots=True)
