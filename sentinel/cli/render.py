@@ -57,7 +57,7 @@ def site_table(sites: list[dict[str, Any]], now: float) -> Table:
         rows.append((s["site"], Text(state, style=style),
                      "-" if age is None else span(age), s["nodes"], s["failing"],
                      s["isolated_level1"], s["isolated_level2"],
-                     f"until {ago(pause['expires'], now)}" if pause else "",
+                     f"expires {ago(pause['expires'], now)}" if pause else "",
                      s["error"] or ""))
     return table("Sites", ("site", "state", "data age", "nodes", "failing", "L1", "L2",
                             "paused", "error"), rows)
