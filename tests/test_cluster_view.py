@@ -317,7 +317,7 @@ def test_what_the_cloud_view_decodes_of_pods_and_leases_is_what_it_reads() -> No
 def test_a_failed_call_to_the_api_server_is_said_in_an_operators_words() -> None:
     """The client's own text for an unreachable server is urllib3's retry state, 300
     characters; the reflector's warning and `/readyz` say which server and why."""
-    from sentinel.adapters.kube import describe_error
+    from sentinel.adapters.kubeerrors import describe_error
     from sentinel.sim.kubeapi import KubeApiServer
     from sentinel.sim.process import free_port
     from sentinel.sim.store import Store

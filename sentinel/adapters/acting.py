@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from sentinel.adapters.journal import Journal, JournalError
-from sentinel.adapters.kube import api_reason
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.core.effects import Effect, EventSpec
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Mode, Outcome

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import ClusterView, api_reason
+from sentinel.adapters.kube import ClusterView
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.core.effects import EventSpec
 from sentinel.core.model import Action, ActionKind, Held, Mode, NodeInfo, Outcome, Plan
 from sentinel.core.ownership import apply_actions, render_patch, unschedulable_after

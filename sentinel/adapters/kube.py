@@ -7,7 +7,6 @@ cost seconds); `NodeInfo` values are derived from them and cached per resourceVe
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -19,16 +18,15 @@ import msgspec
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
-from urllib3.exceptions import MaxRetryError
 
 from sentinel.adapters import kubedecode
+from sentinel.adapters.kubeerrors import describe_error
 from sentinel.adapters.pins import WritePins
 from sentinel.config.schema import ClusterConfig, Config, SiteConfig
 from sentinel.core.model import NodeInfo, SiteName
 from sentinel.core.ownership import node_info, pod_binds, slim_node
 
-__all__ = ["ClusterView", "Placement", "Reflector", "api_reason", "describe_error",
-           "make_api_client"]
+__all__ = ["ClusterView", "Placement", "Reflector", "make_api_client"]
 
 log = logging.getLogger("sentinel.kube")
 Obj = dict[str, Any]
@@ -380,24 +378,3 @@ class Placement:
             elif _matches(labels, then[1]):
                 return then[0]
         return None
-
-
-def describe_error(e: BaseException) -> str:
-    """A failed call to the API server in an operator's words: the client's own text for an
-    unreachable server is a 300-character repr of urllib3's retry state."""
-    if isinstance(e, MaxRetryError):
-        where = f"{e.pool.host}:{e.pool.port}" if e.pool is not None else "?"
-        why = str(e.reason).split("): ", 1)[-1] if e.reason is not None else "no answer"
-        return f"the Kubernetes API server at {where} is unreachable: {why}"
-    if isinstance(e, ApiException):
-        return f"the Kubernetes API server answered {e.status}: {api_reason(e)}"
-    return f"{type(e).__name__}: {e}"
-
-
-def api_reason(e: ApiException) -> str:
-    """The API server's own message for a failed call (its Status body), else the HTTP reason."""
-    try:
-        body: Any = json.loads(e.body or "{}")
-        return str(body.get("message") or e.reason)
-    except ValueError:
-        return str(e.reason)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import api_reason
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.core.leader import LeaseRecord, lease_step
 
 __all__ = ["LeaseElector"]

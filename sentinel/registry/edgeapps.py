@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import api_reason
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.core.errors import KubeError
 from sentinel.registry.state import Role, edgeapp_overriders, host_of

@@ -17,7 +17,7 @@ import httpx
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import api_reason
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.adapters.secrets import read_secret
 from sentinel.config.capabilities import RegistryEndpoint
 from sentinel.config.schema import Config, SiteConfig

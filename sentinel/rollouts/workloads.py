@@ -24,7 +24,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import Reflector, api_reason
+from sentinel.adapters.kube import Reflector
+from sentinel.adapters.kubeerrors import api_reason
 from sentinel.config.schema import Config
 from sentinel.core.errors import KubeError
 from sentinel.rollouts.analysis import Revision, Workload
