@@ -219,6 +219,11 @@ def test_a_node_override_replaces_the_ones_in_force_on_that_node_only() -> None:
     later = Override("later", OverrideKind.EXEMPT, "vendor", "carol", T0 + 6, T0 + 60, node="n1")
     assert [o.id for o in replaced_by(rel, (iso, rel, later))] == ["iso"], \
         "one set a moment later by someone else is not lifted by this one"
+    # as the store gives it back: its time to the microsecond, a hair earlier than written
+    stored = Override("rel", OverrideKind.RELEASE, "swap done", "bob", T0 + 5 - 4e-7, T0 + 65,
+                      node="n1")
+    assert [o.id for o in replaced_by(rel, (iso, stored, later))] == ["iso"], \
+        "never itself"
 
 
 @pytest.mark.parametrize(("req", "problem"), [

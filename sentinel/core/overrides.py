@@ -50,9 +50,13 @@ def replaced_by(new: Override, active: Iterable[Override]) -> list[Override]:
     hour's isolation released by hand for ten minutes took the node again after those ten."""
     if new.kind not in NODE_KINDS or new.node is None:
         return []
-    # Only older ones: one another person set a moment later, on another replica, wins.
+    active = list(active)
+    # Compared as stored (its time read back to the microsecond, maybe a hair earlier than
+    # the float it was written from), in the order `Overrides.at` gives them: only older ones.
+    # One another person set a moment later, on another replica, wins and stays.
+    me = next((o for o in active if o.id == new.id), new)
     return [o for o in active if o.kind in NODE_KINDS and o.node == new.node
-            and (o.created, o.id) < (new.created, new.id)]
+            and o.id != new.id and (o.created, o.id) < (me.created, me.id)]
 
 
 @dataclass(frozen=True, slots=True)
