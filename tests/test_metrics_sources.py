@@ -291,3 +291,18 @@ def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many()
     assert m.to_ask({"a"}) is None
     m.forget()
     assert m.to_ask(()) is None
+
+
+def test_a_site_left_out_of_training_names_its_prometheus() -> None:
+    """The warning names the site, the URL sentinel asked and the feature, so that the 3 a.m.
+    reader knows which server to look at."""
+    from sentinel.adapters.prom import SiteTarget
+    from sentinel.sim.process import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    now = time.time()
+    hist = fetch_history([SiteTarget("site-x", url, 2.0)], {"cpu": "max by (node) (up)"},
+                         now - 60, now, 5.0)
+    assert hist.nodes == ()
+    assert hist.errors["site-x"].startswith(f"its Prometheus at {url}: feature 'cpu': "), \
+        hist.errors

@@ -93,7 +93,7 @@ def fetch_history(sites: Sequence[SiteTarget], queries: Mapping[str, str], start
                             if 0 <= k < steps:
                                 col[k, f] = float(v)
             except PromError as e:
-                errors[site.name] = f"feature {name!r}: {e}"
+                errors[site.name] = f"its Prometheus at {site.url}: feature {name!r}: {e}"
                 continue
             for where, cols in got.items():
                 per_site.setdefault(where, {}).update(cols)
