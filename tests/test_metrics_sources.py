@@ -103,6 +103,59 @@ def _asked(central: CentralPrometheus) -> list[str]:
             if line.strip()]
 
 
+def test_central_asks_freshness_of_a_few_nodes_a_site_and_in_full_where_they_prove_nothing(
+        clean_fleet: Fleet, central: CentralPrometheus) -> None:
+    """The full freshness query reads every `up` series of the fleet: asked in the first
+    cycle only; after it, of three nodes per site (any node's `up` is written at each of its
+    site's scrapes). A site whose sampled nodes have no series (they left discovery) is asked
+    again by its site label, in full, and is as fresh as it is: never stale for its sample."""
+    sites = clean_fleet.sites
+    where = {n: s for s in sites for n in clean_fleet.nodes(s)}
+    target = SiteTarget("central", central.url, 5.0)
+    fresh = "timestamp(up"
+
+    async def run(collector: CentralCollector) -> None:
+        n = len(_asked(central))
+        deadline = time.monotonic() + 30
+        while not all(v.reachable for v in (await collector.collect([])).values()):
+            assert time.monotonic() < deadline, "the sites' data never reached the store"
+            await asyncio.sleep(0.5)
+        first = next(q for q in _asked(central)[n:] if fresh in q)
+        assert first == 'time() - max by (site) (timestamp(up{node!=""}))', \
+            "until a presence answer names the nodes: in full"
+        n = len(_asked(central))
+        second = await collector.collect([])
+        asked = [q for q in _asked(central)[n:] if fresh in q]
+        assert len(asked) == 1 and 'node=~"' in asked[0], asked
+        named = set(asked[0].split('node=~"')[1].split('"')[0].split("|"))
+        for s in sites:
+            mine = {x for x in named if x in clean_fleet.nodes(s)}
+            assert len(mine) == min(3, len(clean_fleet.nodes(s))), (s, named)
+        assert all(v.reachable and v.data_age is not None and v.data_age <= 30
+                   for v in second.values()), second
+        assert collector.freshness.nodes is not None
+        collector.freshness.nodes["site-a"] = ["edge-a-gone"]  # its target left discovery
+        n = len(_asked(central))
+        third = await collector.collect([])
+        asked = [q for q in _asked(central)[n:] if fresh in q]
+        assert len(asked) == 2 and "edge-a-gone" in asked[0], asked
+        assert asked[1] == 'time() - max by (site) (timestamp(up{node!="", site=~"site-a"}))'
+        a = third["site-a"]
+        assert a.reachable and a.data_age is not None and a.data_age <= 30, a
+        assert set(a.present) == set(clean_fleet.nodes("site-a"))
+
+    async def closing() -> None:
+        collector = CentralCollector(target, sites, "site", "max by (node) (up)", clients,
+                                     lambda: where, max_data_age=30.0)
+        try:
+            await run(collector)
+        finally:
+            await clients.aclose()
+
+    clients = PromClients()
+    asyncio.run(closing())
+
+
 def test_central_asks_the_fleet_wide_established_query_once_and_remembers(
         clean_fleet: Fleet, central: CentralPrometheus) -> None:
     """`count by (node) (up offset Ns)` reads every `up` series of the fleet: asked once, then
@@ -145,7 +198,7 @@ def test_central_asks_the_fleet_wide_established_query_once_and_remembers(
                 await asyncio.sleep(0.5)
             assert node in (v.established or ()), "asked by name: its series are old"
             named = [q for q in _asked(central)[n:] if "offset" in q]
-            assert named == [r'count by (node) (up{node=~"edge\\-a\\-02"} offset 2s)'], named
+            assert named == ['count by (node) (up{node=~"edge-a-02"} offset 2s)'], named
         finally:
             clean_fleet.heal_node(node)
 
@@ -169,7 +222,17 @@ class _Gateway(BaseHTTPRequestHandler):
     """Seconds before each answer: a slow store."""
 
     def do_GET(self) -> None:
+        self._forward(None)
+
+    def do_POST(self) -> None:
+        self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+    def _forward(self, body: bytes | None) -> None:
         time.sleep(self.delay)  # the store's slowness, not a synchronisation
+        if len(self.requestline) > 8192:  # nginx's default large_client_header_buffers
+            self.send_response(414)
+            self.end_headers()
+            return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}" or \
                 self.headers.get(TENANT[0]) != TENANT[1]:
             self.send_response(401)
@@ -177,7 +240,9 @@ class _Gateway(BaseHTTPRequestHandler):
             self.wfile.write(b"unauthorized")
             return
         path = self.path.removeprefix("/prom")
-        r = httpx.get(self.upstream + path, timeout=10)
+        r = httpx.get(self.upstream + path, timeout=10) if body is None else httpx.post(
+            self.upstream + path, content=body, timeout=10,
+            headers={"Content-Type": self.headers.get("Content-Type", "")})
         self.send_response(r.status_code)
         self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
         self.end_headers()
@@ -239,6 +304,40 @@ def test_a_site_behind_a_gateway_that_demands_a_token_and_a_tenant(
     assert set(hist.nodes) == set(clean_fleet.nodes("site-b"))
 
 
+def test_a_long_query_goes_in_the_body_where_a_gateway_refuses_a_long_url(
+        clean_fleet: Fleet, gateway: str, tmp_path: Path) -> None:
+    """A central store's freshness sample names 1,500 nodes at 500 sites (over 20 KB): an
+    nginx in front refuses a request line over 8 KB with 414. Sent in a POST body, as the
+    HTTP API allows, it is answered; a short query stays a GET."""
+    (tmp_path / "token").write_text(TOKEN)
+    from sentinel.adapters.prom import LONG_QUERY, query_instant
+    from sentinel.adapters.promql import alternation
+    from sentinel.config.sources import HttpSettings
+
+    http = HttpSettings.model_validate({"bearer_token_file": str(tmp_path / "token"),
+                                        "headers": dict([TENANT]), "path_prefix": "/prom"})
+    target = SiteTarget("site-a", gateway + "/prom", 5.0, http.resolved(str))
+    nodes = clean_fleet.nodes("site-a")
+    many = [*nodes, *(f"edge-a-absent-{i:05d}" for i in range(600))]
+    expr = f'max by (node) (up{{node=~"{"|".join(many)}"}})'
+    assert len(expr) > 8192 > LONG_QUERY
+
+    async def ask(e: str) -> set[str]:
+        clients = PromClients()
+        try:
+            return {m["node"] for m, _ in await query_instant(
+                clients.async_client(target.http), target, e, 5.0) if "node" in m}
+        finally:
+            await clients.aclose()
+
+    assert asyncio.run(ask(expr)) == set(nodes)
+    assert asyncio.run(ask("max by (node) (up)")) == set(nodes)
+    # a name's dots are literal: "edge.a.01" is not edge-a-01 (names go in as a set of values)
+    dotted = nodes[0].replace("-", ".")
+    assert asyncio.run(ask(f'max by (node) (up{{node=~"{alternation([dotted])}"}})')) == set()
+    assert asyncio.run(ask(f'max by (node) (up{{node=~"{alternation(nodes)}"}})')) == set(nodes)
+
+
 def test_a_cycle_says_how_long_it_waited_for_the_metrics(
         clean_fleet: Fleet, harness: Any, gateway: str, tmp_path: Path) -> None:
     """A slow cycle is the store's or sentinel's: the report and the metrics keep the wait for
@@ -291,6 +390,26 @@ def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many()
     assert m.to_ask({"a"}) is None
     m.forget()
     assert m.to_ask(()) is None
+
+
+def test_freshness_sample_changes_its_nodes_each_cycle_and_rechecks_what_it_cannot_vouch_for(
+        ) -> None:
+    from sentinel.adapters.freshness import FreshnessSample
+
+    f = FreshnessSample(max_age=120.0, size=2)
+    assert f.query("site") == ('time() - max by (site) (timestamp(up{node!=""}))', False)
+    present = {"a": ["a1", "a2", "a3", "a4", "a5"], "b": ["b1"], "c": []}
+    seen: set[str] = set()
+    for _ in range(3):
+        f.update(present)
+        assert f.nodes is not None and len(f.nodes["a"]) == 2 and f.nodes["b"] == ["b1"]
+        assert "c" not in f.nodes, "a site without nodes has nothing to sample"
+        seen |= set(f.nodes["a"])
+    assert seen == set(present["a"]), "every node of the site is asked in turn"
+    q, sampled = f.query("site")
+    assert sampled and q.startswith('time() - max by (site) (timestamp(up{node=~"')
+    assert f.recheck({"a": 119.0, "b": 121.0}, ["a", "b", "c"]) == ["b", "c"], \
+        "older than max_data_age, or not in the answer: asked in full"
 
 
 def test_a_site_left_out_of_training_names_its_prometheus() -> None:

@@ -3,7 +3,8 @@ federates the sites, Thanos Query, Mimir, VictoriaMetrics). Each query is asked 
 store, and its answer split by site: by the series' site label where it kept one, else by its
 node's site in the cluster (an aggregation `by (node)` drops the label, node names do not).
 
-A site's freshness is the age of its own newest samples in the store (its nodes' `up`). A site
+A site's freshness is the age of its own newest samples in the store (its nodes' `up`, asked of
+a few of them: freshness.py). A site
 whose data stopped arriving (its uplink, its Prometheus, the federation) grows old — federated
 and remote-written samples keep their timestamps, so the store writes no staleness marker and
 the age is the only sign — and detection calls it stale past `max_data_age`; once its samples
@@ -14,10 +15,13 @@ answering makes every site unreachable, for the same reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from sentinel.adapters.established import EstablishedMemory, established_query
+from sentinel.adapters.freshness import FreshnessSample, freshness_query
 from sentinel.adapters.prom import (
+    PromError,
     Samples,
     SiteCollector,
     SiteTarget,
@@ -32,21 +36,20 @@ from sentinel.config.schema import Config
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["FRESHNESS_QUERY", "CentralCollector", "make_collector", "retarget", "series_site"]
-
-#: Seconds since each site's newest node sample: `up` of targets that carry a node.
-FRESHNESS_QUERY = 'time() - max by ({label}) (timestamp(up{{node!=""}}))'
+__all__ = ["CentralCollector", "make_collector", "retarget", "series_site"]
 
 
 class CentralCollector:
     def __init__(self, store: SiteTarget, sites: Sequence[str], label: str,
                  presence_query: str, clients: PromClients,
-                 site_of_node: Callable[[], Mapping[str, str]]) -> None:
+                 site_of_node: Callable[[], Mapping[str, str]],
+                 max_data_age: float = 120.0) -> None:
         self.store, self.sites, self.label = store, list(sites), label
         self.presence_query, self.clients = presence_query, clients
         self.site_of_node = site_of_node
         self.unresolved: dict[str, str] = {}
         self.established = EstablishedMemory()
+        self.freshness = FreshnessSample(max_data_age)
 
     def retarget(self, sites: Sequence[str], unresolved: Mapping[str, str]) -> None:
         """The sites changed (discovery): split the answers by these from the next cycle."""
@@ -61,16 +64,23 @@ class CentralCollector:
         client = self.clients.async_client(self.store.http)
         longest = max((r.for_seconds for r in rules), default=0.0)
         t = self.store.timeout
+        start = time.monotonic()
 
-        async def ask(expr: str) -> Samples:
-            return await asyncio.wait_for(query_instant(client, self.store, expr, t), t)
+        async def ask(expr: str, timeout: float = t) -> Samples:
+            return await asyncio.wait_for(query_instant(client, self.store, expr, timeout),
+                                          timeout)
 
         whole = self.established.whole(longest)
-        exprs = [self.presence_query, FRESHNESS_QUERY.format(label=self.label),
+        fresh, sampled = self.freshness.query(self.label)
+        exprs = [self.presence_query, fresh,
                  *([established_query(longest)] if whole else []),
                  *(r.expr for r in rules), *(e for _, e in features)]
         results: list[Samples | BaseException] = list(await asyncio.gather(
             *(ask(e) for e in exprs), return_exceptions=True))
+        if sampled and isinstance(results[1], list):
+            # What is left of the cycle's timeout, and never less than a quarter of it.
+            left = max(t / 4, t - (time.monotonic() - start))
+            results[1] = await self._recheck(results[1], lambda e: ask(e, left))
         if whole:
             established = results.pop(2)
         else:  # remembered (established.py): only nodes matching a rule, new to it, are asked
@@ -82,6 +92,24 @@ class CentralCollector:
         # Splitting every node's answers by site is proportional to the fleet: off the loop.
         views = await asyncio.to_thread(self._views, results, established, rules, features)
         return {**unresolved_views(self.unresolved), **views}
+
+    async def _recheck(self, fresh: Samples,
+                       ask: Callable[[str], Awaitable[Samples]]) -> Samples | BaseException:
+        """The sampled answer, with the sites it does not prove fresh asked in full (every
+        site at once when most are); a failure is the freshness query's, as before."""
+        ages = {m[self.label]: v for m, v in fresh if self.label in m}
+        again = self.freshness.recheck(ages, self.sites)
+        if not again:
+            return fresh
+        most = len(again) > len(self.sites) // 2
+        try:
+            answer = await ask(freshness_query(self.label, sites=None if most else again))
+        except (PromError, TimeoutError) as e:
+            return e
+        if most:
+            return answer
+        asked = set(again)
+        return [(m, v) for m, v in fresh if m.get(self.label) not in asked] + answer
 
     def _established(self, presence: Samples | BaseException,
                      answer: Samples | BaseException) -> Samples | BaseException:
@@ -111,6 +139,8 @@ class CentralCollector:
         ages = {m[self.label]: v for m, v in fresh if self.label in m}
         present = self._split(presence, nodes)
         assert isinstance(present, dict)
+        self.freshness.update({s: [m["node"] for m, _ in present.get(s, []) if "node" in m]
+                               for s in self.sites})
         out: dict[str, SiteView] = {}
         for s in self.sites:
             if s not in ages:
@@ -156,7 +186,8 @@ def make_collector(cfg: Config, site_of_node: Callable[[], Mapping[str, str]] = 
         store = SiteTarget("central", ms.url.rstrip("/") + ms.http.path_prefix, ms.timeout,
                            ms.http.resolved(lambda f: str(cfg.resolve(f))))
         return CentralCollector(store, [s.name for s in cfg.sites], ms.site_label_in_metrics,
-                                cfg.presence_query, clients, site_of_node)
+                                cfg.presence_query, clients, site_of_node,
+                                cfg.durations.max_data_age)
     return SiteCollector(site_targets(cfg), cfg.presence_query, clients=clients)
 
 

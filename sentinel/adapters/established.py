@@ -14,8 +14,9 @@ forgotten, so a node deleted and created again under the same name is asked abou
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+
+from sentinel.adapters.promql import alternation
 
 __all__ = ["MAX_NAMED", "EstablishedMemory", "established_query"]
 
@@ -31,9 +32,7 @@ def established_query(seconds: float, nodes: Iterable[str] | None = None) -> str
     offset = max(1, int(seconds))
     if nodes is None:
         return f"count by (node) (up offset {offset}s)"
-    # re.escape for the regular expression, then PromQL's string escaping of backslashes.
-    alts = "|".join(re.escape(n).replace("\\", "\\\\") for n in sorted(nodes))
-    return f'count by (node) (up{{node=~"{alts}"}} offset {offset}s)'
+    return f'count by (node) (up{{node=~"{alternation(nodes)}"}} offset {offset}s)'
 
 
 class EstablishedMemory:

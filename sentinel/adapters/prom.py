@@ -35,6 +35,9 @@ AGE_QUERY = "time() - max(timestamp(up))"
 NOW_QUERY = "time()"
 #: Bytes of an answer above which it is parsed in a thread (a site's answers are far smaller).
 LARGE_ANSWER = 1 << 16
+#: Characters of a query above which it is sent in a POST body, as the HTTP API allows: nginx
+#: refuses a request line over 8 KB by default, some gateways over 2 KB.
+LONG_QUERY = 2000
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -83,16 +86,19 @@ def _parse_vector(body: object, what: str) -> list[tuple[Mapping[str, str], floa
 async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
                         timeout: float) -> Samples:
     """One instant query; every failure a PromError in words."""
+    url = f"{site.url}/api/v1/query"
     try:
-        r = await client.get(f"{site.url}/api/v1/query", params={"query": expr},
-                             timeout=timeout)
+        if len(expr) > LONG_QUERY:  # in the body: a gateway refuses a URL this long (414)
+            r = await client.post(url, data={"query": expr}, timeout=timeout)
+        else:
+            r = await client.get(url, params={"query": expr}, timeout=timeout)
     except httpx.TimeoutException:
         raise PromError(f"timed out after {timeout:g}s") from None
     except httpx.HTTPError as e:
         raise PromError(describe(e)) from None
     except AdapterError as e:  # a secret file that cannot be read
         raise PromError(str(e)) from None
-    if r.status_code >= 500 or r.status_code in (401, 403, 404, 407):
+    if r.status_code >= 500 or r.status_code in (401, 403, 404, 405, 407, 414):
         raise PromError(f"HTTP {r.status_code} from {site.url}")
 
     def parse() -> Samples:
