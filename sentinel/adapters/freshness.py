@@ -1,17 +1,16 @@
 """A site's freshness in a central store, asked of a few of its nodes' series, not of all.
 
-The full freshness query reads every `up` series of the fleet (400,000 at 100,000 nodes with
-four jobs): on a real Prometheus at that size it took 3.6 s, as long as the presence query, and
-a cycle's queries together 7.2 s against 4.0 s with the sample (bench/central_store.py). Its
-answer
-needs far less. Every `up` series is written at each scrape by the site's Prometheus, whether
-its target answered or not (0 for a dead node), so one node's series grows old only when the
-site's data stops arriving, or when that node's target left service discovery. So once a
-presence answer has named each site's nodes, a cycle asks for `SAMPLE` of them per site,
-changing which each cycle, and the newest of their samples is an upper bound on the site's age:
-a site the sample shows fresh is fresh. A site it shows older than `max_data_age`, or not at
-all, is asked again by its site label, in full, so the verdict is always the full query's.
-The age shown for a fresh site may be up to one scrape interval older than its newest sample.
+The full freshness query reads every `up` series of the fleet (400,000 at 100,000 nodes with four
+jobs): on a real Prometheus at that size it took 3.6 s, as long as the presence query, and a
+cycle's queries together 7.2 s against 4.0 s with the sample (bench/central_store.py). Its answer
+needs far less. Every `up` series is written at each scrape by the site's Prometheus, whether its
+target answered or not (0 for a dead node), so one node's series grows old only when the site's
+data stops arriving, or when that node's target left service discovery. So once a presence answer
+has named each site's nodes, a cycle asks for `SAMPLE` of them per site, changing which each
+cycle, and the newest of their samples is an upper bound on the site's age: a site the sample
+shows fresh is fresh. A site it shows older than `max_data_age`, or not at all, is asked again by
+its site label, in full, so the verdict is always the full query's. The age shown for a fresh site
+may be up to one scrape interval older than its newest sample.
 """
 
 from __future__ import annotations
