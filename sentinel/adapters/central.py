@@ -4,12 +4,12 @@ store, and its answer split by site: by the series' site label where it kept one
 node's site in the cluster (an aggregation `by (node)` drops the label, node names do not).
 
 A site's freshness is the age of its own newest samples in the store (its nodes' `up`, asked of
-a few of them: freshness.py). A site
-whose data stopped arriving (its uplink, its Prometheus, the federation) grows old — federated
-and remote-written samples keep their timestamps, so the store writes no staleness marker and
-the age is the only sign — and detection calls it stale past `max_data_age`; once its samples
-have left the store it is unreachable. Never a site whose every node is down. The store not
-answering makes every site unreachable, for the same reason.
+a few of them: freshness.py). A site whose data stopped arriving (its uplink, its Prometheus,
+the federation) grows old — federated and remote-written samples keep their timestamps, so the
+store writes no staleness marker and the age is the only sign — and detection calls it stale
+past `max_data_age`; once its samples have left the store it is unreachable. Never a site
+whose every node is down. The store not answering makes every site unreachable, for the same
+reason.
 """
 
 from __future__ import annotations
