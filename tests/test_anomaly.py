@@ -19,6 +19,7 @@ import yaml
 from prometheus_client import generate_latest
 from sklearn.metrics import average_precision_score
 
+from sentinel.anomaly.alarm import hysteresis, needed, spent_share
 from sentinel.anomaly.arrays import Calibration
 from sentinel.anomaly.keeper import AnomalyKeeper
 from sentinel.anomaly.notes import alarm_notes
@@ -151,6 +152,48 @@ def test_the_alarm_is_raised_once_enough_evidence_has_gathered(
     else:
         assert np.flatnonzero(alarms)[0] == 5 + raised_at
         assert not alarms[5 + points:].any(), "cleared at the first point under the threshold"
+
+
+def test_a_node_quiet_for_days_needs_less_evidence_and_one_that_alarmed_a_lot_more() -> None:
+    """The evidence a node needs follows the share of its time it alarmed lately against the
+    budget (`target_alarm_rate`): three points at 1 in 100 are not enough at the start, nor
+    for a node that alarmed through a day, but they are after four quiet days; with
+    `budget_half_life` 0 the rule is the fixed `enter` for everyone."""
+    params = AnomalyParams(step=300.0)  # five-minute points, as the real datasets have
+    day = int(86400 / params.step)
+    three = np.full(3, 0.99)
+    assert not series_alarms(np.concatenate([np.full(5, 0.5), three]), params).any()
+    quiet = series_alarms(np.concatenate([np.full(4 * day, 0.5), three]), params)
+    assert np.flatnonzero(quiet)[0] == 4 * day + 1, "two points suffice, one never"
+    fixed = replace(params, budget_half_life=0.0)
+    assert not series_alarms(np.concatenate([np.full(4 * day, 0.5), three]), fixed).any()
+    # A node that alarmed for a day (its score at 1 in 1,000) needs more than ten points
+    # at the threshold afterwards: a day at 1 in 100 raised nothing on ten points.
+    busy = np.concatenate([np.full(day, 0.999), np.full(5, 0.5), np.full(12, 0.99)])
+    assert not series_alarms(busy, params)[day + 5:].any()
+    assert series_alarms(busy, fixed)[day + 5:].any(), "the fixed rule raises it: nothing tested"
+    st = hysteresis(np.array([0.5]), AlarmState().aligned(("n",), 1), params)
+    assert needed(spent_share(st, params), params)[0] == pytest.approx(10.0, rel=1e-2)
+
+
+def test_a_reading_says_how_much_evidence_the_node_needs_and_why() -> None:
+    """`explain` and the journal show, for a node above the threshold and not yet alarming,
+    how far its evidence has come, what it needs, and the alarm budget that set it."""
+    x, names, codes = history(TRAIN + 2, seed=5)
+    model = fit_model(x[:TRAIN], names, codes, FEATURES, PARAMS)
+    test = x[TRAIN:].copy()
+    test[1, 0, FEATURES.index("disk_latency")] *= 40  # one very rare point: half of `enter`
+    st, sites = AlarmState(), [f"site-{c}" for c in codes]
+    for t in range(2):
+        sc, st = score_fleet(model, tuple(names), sites, test[t], st, t * STEP)
+    r = sc.reading(names[0])
+    assert r is not None and r.score >= r.threshold and not r.alarm, r
+    assert r.needed == pytest.approx(PARAMS.enter, rel=1e-2), "a node starts at `enter`"
+    assert r.evidence == pytest.approx(PARAMS.enter / 2, rel=1e-2), "one point: half at most"
+    assert r.spent == pytest.approx(PARAMS.target_alarm_rate, rel=1e-2)
+    assert r.budget().startswith("evidence 5.0 of the 10.0 points it needs (it alarmed 1.00% "
+                                 "of its time lately, against a budget of 1.00%)"), r.budget()
+    assert r.record()["needed"] == round(r.needed, 4)
 
 
 def test_points_just_under_the_threshold_take_evidence_back() -> None:

@@ -37,6 +37,7 @@ log = logging.getLogger("sentinel.anomaly")
 def anomaly_params(cfg: Config) -> AnomalyParams:
     a = cfg.anomaly
     return AnomalyParams(target_alarm_rate=a.target_alarm_rate, enter=a.enter, leave=a.leave,
+                         budget_half_life=a.budget_half_life,
                          smoothing=a.smoothing, min_peers=a.min_peers,
                          accept_after=a.accept_after, step=a.training_step)
 

@@ -32,6 +32,10 @@ class FleetScores:
     threshold: float
     rebased: NDArray[np.bool_]
     """Nodes whose persistent shift became their baseline this cycle."""
+    evidence: Array | None = None
+    needed: Array | None = None
+    spent: Array | None = None
+    """Per node: the alarm's evidence, what it needs now, the share of time it alarmed."""
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -51,8 +55,10 @@ class FleetScores:
             top.append((self.features[f], float(self.x[i, f]),
                         float(self.z[i, f] if own[f] >= peer[f] else self.pz[i, f]),
                         "own history" if own[f] >= peer[f] else "site peers"))
+        def at(a: Array | None) -> float | None:
+            return None if a is None else float(a[i])
         return AnomalyReading(float(self.score[i]), bool(self.alarm[i]), self.threshold,
-                              tuple(top))
+                              tuple(top), at(self.evidence), at(self.needed), at(self.spent))
 
     def alarms(self) -> dict[str, AnomalyReading]:
         out = {}

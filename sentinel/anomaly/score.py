@@ -23,10 +23,11 @@ simulator's, figures in docs/anomaly.md):
   point adds how many decades rarer than half the threshold it is, in units of a point at the
   threshold, and the alarm is raised at a point at or above the threshold once `enter`
   points' worth has gathered: `enter` points at the threshold in a row, fewer when they are
-  rarer, more when some fall just under it. A
-  short fault with very rare points is caught that "`enter` in a row" missed (real servers'
-  faults are often 7-11 steps), and a healthy blip is not: measured, docs/anomaly.md. It is
-  cleared after `leave` points in a row under the threshold.
+  rarer, more when some fall just under it. A short fault with very rare points is caught that
+  "`enter` in a row" missed (real servers' faults are often 7-11 steps), and a healthy blip is
+  not: measured, docs/anomaly.md. It is cleared after `leave` points in a row under the
+  threshold. `enter` itself is scaled per node by the share of its alarm budget it spent lately
+  (alarm.py): less for a node quiet for days, more for one that alarmed all day.
 - Drift (sentinel/anomaly/drift.py): a level shift that persists for `accept_after` becomes the
   node's new baseline instead of an alarm until the next training.
 
@@ -43,7 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sentinel.anomaly import ESTIMATORS
-from sentinel.anomaly.alarm import AlarmState, hysteresis, series_alarms
+from sentinel.anomaly.alarm import AlarmState, hysteresis, needed, series_alarms, spent_share
 from sentinel.anomaly.arrays import (
     Array,
     Calibration,
@@ -282,8 +283,9 @@ def score_fleet(model: AnomalyModel, nodes: tuple[str, ...], sites: Sequence[str
         st = replace(st, alarm=st.alarm & ~rebased,
                      evidence=np.where(rebased, 0.0, st.evidence))
     st = replace(st, drift=drift, at=now)
+    spent = spent_share(st, p)
     return (FleetScores(nodes, tuple(sites), score, st.alarm, x, z, pz, model.features,
-                        p.threshold, rebased), st)
+                        p.threshold, rebased, st.evidence, needed(spent, p), spent), st)
 
 
 def score_series(model: AnomalyModel, x: Array, step: float) -> tuple[Array, NDArray[np.int8]]:

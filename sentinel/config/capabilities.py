@@ -116,6 +116,10 @@ class Anomaly(_Strict):
     ten times rarer, 2 at a hundred-thousandth of it; a point just under it counts for less,
     not nothing (docs/anomaly.md). It used to count cycles in a row (default 3): a
     configuration that still says 3 is now raised at least as soon, and more often."""
+    budget_half_life: Duration = Field(2 * 86400.0, ge=0)
+    """A node that alarmed less than `target_alarm_rate` of its time lately needs less
+    evidence (down to a fifth of `enter`), one that alarmed more needs more (up to five
+    times): this is the half-life of that "lately". 0 keeps `enter` fixed for every node."""
     leave: int = Field(1, ge=1)
     """Points (`training_step`s of time) in a row under the threshold that clear the alarm."""
     smoothing: float = Field(0.7, gt=0, le=1)

@@ -138,8 +138,13 @@ def _release_sentence(key: str, h: HeldKey, firing: set[str], ov: Override | Non
 def _anomaly_sentence(r: AnomalyReading | None, problem: str | None, action: str) -> str:
     if r is None:
         return f"No anomaly score this cycle: {problem or 'no feature data for this node'}."
-    state = "ALARM raised" if r.alarm else ("above the threshold, not yet in a row long "
-                                            "enough" if r.score >= r.threshold else "normal")
+    budget = r.budget()
+    if r.alarm:
+        state = "ALARM raised"
+    elif r.score >= r.threshold:
+        state = f"above the threshold, {budget or 'not yet enough evidence'}"
+    else:
+        state = "normal"
     text = r.sentence()
     consequence = ("it may take level 1 (the anomaly taint), never level 2 by itself"
                    if action == "isolate" else "evidence only: sentinel does not isolate on "

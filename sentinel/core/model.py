@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NewType
 
+from sentinel.core.anomalyreading import AnomalyReading
 from sentinel.core.kinds import Mode, NoteReason, Outcome, SiteState
 
 __all__ = [
@@ -244,30 +245,6 @@ class AlertEvidence:
     summary: str
     source: str
     """Where it came from (generatorURL, else the Alertmanager's externalURL)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnomalyReading:
-    """One node's anomaly score this cycle: evidence for people, never a verdict by itself."""
-
-    score: float
-    alarm: bool
-    threshold: float
-    top: tuple[tuple[str, float, float, str], ...]
-    """Up to three (feature, value, z, against): the features that stand out most, their
-    value, how many spreads out, and against what ("own history" or "site peers")."""
-
-    def record(self) -> dict[str, object]:
-        return {"score": round(self.score, 4), "alarm": self.alarm,
-                "threshold": round(self.threshold, 4),
-                "top": [{"feature": f, "value": v, "z": round(z, 2), "against": a}
-                        for f, v, z, a in self.top]}
-
-    def sentence(self) -> str:
-        parts = [f"{f} {v:.4g} ({abs(z):.1f} spreads {'above' if z > 0 else 'below'} its "
-                 f"{a})" for f, v, z, a in self.top]
-        return (f"anomaly score {self.score:.3f} (alarm at {self.threshold:.3f})"
-                + (": " + "; ".join(parts) if parts else ""))
 
 
 @dataclass(frozen=True, slots=True)
