@@ -191,8 +191,9 @@ def test_a_reading_says_how_much_evidence_the_node_needs_and_why() -> None:
     assert r.needed == pytest.approx(PARAMS.enter, rel=1e-2), "a node starts at `enter`"
     assert r.evidence == pytest.approx(PARAMS.enter / 2, rel=1e-2), "one point: half at most"
     assert r.spent == pytest.approx(PARAMS.target_alarm_rate, rel=1e-2)
-    assert r.budget().startswith("evidence 5.0 of the 10.0 points it needs (it alarmed 1.00% "
-                                 "of its time lately, against a budget of 1.00%)"), r.budget()
+    assert r.budget() == ("evidence 5.0 of the 10.0 points it needs (it alarmed 1.00% of its "
+                          "time lately, against a budget of 1.00%; a node just started counts "
+                          "from the budget)"), r.budget()
     assert r.record()["needed"] == round(r.needed, 4)
 
 

@@ -43,7 +43,7 @@ class AnomalyReading:
             return ""
         return (f"evidence {self.evidence:.1f} of the {self.needed:.1f} points it needs (it "
                 f"alarmed {self.spent:.2%} of its time lately, against a budget of "
-                f"{1 - self.threshold:.2%})")
+                f"{1 - self.threshold:.2%}; a node just started counts from the budget)")
 
     def sentence(self) -> str:
         parts = [f"{f} {v:.4g} ({abs(z):.1f} spreads {'above' if z > 0 else 'below'} its "
