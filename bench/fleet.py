@@ -33,6 +33,7 @@ sentinel's own.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import os
@@ -200,7 +201,10 @@ with httpx.Client(base_url=base, timeout=30) as c:
             if path.endswith("status") and r.status_code == 200:
                 body = r.json()
                 out["last"] = body.get("last_cycle")
-                out["dark"] = sum(1 for s in body.get("sites") or [] if not s["reachable"])
+                dark = [s for s in body.get("sites") or [] if not s["reachable"]]
+                out["dark"] = len(dark)
+                if dark:
+                    out["why"] = dark[0].get("error") or "?"
             print(json.dumps(out))
         print(json.dumps({"round": True}), flush=True)
 """
@@ -224,6 +228,8 @@ class Sampler(threading.Thread):
         """Per cycle, the seconds of it spent waiting for the central store's answers."""
         self.dark: dict[float, int] = {}
         """Per cycle, the sites it saw unreachable (the store did not answer in time: all)."""
+        self.why: dict[float, str] = {}
+        """Per such cycle, why (sentinel names the store's query that failed)."""
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -247,6 +253,8 @@ class Sampler(threading.Thread):
                         self.cycles[got["last"]["at"]] = got["last"]["duration_seconds"]
                         self.waits[got["last"]["at"]] = got["last"]["collect_seconds"]
                         self.dark[got["last"]["at"]] = got.get("dark", 0)
+                        if got.get("why"):
+                            self.why[got["last"]["at"]] = got["why"]
                 self.stop.wait(0.2)
         finally:
             client.stdin.close()
@@ -417,6 +425,8 @@ def main(a: argparse.Namespace) -> None:
         dark = sum(1 for n in sampler.dark.values() if n)
         print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "
               f"its query time (inner_eval) {prom_query_times(prom_url)}", flush=True)
+        for why, n in collections.Counter(sampler.why.values()).most_common(3):
+            print(f"  {n} cycles: {why}", flush=True)
         print(f"crash to level 2: {len(seen)} of {len(victims)} "
               f"(never: {', '.join(missing) or 'none'})"
               + (f"; p50 {statistics.median(seen.values()):.1f}s, max "

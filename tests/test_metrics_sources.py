@@ -156,6 +156,28 @@ def test_central_asks_freshness_of_a_few_nodes_a_site_and_in_full_where_they_pro
     asyncio.run(closing())
 
 
+def test_central_names_the_query_the_store_failed(
+        clean_fleet: Fleet, central: CentralPrometheus) -> None:
+    """Every site is unreachable when the store cannot answer the presence or the freshness
+    query; the reason names which, so that an operator knows what to look at in the store."""
+    sites = clean_fleet.sites
+    target = SiteTarget("central", central.url, 5.0)
+
+    async def run() -> dict[str, SiteView]:
+        clients = PromClients()
+        try:
+            return await CentralCollector(target, sites, "site", "max by (node) (up", clients,
+                                          dict).collect([])
+        finally:
+            await clients.aclose()
+
+    views = asyncio.run(run())
+    assert set(views) == set(sites) and not any(v.reachable for v in views.values())
+    why = views[sites[0]].error or ""
+    assert why.startswith(f"central store {central.url}: its presence query: "), why
+    assert "parse error" in why, why
+
+
 def test_central_asks_the_fleet_wide_established_query_once_and_remembers(
         clean_fleet: Fleet, central: CentralPrometheus) -> None:
     """`count by (node) (up offset Ns)` reads every `up` series of the fleet: asked once, then

@@ -128,9 +128,9 @@ class CentralCollector:
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
         presence, fresh = results[0], results[1]
         established = self._established(presence, established)
-        for res in (presence, fresh):
-            if isinstance(res, BaseException):
-                why = f"central store {self.store.url}: {res or 'timed out'}"
+        for what, res in (("presence query", presence), ("freshness query", fresh)):
+            if isinstance(res, BaseException):  # named: at 3 a.m., which one is slow
+                why = f"central store {self.store.url}: its {what}: {res or 'timed out'}"
                 return {s: SiteView(SiteName(s), reachable=False, error=why)
                         for s in self.sites}
         assert isinstance(presence, list) and isinstance(fresh, list)
