@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 from fleet import Exporter  # bench/fleet.py: the same exposition
 
-from sentinel.adapters.freshness import SAMPLE, freshness_query
+from sentinel.adapters.freshness import SAMPLE, FreshnessSample, freshness_query
 from sentinel.config.rules import load_rules
 from sentinel.config.schema import Config
 from sentinel.sim.exporters import JOBS
@@ -65,7 +65,9 @@ def main(a: argparse.Namespace) -> None:
         per_site: dict[str, list[str]] = {}
         for n, s in site_of.items():
             per_site.setdefault(s, []).append(n)
-        fresh = freshness_query("site", [n for ns in per_site.values() for n in ns[:SAMPLE]])
+        sample = FreshnessSample(max_age=120.0)  # the nodes a cycle after the first asks
+        sample.update(per_site)
+        fresh, _ = sample.query("site")
         rules = [r.expr for r in load_rules([ROOT / "rules"]).rules]
         p = median_seconds(lambda: ask(presence), a.repeat)
         f = median_seconds(lambda: ask(fresh), a.repeat)
