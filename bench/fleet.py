@@ -74,8 +74,9 @@ class Exporter:
     served as a file by its own process: megabytes a scrape, which this process, busy with the
     emulator, could not always write within Prometheus' scrape timeout."""
 
-    def __init__(self, site_of: dict[str, str], home: Path) -> None:
-        self.site_of = site_of
+    def __init__(self, site_of: dict[str, str], home: Path,
+                 jobs: tuple[str, ...] = JOBS) -> None:
+        self.site_of, self.jobs = site_of, jobs
         self.crashed: set[str] = set()
         self.dir = home / "exporter"
         self.dir.mkdir()
@@ -93,7 +94,7 @@ class Exporter:
     def _write(self) -> None:
         lines = [f'up{{job="{j}",node="{n}",instance="{n}",site="{s}"}} '
                  f'{0 if n in self.crashed else 1}'
-                 for n, s in self.site_of.items() for j in JOBS]
+                 for n, s in self.site_of.items() for j in self.jobs]
         tmp = self.dir / "metrics.txt.new"
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.dir / "metrics.txt")  # a scrape reads the old file or the new one
@@ -116,7 +117,7 @@ class Exporter:
         while time.monotonic() < deadline:
             r = httpx.get(f"{prom_url}/api/v1/query", params={"query": "count(up == 1)"},
                           timeout=60).json()["data"]["result"]
-            if r and float(r[0]["value"][1]) >= len(self.site_of) * len(JOBS):
+            if r and float(r[0]["value"][1]) >= len(self.site_of) * len(self.jobs):
                 return
             time.sleep(1)
         raise SystemExit("Prometheus never scraped the whole fleet")
@@ -362,7 +363,7 @@ def main(a: argparse.Namespace) -> None:
     finals: list[float] = []
     track_lists(api, len(nodes), finals)
     life = NodeLifecycle(store, lambda: nodes, lambda n: n not in silent, NodeTiming()).start()
-    exp = Exporter(site_of, home)
+    exp = Exporter(site_of, home, JOBS[:a.jobs])
     prom = exp.store("fleet", a.scrape_interval)
     prom.start().wait_ready()
     prom_url = f"http://127.0.0.1:{prom.port}"
@@ -372,9 +373,13 @@ def main(a: argparse.Namespace) -> None:
     try:
         exp.wait_scraped(prom_url, 120)
         sites = sorted(set(site_of.values()))
+        listed = len(finals)
+        t = time.monotonic()
         proc = serve(home, api.url, prom_url, sites, port)
         cold = wait_ready(base, proc, home, 600)
-        print(f"synced from cold in {cold:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB",
+        print(f"synced from cold in {cold:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB "
+              f"(the lists of nodes, pods and Leases served their last page at "
+              f"{', '.join(f'{f - t:.1f}' for f in finals[listed:])} s; then a first cycle)",
               flush=True)
         time.sleep(30)  # past the rules' `for` since start
         sampler = Sampler(base, proc.pid, nodes, home)
@@ -431,6 +436,11 @@ def main(a: argparse.Namespace) -> None:
               f"(never: {', '.join(missing) or 'none'})"
               + (f"; p50 {statistics.median(seen.values()):.1f}s, max "
                  f"{max(seen.values()):.1f}s" if seen else ""), flush=True)
+        wrong = [n for n in nodes if n not in crashed and any(
+            t["key"].startswith(f"{DOMAIN}/")
+            for t in store.get(NODES, "", n)["spec"].get("taints", []))]
+        print(f"healthy nodes tainted: {len(wrong)}" + (f" ({', '.join(wrong[:5])})"
+                                                        if wrong else ""), flush=True)
         # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
         done_before = len(finals)
         t = time.monotonic()
@@ -485,4 +495,6 @@ if __name__ == "__main__":
     ap.add_argument("--crashes", type=int, default=20)
     ap.add_argument("--window", type=float, default=120.0)
     ap.add_argument("--scrape-interval", type=float, default=15.0)
+    ap.add_argument("--jobs", type=int, default=len(JOBS), choices=range(1, len(JOBS) + 1),
+                    help=f"the `up` series per node the store holds, of {', '.join(JOBS)}")
     main(ap.parse_args())

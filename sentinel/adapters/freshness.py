@@ -8,7 +8,9 @@ target answered or not (0 for a dead node), so one node's series grows old only 
 data stops arriving, or when that node's target left service discovery. So once a presence answer
 has named each site's nodes, a cycle asks for `SAMPLE` of them per site, changing which each
 cycle, and the newest of their samples is an upper bound on the site's age: a site the sample
-shows fresh is fresh. A site it shows older than `max_data_age`, or not at all, is asked again by
+shows fresh is fresh. Before any presence answer (a cycle's first, after a start or a restart,
+when the store is asked the most), the sample is picked from the nodes the cluster places in
+each site. A site it shows older than `max_data_age`, or not at all, is asked again by
 its site label, in full, so the verdict is always the full query's. The age shown for a fresh site
 may be up to one scrape interval older than its newest sample.
 """
