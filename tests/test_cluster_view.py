@@ -339,3 +339,69 @@ def test_a_failed_call_to_the_api_server_is_said_in_an_operators_words() -> None
         assert said == 'the Kubernetes API server answered 404: nodes "no-such-node" not found'
     finally:
         srv.stop()
+
+
+def test_the_snapshot_reads_again_only_what_changed_and_agrees_with_a_full_read() -> None:
+    """`nodes()` keeps its last answer and reads again only the nodes whose object or bound
+    pods changed since: after any mix of node, pod and site changes, it says what a view
+    that read everything at once says."""
+    import random
+
+    from sentinel.config.schema import SiteConfig
+
+    cfg = parse_config(yaml.safe_dump({"sites": [{"name": s, "prometheus": "http://x:1"}
+                                                 for s in ("a", "b")]}), "c.yaml", {})
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    rng = random.Random(3)
+    rv = iter(range(10, 100_000))
+
+    def node(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "resourceVersion": str(next(rv)),
+                             "labels": {"topology.kubernetes.io/zone": rng.choice("abc")}},
+                "spec": {}, "status": {"conditions": [{"type": "Ready", "status": rng.choice(
+                    ["True", "False", "Unknown"])}]}}
+
+    nodes = {f"n{i}": node(f"n{i}") for i in range(12)}
+    pods: dict[str, str] = {f"p{i}": f"n{i % 6}" for i in range(10)}
+    sites = [SiteConfig(name="a"), SiteConfig(name="b")]
+    v = ClusterView(api, cfg)
+    v._nodes_listed(list(nodes.values()))
+    v._pods_listed(list(pods.items()))
+    changed = 0
+    for step in range(300):
+        before = v.nodes()
+        what = rng.random()
+        name = rng.choice(sorted(nodes))
+        if what < 0.3:
+            nodes[name] = node(name)
+            v._node_event("MODIFIED", nodes[name])
+        elif what < 0.4:
+            v._node_event("DELETED", nodes.pop(name))
+            nodes[name] = node(name)  # and created again
+            v._node_event("ADDED", nodes[name])
+        elif what < 0.8:
+            uid = f"p{rng.randrange(14)}"
+            if rng.random() < 0.4:
+                v._pod_event("DELETED", (uid, pods.pop(uid, None)))
+            else:
+                pods[uid] = name
+                v._pod_event("MODIFIED", (uid, name))
+        elif what < 0.9:
+            uid = f"p{rng.randrange(14)}"
+            pods.pop(uid, None)
+            v._pod_event("MODIFIED", (uid, None))  # bound to no node: pending
+        elif what < 0.95:  # a site discovered, or gone: its zone's nodes move
+            sites = sites[:2] if len(sites) == 3 else [*sites, SiteConfig(name="c")]
+            v.set_sites(sites)
+        else:  # changes missed by a watch that expired, then a relist
+            for n in rng.sample(sorted(nodes), 3):
+                nodes[n] = node(n)
+            v._nodes_listed(list(nodes.values()))
+        ref = ClusterView(api, cfg)
+        ref.set_sites(sites)
+        ref._nodes_listed(list(nodes.values()))
+        ref._pods_listed(list(pods.items()))
+        got = v.nodes()
+        assert got == ref.nodes(), f"step {step}"
+        changed += got != before
+    assert changed > 100, "the sequence changed the answer often enough to test it"

@@ -408,6 +408,9 @@ def test_a_rotated_secret_file_is_read_again(tmp_path: Path) -> None:
 
 
 def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many() -> None:
+    """Remembered nodes are not asked again; a node missing from a presence answer, or every
+    node after a failed one, is asked by name when a rule matches it; the whole fleet only at
+    start, when the longest `for` changes, or when too many match to name."""
     m = EstablishedMemory()
     assert m.whole(30.0) and m.to_ask({"a"}) is None, "nothing remembered: the whole fleet"
     assert m.update(present={"a", "b", "c"}, established={"a", "b"}) == {"a", "b"}
@@ -419,8 +422,13 @@ def test_established_memory_forgets_a_node_missing_once_and_asks_all_when_many()
     m.update(present={"a", "b"}, established={"a", "b"})
     assert m.whole(60.0), "vouched for at 30 s is not at 60 s: the whole fleet again"
     assert m.to_ask({"a"}) is None
-    m.forget()
-    assert m.to_ask(()) is None
+    m.update(present={"a", "b"}, established={"a", "b"})
+    m.forget()  # a failed presence answer: nobody vouched for, the fleet not asked again
+    assert not m.whole(60.0) and m.to_ask({"a", "c"}) == {"a", "c"}
+    assert m.to_ask({f"n{i}" for i in range(MAX_NAMED + 1)}) is None
+    never = EstablishedMemory()
+    never.forget()
+    assert never.whole(60.0) and never.to_ask({"a"}) is None, "never asked: the whole fleet"
 
 
 def test_freshness_sample_changes_its_nodes_each_cycle_and_rechecks_what_it_cannot_vouch_for(

@@ -6,10 +6,13 @@ than the longest `for`: `count by (node) (up offset <longest>s)`. Asked of a cen
 every cycle, that query reads every `up` series of the fleet (400,000 at 100,000 nodes with
 four jobs each), one of the three that do, on the store the cycles already wait for. Its
 answer hardly changes: a node that was established and has been present in every answer since
-is established still. So the store is asked for the whole fleet once (at start, and after any
-answer that could not vouch for continuity: a failed presence answer), then only for the nodes
-that match a rule and are not remembered, by name. A node missing from one presence answer is
-forgotten, so a node deleted and created again under the same name is asked about again.
+is established still. So the store is asked for the whole fleet once (at start, or when the
+longest `for` changes), then only for the nodes that match a rule and are not remembered, by
+name. A node missing from one presence answer is forgotten, so a node deleted and created again
+under the same name is asked about again. A failed presence answer cannot vouch for anyone's
+continuity: every node is forgotten, and asked about by name when a rule matches it. Not the
+whole fleet again: the presence query fails when the store is too slow to answer in time, and
+a cycle that then asked it to read every `up` series once more would keep it too slow.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class EstablishedMemory:
         """The longest `for` the remembered nodes were vouched for at."""
 
     def forget(self) -> None:
-        self.known = None
+        """Nobody's continuity is vouched for (a failed presence answer): each node matching a
+        rule is asked about again, by name (the whole fleet when too many are)."""
+        if self.known is not None:
+            self.known = set()
 
     def whole(self, offset: float) -> bool:
         """Whether to ask for the whole fleet this cycle: nothing remembered, or the longest
