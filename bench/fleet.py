@@ -5,9 +5,12 @@ The emulator (in this process) holds `--nodes` kubelet-sized Nodes in `--sites` 
 controller marks a silent node Unknown after 50 s (a real cluster's timing). The metrics come
 from one real Prometheus (central-store mode) scraping every 15 s one simulated exporter that
 exposes every node's `up` series per job with its `site` label, as a federation endpoint
-does. A real `sentinel serve` (its own process: collector, reflectors through the official
-client, decide, actuator, journal, API) runs with the shipped rules and defaults; the rate
-budget is raised to 30 a minute so that no crash waits for it, and anomaly scoring is off.
+does (`--jobs`: how many of the four jobs; with fewer the store holds fewer series, for a
+machine whose cores cannot carry a store of the whole fleet beside the emulator: say so
+with the figures). A real `sentinel serve` (its own process: collector, reflectors through
+the official client, decide, actuator, journal, API) runs with the shipped rules and
+defaults; the rate budget is raised to 30 a minute so that no crash waits for it, and anomaly
+scoring is off.
 
 Measured: time from start to ready (synced from cold); while `--crashes` nodes crash at random
 over `--window` s, every cycle's duration (from `/api/v1/status`), the latency of
@@ -262,7 +265,8 @@ class Sampler(threading.Thread):
             client.wait(timeout=30)
 
 
-def track_lists(api: KubeApiServer, at_least: int, finals: list[float]) -> None:
+def track_lists(api: KubeApiServer, at_least: int, finals: list[float],
+                kinds: list[str]) -> None:
     """When each list of `at_least` objects or more (nodes, pods, Leases) served its last page
     (at sentinel's page size, 500): the emulator's side of "synced again"."""
     pages = api.pages
@@ -273,6 +277,7 @@ def track_lists(api: KubeApiServer, at_least: int, finals: list[float]) -> None:
         items, rv, start = resume(token, latest)
         if len(items) >= at_least and start + 500 >= len(items):
             finals.append(time.monotonic())
+            kinds.append(items[0]["metadata"].get("namespace") or "nodes")
         return items, rv, start
 
     pages.resume = tracked  # type: ignore[method-assign]
@@ -294,29 +299,38 @@ def prom_query_times(url: str) -> str:
     return ", ".join(f"p{float(q) * 100:g} {v:.2f}s" for q, v in sorted(got.items())) or "unknown"
 
 
-def gc_pauses(base: str) -> str:
-    """Sentinel's own collector pauses so far (sentinel_gc_pause_seconds): a full collection
-    over a fleet's worth of objects holds the GIL, and every API request waits it out."""
+def gc_counts(base: str) -> dict[str, tuple[float, float, float]]:
+    """Sentinel's own collector pauses so far (sentinel_gc_pause_seconds), per generation:
+    (collections, of them at most 100 ms, seconds in all). A full collection over a fleet's
+    worth of objects holds the GIL, and every API request waits it out."""
     try:
         text = httpx.get(f"{base}/metrics", timeout=30).text
-    except httpx.HTTPError as e:
-        return f"unknown ({e})"
-    count: dict[str, float] = {}
-    slow: dict[str, float] = {}
-    total: dict[str, float] = {}
+    except httpx.HTTPError:
+        return {}
+    got: dict[str, list[float]] = {}
     for line in text.splitlines():
         if not line.startswith("sentinel_gc_pause_seconds"):
             continue
         gen = line.split('generation="')[1].split('"')[0]
         value = float(line.rsplit(" ", 1)[1])
+        g = got.setdefault(gen, [0.0, 0.0, 0.0])
         if line.startswith("sentinel_gc_pause_seconds_count"):
-            count[gen] = value
+            g[0] = value
         elif line.startswith("sentinel_gc_pause_seconds_sum"):
-            total[gen] = value
+            g[2] = value
         elif 'le="0.1"' in line:
-            slow[gen] = value  # at most 100 ms; the rest took longer
-    return "; ".join(f"generation {g}: {count[g]:.0f}, {count[g] - slow.get(g, 0):.0f} over "
-                     f"100 ms, {total.get(g, 0):.1f}s in all" for g in sorted(count)) or "none"
+            g[1] = value
+    return {k: (v[0], v[1], v[2]) for k, v in got.items()}
+
+
+def gc_pauses(now: dict[str, tuple[float, float, float]],
+              since: dict[str, tuple[float, float, float]] | None = None) -> str:
+    """Collections between two readings of gc_counts (or since start)."""
+    def minus(g: str) -> tuple[float, float, float]:
+        a, b = now[g], (since or {}).get(g, (0.0, 0.0, 0.0))
+        return a[0] - b[0], a[1] - b[1], a[2] - b[2]
+    return "; ".join(f"generation {g}: {n:.0f}, {n - fast:.0f} over 100 ms, {t:.1f}s in all"
+                     for g in sorted(now) for n, fast, t in [minus(g)]) or "unknown"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -361,7 +375,9 @@ def main(a: argparse.Namespace) -> None:
     silent: set[str] = set()
     api = KubeApiServer(store).start()
     finals: list[float] = []
-    track_lists(api, len(nodes), finals)
+    kinds: list[str] = []
+    """Which list each of `finals` ended: nodes, or pods' or Leases' namespace."""
+    track_lists(api, len(nodes), finals, kinds)
     life = NodeLifecycle(store, lambda: nodes, lambda n: n not in silent, NodeTiming()).start()
     exp = Exporter(site_of, home, JOBS[:a.jobs])
     prom = exp.store("fleet", a.scrape_interval)
@@ -382,6 +398,7 @@ def main(a: argparse.Namespace) -> None:
               f"{', '.join(f'{f - t:.1f}' for f in finals[listed:])} s; then a first cycle)",
               flush=True)
         time.sleep(30)  # past the rules' `for` since start
+        gc_before = gc_counts(base)
         sampler = Sampler(base, proc.pid, nodes, home)
         sampler.start()
         assert prom.proc is not None
@@ -426,7 +443,9 @@ def main(a: argparse.Namespace) -> None:
               f"{statistics.median(c - w for c, w in zip(cycles, waits, strict=True)):.2f}s, "
               f"p95 {quantile([c - w for c, w in zip(cycles, waits, strict=True)], 0.95):.2f}s",
               flush=True)
-        print(f"sentinel's garbage collections so far: {gc_pauses(base)}", flush=True)
+        gc_now = gc_counts(base)
+        print(f"sentinel's garbage collections while nodes crashed: "
+              f"{gc_pauses(gc_now, gc_before)} (since start: {gc_pauses(gc_now)})", flush=True)
         dark = sum(1 for n in sampler.dark.values() if n)
         print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "
               f"its query time (inner_eval) {prom_query_times(prom_url)}", flush=True)
@@ -450,14 +469,19 @@ def main(a: argparse.Namespace) -> None:
         time.sleep(2.0)
         store.compact()
         api = KubeApiServer(store, port=api.port).start()
-        track_lists(api, len(nodes), finals)
+        track_lists(api, len(nodes), finals, kinds)
         peak = 0.0
         while len(finals) < done_before + 3 and time.monotonic() < t + 300:
             peak = max(peak, rss_mb(proc.pid, "VmRSS:"))
             time.sleep(0.1)
         relist = finals[-1] - t if len(finals) >= done_before + 3 else float("nan")
+        ended = ", ".join(f"{k} {f - t:.1f}s" for k, f in zip(
+            kinds[done_before:], finals[done_before:], strict=True)) or "none"
         print(f"relist after 410 Gone: nodes, pods and Leases listed again in {relist:.1f}s, "
-              f"RSS peak {peak:.0f} MB", flush=True)
+              f"RSS peak {peak:.0f} MB (lists ended: {ended})", flush=True)
+        if relist != relist:  # nan: what sentinel's reflectors said meanwhile
+            print("".join(line for line in (home / "log").read_text().splitlines(True)
+                          if "sentinel.kube" in line)[-3000:], flush=True)
         hwm = rss_mb(proc.pid, "VmHWM:")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
