@@ -11,14 +11,6 @@ So after each cycle whatever is alive is frozen (`gc.freeze`: moved out of the c
 generations, at no cost), and the collector walks only what was made since. What is frozen is
 still freed by reference counting as usual; only garbage in reference cycles would wait, so
 every FULL_EVERY seconds, right after a cycle, one full collection runs over everything.
-
-And the young generation is collected every YOUNG allocations instead of the interpreter's
-700. At 100,000 nodes the kubelets renew 10,000 Leases a second, each event a few objects that
-outlive a young collection: with the default, one run of bench/fleet.py had 31,346 young
-collections, 2,839 middle and 167 full in six minutes, 35 s of held GIL, 67 of the full ones
-over 100 ms (what a cycle made and not yet frozen: the cycle's own objects are walked over and
-over while it runs). A full collection comes after ten middle ones, which come after ten young:
-a larger young generation makes all three rarer.
 """
 
 from __future__ import annotations
@@ -27,12 +19,10 @@ import gc
 import time
 from collections.abc import Callable
 
-__all__ = ["FULL_EVERY", "YOUNG", "HeapKeeper"]
+__all__ = ["FULL_EVERY", "HeapKeeper"]
 
 #: Seconds between full collections over everything (one pause, between two cycles).
 FULL_EVERY = 600.0
-#: Allocations (less deallocations) between two young collections while the service runs.
-YOUNG = 20_000
 
 
 class HeapKeeper:
@@ -40,15 +30,11 @@ class HeapKeeper:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.full_every, self.clock = full_every, clock
         self._last_full: float | None = None
-        self._threshold: tuple[int, int, int] | None = None
-        """The interpreter's thresholds before ours, given back by close()."""
 
     def after_cycle(self) -> None:
         now = self.clock()
         if self._last_full is None:
             self._last_full = now
-            self._threshold = gc.get_threshold()
-            gc.set_threshold(YOUNG, *self._threshold[1:])
         elif now - self._last_full >= self.full_every:
             gc.unfreeze()
             gc.collect()
@@ -59,6 +45,3 @@ class HeapKeeper:
         """Give the collector everything back (a process that goes on after the service, as
         a test's does)."""
         gc.unfreeze()
-        if self._threshold is not None:
-            gc.set_threshold(*self._threshold)
-            self._threshold = None

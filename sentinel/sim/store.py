@@ -162,6 +162,8 @@ class Store:
                     self._lock.wait(min(left, 0.5))
                     continue
             for e in reversed(batch):
+                if stop():  # the server stopping cuts a watch at once, backlog or not
+                    return
                 last = e.rv
                 # Any served version of the same objects (a CRD's versions share them).
                 if (ns is None or e.obj["metadata"].get("namespace") == ns) and match(e.obj):
