@@ -11,14 +11,6 @@ So after each cycle whatever is alive is frozen (`gc.freeze`: moved out of the c
 generations, at no cost), and the collector walks only what was made since. What is frozen is
 still freed by reference counting as usual; only garbage in reference cycles would wait, so
 every FULL_EVERY seconds, right after a cycle, one full collection runs over everything.
-
-And while the service runs, the interpreter's own full collections come after FULL_AFTER
-collections of the middle generation instead of 10. At 100,000 nodes the kubelets renew 10,000
-Leases a second: bench/fleet.py counted 138 full collections in the 3.5 minutes of its crashes,
-52 of them over 100 ms, 11.4 s of held GIL (API p99 222 ms). Making the young collections rarer
-instead (every 20,000 allocations, not 700) removed those too, but a relist then peaked at
-1,204-1,217 MB instead of 803: garbage stayed young longer. The young generation is left as
-it is.
 """
 
 from __future__ import annotations
@@ -27,12 +19,10 @@ import gc
 import time
 from collections.abc import Callable
 
-__all__ = ["FULL_AFTER", "FULL_EVERY", "HeapKeeper"]
+__all__ = ["FULL_EVERY", "HeapKeeper"]
 
 #: Seconds between full collections over everything (one pause, between two cycles).
 FULL_EVERY = 600.0
-#: Collections of the middle generation before the interpreter's own full one (it says 10).
-FULL_AFTER = 100
 
 
 class HeapKeeper:
@@ -40,15 +30,11 @@ class HeapKeeper:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.full_every, self.clock = full_every, clock
         self._last_full: float | None = None
-        self._threshold: tuple[int, int, int] | None = None
-        """The interpreter's thresholds before ours, given back by close()."""
 
     def after_cycle(self) -> None:
         now = self.clock()
         if self._last_full is None:
             self._last_full = now
-            self._threshold = gc.get_threshold()
-            gc.set_threshold(*self._threshold[:2], FULL_AFTER)
         elif now - self._last_full >= self.full_every:
             gc.unfreeze()
             gc.collect()
@@ -59,6 +45,3 @@ class HeapKeeper:
         """Give the collector everything back (a process that goes on after the service, as
         a test's does)."""
         gc.unfreeze()
-        if self._threshold is not None:
-            gc.set_threshold(*self._threshold)
-            self._threshold = None
