@@ -217,6 +217,22 @@ def test_other_kinds_writes_never_expire_a_watch() -> None:
     assert err.value.code == 410
 
 
+def test_a_stopping_server_cuts_a_watch_in_the_middle_of_its_backlog() -> None:
+    """An API server's restart drops every connection at once. A watcher behind by thousands
+    of Lease renewals was sent its whole backlog first, for minutes, and never listed again."""
+    store = Store()
+    store.create(NODES, "", {"metadata": {"name": "n1"}, "spec": {}})
+    stopping = [False]
+    w = store.watch(NODES, None, store.resource_version, 60.0, lambda o: True,
+                    lambda: stopping[0])
+    for i in range(50):  # a backlog: fifty writes before the watcher reads
+        store.mutate(NODES, "", "n1", lambda o, i=i: o["metadata"].setdefault(
+            "labels", {}).__setitem__("i", str(i)))
+    assert next(w).obj["metadata"]["labels"] == {"i": "0"}
+    stopping[0] = True
+    assert list(w) == [], "the rest of the backlog is not sent once the server stops"
+
+
 def test_a_compacted_store_expires_every_version_held_before() -> None:
     store = Store()
     store.create(NODES, "", {"metadata": {"name": "n1"}, "spec": {}})

@@ -162,14 +162,12 @@ class Store:
                     self._lock.wait(min(left, 0.5))
                     continue
             for e in reversed(batch):
-                if stop():  # the server stopping cuts a watch at once, backlog or not
+                if stop() or time.monotonic() >= deadline:  # cut at once, backlog or not
                     return
                 last = e.rv
                 # Any served version of the same objects (a CRD's versions share them).
                 if (ns is None or e.obj["metadata"].get("namespace") == ns) and match(e.obj):
                     yield WatchEvent(e.rv, e.type, e.res, _clone(e.obj))
-            if time.monotonic() >= deadline:
-                return
 
     def _check_window(self, kind: tuple[str, str], since: int) -> None:
         if since < (expired := self._expired.get(kind, 0)):
