@@ -62,11 +62,8 @@ def main(a: argparse.Namespace) -> None:
         time.sleep(a.settle)  # a few scrapes' samples per series, as a running store has
         presence = Config.model_fields["presence_query"].default
         full = freshness_query("site")
-        per_site: dict[str, list[str]] = {}
-        for n, s in site_of.items():
-            per_site.setdefault(s, []).append(n)
-        sample = FreshnessSample(max_age=120.0)  # the nodes a cycle after the first asks
-        sample.update(per_site)
+        sample = FreshnessSample(max_age=120.0)  # three nodes a site, as a cycle asks them
+        sample.place(site_of)
         fresh, _ = sample.query("site")
         rules = [r.expr for r in load_rules([ROOT / "rules"]).rules]
         p = median_seconds(lambda: ask(presence), a.repeat)

@@ -71,8 +71,10 @@ class CentralCollector:
                                           timeout)
 
         whole = self.established.whole(longest)
-        if not self.freshness.nodes:  # a first cycle: its sample from the cluster's nodes
-            await asyncio.to_thread(self._seed)
+        if not self.freshness.nodes:
+            # A first cycle: its sample from the cluster's nodes, not every `up` series of
+            # the fleet in the cycle that already asks the most (freshness.py).
+            await asyncio.to_thread(lambda: self.freshness.place(self.site_of_node()))
         fresh, sampled = self.freshness.query(self.label)
         exprs = [self.presence_query, fresh,
                  *([established_query(longest)] if whole else []),
@@ -94,16 +96,6 @@ class CentralCollector:
         # Splitting every node's answers by site is proportional to the fleet: off the loop.
         views = await asyncio.to_thread(self._views, results, established, rules, features)
         return {**unresolved_views(self.unresolved), **views}
-
-    def _seed(self) -> None:
-        """The first cycle's freshness sample from where the cluster places its nodes: the
-        full query would read every `up` series of the fleet in the cycle that already asks
-        the most. A node the store has no series of costs its site a second query, no more."""
-        by_site: dict[str, list[str]] = {}
-        for node, site in self.site_of_node().items():
-            by_site.setdefault(site, []).append(node)
-        if by_site:  # no nodes yet (the cluster not synced): the full query, as before
-            self.freshness.update(by_site)
 
     async def _recheck(self, fresh: Samples,
                        ask: Callable[[str], Awaitable[Samples]]) -> Samples | BaseException:

@@ -69,6 +69,15 @@ class FreshnessSample:
                                 for i in range(min(self.size, len(ordered)))]
         self.nodes = picked
 
+    def place(self, site_of_node: Mapping[str, str]) -> None:
+        """Pick the next cycle's sample from where the cluster places each node (before any
+        presence answer); nothing known yet leaves the full query."""
+        by_site: dict[str, list[str]] = {}
+        for node, site in site_of_node.items():
+            by_site.setdefault(site, []).append(node)
+        if by_site:
+            self.update(by_site)
+
     def recheck(self, ages: Mapping[str, float], sites: Sequence[str]) -> list[str]:
         """The sites whose sampled age does not prove them fresh: to be asked in full."""
         return [s for s in sites if s not in ages or ages[s] > self.max_age]
