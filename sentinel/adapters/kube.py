@@ -358,8 +358,10 @@ class ClusterView:
                 placement = self._placement
                 names = list(self._nodes) if changed is None else list(changed)
                 todo = [(n, self._nodes.get(n), n in self._hosts) for n in names]
-            old = self._cache if self._placed is placement else {}  # else sites moved
-            cache = {} if changed is None else dict(old)
+            if changed is None:  # every node: reuse what was read unless the sites moved
+                old, cache = self._cache if self._placed is placement else {}, {}
+            else:  # the changed ones, into the last answer (read with this same placement)
+                old = cache = self._cache
             for name, o, is_bound in todo:
                 if o is None:
                     cache.pop(name, None)
