@@ -456,8 +456,8 @@ def main(a: argparse.Namespace) -> None:
               + (f"; p50 {statistics.median(seen.values()):.1f}s, max "
                  f"{max(seen.values()):.1f}s" if seen else ""), flush=True)
         wrong = [n for n in nodes if n not in crashed and any(
-            t["key"].startswith(f"{DOMAIN}/")
-            for t in store.get(NODES, "", n)["spec"].get("taints", []))]
+            taint["key"].startswith(f"{DOMAIN}/")
+            for taint in store.get(NODES, "", n)["spec"].get("taints", []))]
         print(f"healthy nodes tainted: {len(wrong)}" + (f" ({', '.join(wrong[:5])})"
                                                         if wrong else ""), flush=True)
         # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
