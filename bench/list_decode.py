@@ -7,14 +7,16 @@ page through `json.loads`, through the chunked parse the generic reflector uses
 (adapters/kubedecode.py: only the fields it reads are built); then `json.dumps` against
 `msgspec.json.encode` for the emulator's answer. Then a Prometheus answer of `--series`
 samples (`max by (node) (up)` over a fleet) through the general parse (adapters/jsonarray.py
-and `_parse_vector`) and through adapters/promdecode.py. Best of `--repeat` runs each.
-Last line: `node_page_decode_ms=<n> node_page_json_ms=<n> pod_page_decode_ms=<n>
-pod_page_json_ms=<n> prom_answer_decode_ms=<n> prom_answer_general_ms=<n>`.
+and `_parse_vector`) and through adapters/promdecode.py. Best of `--repeat` runs each; then
+the garbage collections one promdecode call sets off. Last line: `node_page_decode_ms=<n>
+node_page_json_ms=<n> pod_page_decode_ms=<n> pod_page_json_ms=<n> prom_answer_decode_ms=<n>
+prom_answer_general_ms=<n> prom_answer_full_collections=<n>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -36,6 +38,26 @@ def best_ms(fn: Callable[[], Any], repeat: int) -> float:
         fn()
         out = min(out, time.perf_counter() - t)
     return out * 1000
+
+
+def collections(fn: Callable[[], Any]) -> list[int]:
+    """Young, middle and full collections one call sets off, with what existed before it
+    frozen, as the service freezes after each cycle (http/heap.py)."""
+    counts = [0, 0, 0]
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            counts[info["generation"]] += 1
+
+    gc.collect()
+    gc.freeze()
+    gc.callbacks.append(seen)
+    try:
+        fn()
+    finally:
+        gc.callbacks.remove(seen)
+        gc.unfreeze()
+    return counts
 
 
 def main() -> None:
@@ -75,9 +97,12 @@ def main() -> None:
 
     slow = best_ms(general, max(3, a.repeat // 4))
     fast = best_ms(lambda: decode_vector(raw), max(3, a.repeat // 4))
+    young, middle, full = collections(lambda: decode_vector(raw))
     print(f"Prometheus answer of {a.series} series, {len(raw) / 1e6:.1f} MB: general parse "
-          f"{slow:.0f} ms, promdecode {fast:.0f} ms", flush=True)
+          f"{slow:.0f} ms, promdecode {fast:.0f} ms, setting off {young} young, {middle} "
+          f"middle and {full} full collections", flush=True)
     figures["prom_answer_decode_ms"], figures["prom_answer_general_ms"] = fast, slow
+    figures["prom_answer_full_collections"] = full
     print(" ".join(f"{k}={v:.1f}" for k, v in figures.items()))
 
 
