@@ -18,7 +18,6 @@ from typing import Any
 import msgspec
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from sentinel.adapters import kubedecode
 from sentinel.adapters.kubeerrors import describe_error
@@ -162,11 +161,9 @@ class Reflector:
                              allow_watch_bookmarks=True, _preload_content=False)
         self._resp = resp
         try:
-            for line in iter_resp_lines(resp):
+            for line in kubedecode.watch_lines(resp.stream(amt=None, decode_content=False)):
                 if self._stop.is_set():
                     return rv
-                if not line.strip():
-                    continue
                 ev = self._decoder.event(line)
                 obj = ev.get("object") or {}
                 if ev.get("type") == "ERROR":
