@@ -26,6 +26,7 @@ from sentinel.adapters.prom import (
     SiteCollector,
     SiteTarget,
     build_view,
+    node_names,
     query_instant,
     site_targets,
     unresolved_views,
@@ -116,22 +117,21 @@ class CentralCollector:
         return [(m, v) for m, v in fresh if m.get(self.label) not in asked] + answer
 
     def _established(self, presence: Samples | BaseException,
-                     answer: Samples | BaseException) -> Samples | BaseException:
+                     answer: Samples | BaseException) -> frozenset[str] | BaseException:
         """This cycle's established nodes: the store's answer and what is remembered."""
         if isinstance(presence, BaseException):
             self.established.forget()  # presence unknown: continuity cannot be vouched for
-            return answer
+            return answer if isinstance(answer, BaseException) else node_names(answer)
         if isinstance(answer, BaseException):
             return answer  # as a failed query always was: nobody filtered as new this cycle
-        now = self.established.update((m["node"] for m, _ in presence if "node" in m),
-                                      (m["node"] for m, _ in answer if "node" in m))
-        return [({"node": n}, 1.0) for n in now]
+        return self.established.update((m["node"] for m, _ in presence if "node" in m),
+                                       node_names(answer))
 
     def _views(self, results: Sequence[Samples | BaseException],
                established: Samples | BaseException, rules: Sequence[Rule],
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
         presence, fresh = results[0], results[1]
-        established = self._established(presence, established)
+        names = self._established(presence, established)
         for what, res in (("presence query", presence), ("freshness query", fresh)):
             if isinstance(res, BaseException):  # named: at 3 a.m., which one is slow
                 why = f"central store {self.store.url}: its {what}: {res or 'timed out'}"
@@ -139,7 +139,8 @@ class CentralCollector:
                         for s in self.sites}
         assert isinstance(presence, list) and isinstance(fresh, list)
         nodes = self.site_of_node()
-        split = [self._split(r, nodes) for r in [established, *results[2:]]]
+        split = [self._split(r, nodes) for r in results[2:]]
+        mine_established = self._split_names(names, nodes)
         ages = {m[self.label]: v for m, v in fresh if self.label in m}
         present = self._split(presence, nodes)
         assert isinstance(present, dict)
@@ -154,9 +155,10 @@ class CentralCollector:
                 continue
             mine: list[Samples | BaseException] = [
                 r if isinstance(r, BaseException) else r.get(s, []) for r in split]
+            est = mine_established if isinstance(mine_established, BaseException) \
+                else mine_established.get(s, frozenset())
             out[s] = build_view(SiteName(s), max(0.0, ages[s]), None, present.get(s, []),
-                                mine[0], rules, mine[1:1 + len(rules)], features,
-                                mine[1 + len(rules):])
+                                est, rules, mine[:len(rules)], features, mine[len(rules):])
         return out
 
     def _split(self, res: Samples | BaseException,
@@ -165,11 +167,27 @@ class CentralCollector:
             return res
         where = series_site(self.label, nodes)
         out: dict[str, Samples] = {}
-        for m, v in res:
-            site = where(m)
+        for pair in res:  # the answer's own pairs, not copies (see _split_names)
+            site = where(pair[0])
             if site is not None:
-                out.setdefault(site, []).append((m, v))
+                out.setdefault(site, []).append(pair)
         return out
+
+    def _split_names(self, names: frozenset[str] | BaseException,
+                     nodes: Mapping[str, str]) -> dict[str, frozenset[str]] | BaseException:
+        """Established nodes by site, where _split would put a series `{node=...}`. Kept as
+        names: a pair whose labels are a dict is never untracked by the garbage collector, and
+        100,000 of them made each cycle (one per node) were walked by every collection
+        until the next (http/heap.py)."""
+        if isinstance(names, BaseException):
+            return names
+        where = series_site(self.label, nodes)
+        out: dict[str, set[str]] = {}
+        for n in names:
+            site = where({"node": n})
+            if site is not None:
+                out.setdefault(site, set()).add(n)
+        return {s: frozenset(v) for s, v in out.items()}
 
 
 def series_site(label: str,

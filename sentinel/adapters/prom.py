@@ -25,8 +25,8 @@ from sentinel.core.errors import AdapterError
 from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
-__all__ = ["PromError", "Samples", "SiteCollector", "SiteTarget",
-           "build_view", "describe", "query_instant", "site_targets", "unresolved_views"]
+__all__ = ["PromError", "Samples", "SiteCollector", "SiteTarget", "build_view", "describe",
+           "node_names", "query_instant", "site_targets", "unresolved_views"]
 
 Samples = list[tuple[Mapping[str, str], float]]
 
@@ -210,7 +210,9 @@ class SiteCollector:
         uptime = None
         if started is not None and isinstance(now_res, list) and now_res:
             uptime = max(0.0, now_res[0][1] - started)
-        return build_view(name, age, uptime, presence, results[2], rules,
+        est = results[2]
+        return build_view(name, age, uptime, presence,
+                          est if isinstance(est, BaseException) else node_names(est), rules,
                           results[3:3 + len(rules)], features, results[3 + len(rules):])
 
     async def collect(self, rules: Sequence[Rule],
@@ -230,8 +232,13 @@ def unresolved_views(unresolved: Mapping[str, str]) -> dict[str, SiteView]:
             for s, why in unresolved.items()}
 
 
+def node_names(res: Samples) -> frozenset[str]:
+    """The nodes an answer names (its series' `node` labels)."""
+    return frozenset(m["node"] for m, _ in res if "node" in m)
+
+
 def build_view(name: SiteName, age: float | None, uptime: float | None, presence: Samples,
-               established_res: Samples | BaseException, rules: Sequence[Rule],
+               established_res: frozenset[str] | BaseException, rules: Sequence[Rule],
                rule_res: Sequence[Samples | BaseException],
                features: Sequence[tuple[str, str]],
                feature_res: Sequence[Samples | BaseException]) -> SiteView:
@@ -240,8 +247,7 @@ def build_view(name: SiteName, age: float | None, uptime: float | None, presence
     # targets are all down is not "serving"; without a node rule matching it, it is unknown —
     # never taken for healthy.
     present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
-    established = frozenset(m["node"] for m, _ in established_res if "node" in m) \
-        if isinstance(established_res, list) else None
+    established = None if isinstance(established_res, BaseException) else established_res
     firing: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     for rule, res in zip(rules, rule_res, strict=True):
