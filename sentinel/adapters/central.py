@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import cast
 
 from sentinel.adapters.established import EstablishedMemory, established_query
 from sentinel.adapters.freshness import FreshnessSample, freshness_query
@@ -28,9 +29,11 @@ from sentinel.adapters.prom import (
     build_view,
     node_names,
     query_instant,
+    query_nodes,
     site_targets,
     unresolved_views,
 )
+from sentinel.adapters.promdecode import NodeDecoder, NodeSamples
 from sentinel.adapters.promhttp import PromClients
 from sentinel.config.discovery import Resolved
 from sentinel.config.schema import Config
@@ -51,6 +54,7 @@ class CentralCollector:
         self.unresolved: dict[str, str] = {}
         self.established = EstablishedMemory()
         self.freshness = FreshnessSample(max_data_age)
+        self._presence = NodeDecoder(label)
 
     def retarget(self, sites: Sequence[str], unresolved: Mapping[str, str]) -> None:
         """The sites changed (discovery): split the answers by these from the next cycle."""
@@ -71,31 +75,37 @@ class CentralCollector:
             return await asyncio.wait_for(query_instant(client, self.store, expr, timeout),
                                           timeout)
 
+        async def ask_nodes(expr: str) -> NodeSamples:
+            return await asyncio.wait_for(query_nodes(client, self.store, expr, t,
+                                                      self._presence), t)
+
         whole = self.established.whole(longest)
         if not self.freshness.nodes:
             # A first cycle: its sample from the cluster's nodes, not every `up` series of
             # the fleet in the cycle that already asks the most (freshness.py).
             await asyncio.to_thread(lambda: self.freshness.place(self.site_of_node()))
         fresh, sampled = self.freshness.query(self.label)
-        exprs = [self.presence_query, fresh,
-                 *([established_query(longest)] if whole else []),
+        exprs = [fresh, *([established_query(longest)] if whole else []),
                  *(r.expr for r in rules), *(e for _, e in features)]
-        results: list[Samples | BaseException] = list(await asyncio.gather(
-            *(ask(e) for e in exprs), return_exceptions=True))
-        if sampled and isinstance(results[1], list):
+        answers = await asyncio.gather(
+            ask_nodes(self.presence_query), *(ask(e) for e in exprs), return_exceptions=True)
+        presence = cast("NodeSamples | BaseException", answers[0])
+        results = cast("list[Samples | BaseException]", answers[1:])
+        if sampled and isinstance(results[0], list):
             # What is left of the cycle's timeout, and never less than a quarter of it.
             left = max(t / 4, t - (time.monotonic() - start))
-            results[1] = await self._recheck(results[1], lambda e: ask(e, left))
+            results[0] = await self._recheck(results[0], lambda e: ask(e, left))
         if whole:
-            established = results.pop(2)
+            established = results.pop(1)
         else:  # remembered (established.py): only nodes matching a rule, new to it, are asked
-            matched = {m["node"] for r in results[2: 2 + len(rules)] if isinstance(r, list)
+            matched = {m["node"] for r in results[1: 1 + len(rules)] if isinstance(r, list)
                        for m, _ in r if "node" in m}
             names = self.established.to_ask(matched)
             established = [] if names == set() else (await asyncio.gather(
                 ask(established_query(longest, names)), return_exceptions=True))[0]
         # Splitting every node's answers by site is proportional to the fleet: off the loop.
-        views = await asyncio.to_thread(self._views, results, established, rules, features)
+        views = await asyncio.to_thread(self._views, presence, results, established, rules,
+                                        features)
         return {**unresolved_views(self.unresolved), **views}
 
     async def _recheck(self, fresh: Samples,
@@ -116,7 +126,7 @@ class CentralCollector:
         asked = set(again)
         return [(m, v) for m, v in fresh if m.get(self.label) not in asked] + answer
 
-    def _established(self, presence: Samples | BaseException,
+    def _established(self, presence: NodeSamples | BaseException,
                      answer: Samples | BaseException) -> frozenset[str] | BaseException:
         """This cycle's established nodes: the store's answer and what is remembered."""
         if isinstance(presence, BaseException):
@@ -124,13 +134,13 @@ class CentralCollector:
             return answer if isinstance(answer, BaseException) else node_names(answer)
         if isinstance(answer, BaseException):
             return answer  # as a failed query always was: nobody filtered as new this cycle
-        return self.established.update((m["node"] for m, _ in presence if "node" in m),
-                                       node_names(answer))
+        return self.established.update((n for n, _, _ in presence), node_names(answer))
 
-    def _views(self, results: Sequence[Samples | BaseException],
+    def _views(self, presence: NodeSamples | BaseException,
+               results: Sequence[Samples | BaseException],
                established: Samples | BaseException, rules: Sequence[Rule],
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
-        presence, fresh = results[0], results[1]
+        fresh = results[0]
         names = self._established(presence, established)
         for what, res in (("presence query", presence), ("freshness query", fresh)):
             if isinstance(res, BaseException):  # named: at 3 a.m., which one is slow
@@ -139,13 +149,15 @@ class CentralCollector:
                         for s in self.sites}
         assert isinstance(presence, list) and isinstance(fresh, list)
         nodes = self.site_of_node()
-        split = [self._split(r, nodes) for r in results[2:]]
+        split = [self._split(r, nodes) for r in results[1:]]
         mine_established = self._split_names(names, nodes)
         ages = {m[self.label]: v for m, v in fresh if self.label in m}
-        present = self._split(presence, nodes)
-        assert isinstance(present, dict)
-        self.freshness.update({s: [m["node"] for m, _ in present.get(s, []) if "node" in m]
-                               for s in self.sites})
+        present: dict[str, list[tuple[str, float]]] = {}
+        for node, label, v in presence:
+            site = label or nodes.get(node)  # as series_site places a series
+            if site is not None:
+                present.setdefault(site, []).append((node, v))
+        self.freshness.update({s: [n for n, _ in present.get(s, [])] for s in self.sites})
         out: dict[str, SiteView] = {}
         for s in self.sites:
             if s not in ages:
@@ -157,7 +169,8 @@ class CentralCollector:
                 r if isinstance(r, BaseException) else r.get(s, []) for r in split]
             est = mine_established if isinstance(mine_established, BaseException) \
                 else mine_established.get(s, frozenset())
-            out[s] = build_view(SiteName(s), max(0.0, ages[s]), None, present.get(s, []),
+            serving = frozenset(n for n, v in present.get(s, ()) if v > 0)
+            out[s] = build_view(SiteName(s), max(0.0, ages[s]), None, serving,
                                 est, rules, mine[:len(rules)], features, mine[len(rules):])
         return out
 

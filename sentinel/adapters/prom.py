@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import httpx
 
 from sentinel.adapters.established import established_query
 from sentinel.adapters.jsonarray import loads_split
-from sentinel.adapters.promdecode import decode_vector
+from sentinel.adapters.promdecode import NodeDecoder, NodeSamples, decode_vector
 from sentinel.adapters.promhttp import PromClients
 from sentinel.config.schema import Config, SiteConfig
 from sentinel.config.sources import HttpSettings
@@ -26,7 +27,10 @@ from sentinel.core.model import SiteName, SiteView
 from sentinel.core.ruleset import Rule
 
 __all__ = ["PromError", "Samples", "SiteCollector", "SiteTarget", "build_view", "describe",
-           "node_names", "query_instant", "site_targets", "unresolved_views"]
+           "node_names", "query_instant", "query_nodes", "serving", "site_targets",
+           "unresolved_views"]
+
+T = TypeVar("T")
 
 Samples = list[tuple[Mapping[str, str], float]]
 
@@ -83,9 +87,8 @@ def _parse_vector(body: object, what: str) -> list[tuple[Mapping[str, str], floa
     return out
 
 
-async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
-                        timeout: float) -> Samples:
-    """One instant query; every failure a PromError in words."""
+async def _fetch(client: httpx.AsyncClient, site: SiteTarget, expr: str,
+                 timeout: float) -> httpx.Response:
     url = f"{site.url}/api/v1/query"
     try:
         if len(expr) > LONG_QUERY:  # in the body: a gateway refuses a URL this long (414)
@@ -100,22 +103,46 @@ async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
         raise PromError(str(e)) from None
     if r.status_code >= 500 or r.status_code in (401, 403, 404, 405, 407, 414):
         raise PromError(f"HTTP {r.status_code} from {site.url}")
+    return r
 
-    def parse() -> Samples:
-        fast = decode_vector(r.content)  # the common case, straight to the pairs
-        if fast is not None:
-            return fast
-        try:
-            body, result = loads_split(r.content, ("data", "result"))
-        except ValueError:
-            raise PromError(f"HTTP {r.status_code}, not JSON") from None
-        if isinstance(body, dict) and isinstance(body.get("data"), dict):
-            body["data"]["result"] = result
-        return _parse_vector(body, expr)
 
+def _samples(r: httpx.Response, expr: str) -> Samples:
+    fast = decode_vector(r.content)  # the common case, straight to the pairs
+    if fast is not None:
+        return fast
+    try:
+        body, result = loads_split(r.content, ("data", "result"))
+    except ValueError:
+        raise PromError(f"HTTP {r.status_code}, not JSON") from None
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        body["data"]["result"] = result
+    return _parse_vector(body, expr)
+
+
+async def _parsed(r: httpx.Response, parse: Callable[[], T]) -> T:
     # A fleet-wide answer (every node's presence, from a central store) is megabytes: parsed
     # off the event loop, which goes on serving the API and the webhook meanwhile.
     return await asyncio.to_thread(parse) if len(r.content) > LARGE_ANSWER else parse()
+
+
+async def query_instant(client: httpx.AsyncClient, site: SiteTarget, expr: str,
+                        timeout: float) -> Samples:
+    """One instant query; every failure a PromError in words."""
+    r = await _fetch(client, site, expr, timeout)
+    return await _parsed(r, lambda: _samples(r, expr))
+
+
+async def query_nodes(client: httpx.AsyncClient, site: SiteTarget, expr: str, timeout: float,
+                      decoder: NodeDecoder) -> NodeSamples:
+    """One instant query, its series as (node, site label, value) (promdecode.NodeDecoder);
+    failures as `query_instant`'s."""
+    r = await _fetch(client, site, expr, timeout)
+
+    def parse() -> NodeSamples:
+        fast = decoder.decode(r.content)
+        return fast if fast is not None else decoder.pick(_samples(r, expr))
+
+    return await _parsed(r, parse)
 
 
 class SiteCollector:
@@ -211,7 +238,7 @@ class SiteCollector:
         if started is not None and isinstance(now_res, list) and now_res:
             uptime = max(0.0, now_res[0][1] - started)
         est = results[2]
-        return build_view(name, age, uptime, presence,
+        return build_view(name, age, uptime, serving(presence),
                           est if isinstance(est, BaseException) else node_names(est), rules,
                           results[3:3 + len(rules)], features, results[3 + len(rules):])
 
@@ -237,16 +264,21 @@ def node_names(res: Samples) -> frozenset[str]:
     return frozenset(m["node"] for m, _ in res if "node" in m)
 
 
-def build_view(name: SiteName, age: float | None, uptime: float | None, presence: Samples,
+def serving(presence: Samples) -> frozenset[str]:
+    """Nodes seen serving at the site: at least one of the node's targets scraped fine. A node
+    whose targets are all down is not "serving"; without a node rule matching it, it is
+    unknown — never taken for healthy."""
+    return frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
+
+
+def build_view(name: SiteName, age: float | None, uptime: float | None,
+               present: frozenset[str],
                established_res: frozenset[str] | BaseException, rules: Sequence[Rule],
                rule_res: Sequence[Samples | BaseException],
                features: Sequence[tuple[str, str]],
                feature_res: Sequence[Samples | BaseException]) -> SiteView:
-    """One site's view from its answers, whichever store gave them (per-site or central)."""
-    # Seen serving at the site: at least one of the node's targets scraped fine. A node whose
-    # targets are all down is not "serving"; without a node rule matching it, it is unknown —
-    # never taken for healthy.
-    present = frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
+    """One site's view from its answers, whichever store gave them (per-site or central);
+    `present`: the nodes seen serving (`serving`)."""
     established = None if isinstance(established_res, BaseException) else established_res
     firing: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
