@@ -194,10 +194,10 @@ class CentralCollector:
         until the next (http/heap.py)."""
         if isinstance(names, BaseException):
             return names
-        where = series_site(self.label, nodes)
+        named = self.label == "node"  # a series {node=n} has the site label n only then
         out: dict[str, set[str]] = {}
         for n in names:
-            site = where({"node": n})
+            site = (n if named else None) or nodes.get(n)  # as series_site places it
             if site is not None:
                 out.setdefault(site, set()).add(n)
         return {s: frozenset(v) for s, v in out.items()}

@@ -71,6 +71,6 @@ class EstablishedMemory:
         """This cycle's answer: the remembered nodes still present, and those the store
         vouched for now. Returns what this cycle takes as established."""
         here = set(present)
-        now = {n for n in (self.known or ()) if n in here} | set(established)
-        self.known = {n for n in now if n in here}
+        now = (self.known or set()) & here | set(established)  # set operations: 100,000 names
+        self.known = now & here
         return frozenset(now)

@@ -255,13 +255,15 @@ class ClusterView:
     def wait_synced(self, timeout: float) -> bool:
         return all(r.synced.wait(timeout) for r in self.reflectors)
 
-    def lease_silence(self) -> dict[str, float]:
+    def lease_silence(self, at_least: float = 0.0) -> dict[str, float]:
         """Seconds since each node's Lease was last seen renewed, on our clock (never the
         kubelet's `renewTime`: its clock may be skewed), as the node lifecycle controller
-        measures it. A Lease first seen counts as renewed then."""
+        measures it. A Lease first seen counts as renewed then. Only the nodes silent for
+        `at_least` seconds: a cycle asks for the few past the witness, not all 100,000."""
         now = time.monotonic()
         with self._lock:
-            return {n: now - seen for n, (_, seen) in self._renewals.items()}
+            return {n: now - seen for n, (_, seen) in self._renewals.items()
+                    if now - seen >= at_least}
 
     # -- reflector callbacks -------------------------------------------------------------
     def _nodes_listed(self, items: list[Obj]) -> None:

@@ -340,9 +340,10 @@ class Sentinel:
     def _nodes(self, now: float) -> dict[str, NodeInfo]:
         """The cloud view as decide reads it: what the actuator holds, and a kubelet's silent
         Lease as the cloud's witness (core/leases.py)."""
+        after = self.cfg.cluster.lease_witness_after
         return lease_witness(self.actuator.view(self.node_source.nodes()),
-                             self.node_source.lease_silence(),
-                             self.cfg.cluster.lease_witness_after, now)
+                             self.node_source.lease_silence(after) if after > 0 else {},
+                             after, now)
 
     def _think(self, snapshot: Snapshot, now: float) -> tuple[Detection, tuple[Plan, PolicyState]]:
         detection = detect(snapshot, self.rules, self.detect_params)
