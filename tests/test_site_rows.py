@@ -3,14 +3,24 @@ cycle; a pause is read at each request and never written into the rows kept."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
 from sentinel.http.api import SiteRows
+from sentinel.isolation.cycle import CycleReport
+
+
+class _Report:
+    """A cycle report's fields the rows read (the real one, too, can be held weakly)."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
 
 
 def _report(*sites: str) -> Any:
-    return SimpleNamespace(held=[], detection=SimpleNamespace(sites={s: SimpleNamespace(
+    return _Report(held=[], detection=SimpleNamespace(sites={s: SimpleNamespace(
         site=s, state=SimpleNamespace(value="ok"), reachable=True, data_age=1.0, error=None,
         nodes=3, failing=0, widespread={}, broad=0, young_rules=set()) for s in sites}))
 
@@ -43,3 +53,14 @@ def test_rows_are_built_once_a_cycle_and_pauses_read_at_each_request() -> None:
 
     later = rows(_report("a", "b", "c"), _Pauses())  # type: ignore[arg-type]
     assert [r.site for r in later] == ["a", "b", "c"]  # a new cycle: built again
+
+
+def test_the_rows_do_not_keep_the_report_alive() -> None:
+    assert CycleReport.__weakrefoffset__, "SiteRows holds the cycle's report weakly"
+    rows = SiteRows()
+    rep = _report("a")
+    rows(rep, _Pauses())  # type: ignore[arg-type]
+    gone = weakref.ref(rep)
+    del rep
+    gc.collect()
+    assert gone() is None

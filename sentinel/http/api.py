@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -123,15 +124,16 @@ class SiteRows:
     """Each site's row, built once a cycle rather than on every request: at 500 sites, building
     them for each `/status` was 8 % of the process's held GIL in a profile of bench/fleet.py
     at 100,000 nodes, while the API was asked five times a second. Pauses are read at each
-    request (one may be set between cycles); the rows are never changed once built."""
+    request (one may be set between cycles); the rows are never changed once built. The
+    report is held weakly: an API nobody asks must not keep a fleet's old report alive."""
 
     def __init__(self) -> None:
-        self._last: tuple[object, list[SiteRow]] | None = None
+        self._last: tuple[weakref.ref[Any], list[SiteRow]] | None = None
 
     def __call__(self, rep: Any, ovs: Overrides) -> list[SiteRow]:
         last = self._last
-        if last is None or last[0] is not rep:
-            last = self._last = (rep, _cycle_rows(rep))
+        if last is None or last[0]() is not rep:
+            last = self._last = (weakref.ref(rep), _cycle_rows(rep))
         return [row if (pause := ovs.pause_for(row.site)) is None
                 else row.model_copy(update={"paused": OverrideRecord.model_validate(
                     pause.record())}) for row in last[1]]
