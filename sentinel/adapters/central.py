@@ -30,6 +30,7 @@ from sentinel.adapters.prom import (
     node_names,
     query_instant,
     query_nodes,
+    serving,
     site_targets,
     unresolved_views,
 )
@@ -126,12 +127,9 @@ class CentralCollector:
         asked = set(again)
         return [(m, v) for m, v in fresh if m.get(self.label) not in asked] + answer
 
-    def _established(self, presence: NodeSamples | BaseException,
+    def _established(self, presence: NodeSamples,
                      answer: Samples | BaseException) -> frozenset[str] | BaseException:
         """This cycle's established nodes: the store's answer and what is remembered."""
-        if isinstance(presence, BaseException):
-            self.established.forget()  # presence unknown: continuity cannot be vouched for
-            return answer if isinstance(answer, BaseException) else node_names(answer)
         if isinstance(answer, BaseException):
             return answer  # as a failed query always was: nobody filtered as new this cycle
         return self.established.update((n for n, _, _ in presence), node_names(answer))
@@ -141,7 +139,11 @@ class CentralCollector:
                established: Samples | BaseException, rules: Sequence[Rule],
                features: Sequence[tuple[str, str]]) -> dict[str, SiteView]:
         fresh = results[0]
-        names = self._established(presence, established)
+        if isinstance(presence, BaseException):
+            self.established.forget()  # presence unknown: continuity cannot be vouched for
+            names: frozenset[str] | BaseException = presence  # unreachable views below
+        else:  # remembered even when the freshness query fails (the views below then do)
+            names = self._established(presence, established)
         for what, res in (("presence query", presence), ("freshness query", fresh)):
             if isinstance(res, BaseException):  # named: at 3 a.m., which one is slow
                 why = f"central store {self.store.url}: its {what}: {res or 'timed out'}"
@@ -154,7 +156,7 @@ class CentralCollector:
         ages = {m[self.label]: v for m, v in fresh if self.label in m}
         present: dict[str, list[tuple[str, float]]] = {}
         for node, label, v in presence:
-            site = label or nodes.get(node)  # as series_site places a series
+            site = place_series(label, node, nodes)
             if site is not None:
                 present.setdefault(site, []).append((node, v))
         self.freshness.update({s: [n for n, _ in present.get(s, [])] for s in self.sites})
@@ -169,8 +171,8 @@ class CentralCollector:
                 r if isinstance(r, BaseException) else r.get(s, []) for r in split]
             est = mine_established if isinstance(mine_established, BaseException) \
                 else mine_established.get(s, frozenset())
-            serving = frozenset(n for n, v in present.get(s, ()) if v > 0)
-            out[s] = build_view(SiteName(s), max(0.0, ages[s]), None, serving,
+            out[s] = build_view(SiteName(s), max(0.0, ages[s]), None,
+                                serving(present.get(s, ())),
                                 est, rules, mine[:len(rules)], features, mine[len(rules):])
         return out
 
@@ -197,7 +199,7 @@ class CentralCollector:
         named = self.label == "node"  # a series {node=n} has the site label n only then
         out: dict[str, set[str]] = {}
         for n in names:
-            site = (n if named else None) or nodes.get(n)  # as series_site places it
+            site = place_series(n if named else None, n, nodes)
             if site is not None:
                 out.setdefault(site, set()).add(n)
         return {s: frozenset(v) for s, v in out.items()}
@@ -207,8 +209,14 @@ def series_site(label: str,
                 nodes: Mapping[str, str]) -> Callable[[Mapping[str, str]], str | None]:
     """A central series' site: its site label, else its node's site in the cluster."""
     def where(m: Mapping[str, str]) -> str | None:
-        return m.get(label) or nodes.get(m.get("node", ""))
+        return place_series(m.get(label), m.get("node", ""), nodes)
     return where
+
+
+def place_series(site_label: str | None, node: str, nodes: Mapping[str, str]) -> str | None:
+    """A central series' site from its site label and `node` label: the label, else where
+    the cluster places the node."""
+    return site_label or nodes.get(node)
 
 
 def make_collector(cfg: Config, site_of_node: Callable[[], Mapping[str, str]] = dict,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -238,7 +238,8 @@ class SiteCollector:
         if started is not None and isinstance(now_res, list) and now_res:
             uptime = max(0.0, now_res[0][1] - started)
         est = results[2]
-        return build_view(name, age, uptime, serving(presence),
+        return build_view(name, age, uptime,
+                          serving((m["node"], v) for m, v in presence if "node" in m),
                           est if isinstance(est, BaseException) else node_names(est), rules,
                           results[3:3 + len(rules)], features, results[3 + len(rules):])
 
@@ -264,11 +265,11 @@ def node_names(res: Samples) -> frozenset[str]:
     return frozenset(m["node"] for m, _ in res if "node" in m)
 
 
-def serving(presence: Samples) -> frozenset[str]:
-    """Nodes seen serving at the site: at least one of the node's targets scraped fine. A node
-    whose targets are all down is not "serving"; without a node rule matching it, it is
-    unknown — never taken for healthy."""
-    return frozenset(m["node"] for m, v in presence if "node" in m and v > 0)
+def serving(presence: Iterable[tuple[str, float]]) -> frozenset[str]:
+    """Nodes seen serving at the site, from (node, presence value): at least one of the node's
+    targets scraped fine. A node whose targets are all down is not "serving"; without a node
+    rule matching it, it is unknown — never taken for healthy."""
+    return frozenset(n for n, v in presence if v > 0)
 
 
 def build_view(name: SiteName, age: float | None, uptime: float | None,

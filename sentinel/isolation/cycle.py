@@ -342,8 +342,7 @@ class Sentinel:
         Lease as the cloud's witness (core/leases.py)."""
         after = self.cfg.cluster.lease_witness_after
         return lease_witness(self.actuator.view(self.node_source.nodes()),
-                             self.node_source.lease_silence(after) if after > 0 else {},
-                             after, now)
+                             self.node_source.lease_silence(after), after, now)
 
     def _think(self, snapshot: Snapshot, now: float) -> tuple[Detection, tuple[Plan, PolicyState]]:
         detection = detect(snapshot, self.rules, self.detect_params)
