@@ -405,3 +405,60 @@ def test_the_snapshot_reads_again_only_what_changed_and_agrees_with_a_full_read(
         assert got == ref.nodes(), f"step {step}"
         changed += got != before
     assert changed > 100, "the sequence changed the answer often enough to test it"
+
+
+def test_a_relist_keeps_the_nodes_it_holds_at_the_same_version_and_reads_the_changed() -> None:
+    """After 410 Gone the list brings back nearly every node unchanged: the held object is
+    kept (one copy of the fleet, not two, at the relist's peak); a node changed meanwhile is
+    read from its new version, and the snapshot says so."""
+    srv, api = _emulator(5, pods_per_node=1)
+    try:
+        core = client.CoreV1Api(api)
+        v = ClusterView(api, CFG)
+        v.nodes_reflector._list()
+        v.pods_reflector._list()
+        held = dict(v._nodes)
+        assert v.nodes()["n02"].unschedulable is False
+        core.patch_node("n02", {"spec": {"unschedulable": True}})
+        v.nodes_reflector._list()
+        assert all(v._nodes[n] is held[n] for n in held if n != "n02")
+        assert v._nodes["n02"] is not held["n02"]
+        assert v.nodes()["n02"].unschedulable is True
+        assert v._nodes["n02"]["metadata"]["resourceVersion"] == \
+            core.read_node("n02").metadata.resource_version
+        # One string per node name, whichever object names it.
+        name = next(k for k in v._nodes if k == "n03")
+        assert next(n for n in v._bound.values() if n == "n03") is name
+        assert v._nodes["n03"]["metadata"]["name"] is name
+    finally:
+        api.close()
+        srv.stop()
+
+
+def test_pods_bound_to_no_node_are_left_out_of_a_list_but_their_events_still_count() -> None:
+    """A listed pod that binds nothing is dropped on receipt (the list replaces a state that
+    would not hold it); a watched one still reaches the view, so a pod that loses its
+    binding frees its node."""
+    from sentinel.adapters.kube import Reflector
+
+    srv, api = _emulator(3, pods_per_node=3)  # one pod of each node's three binds
+    try:
+        core = client.CoreV1Api(api)
+        listed: list[list[Any]] = []
+        events: list[tuple[str, Any]] = []
+        r = Reflector("pods", core.list_pod_for_all_namespaces, listed.append,
+                      lambda kind, item: events.append((kind, item)), watch_timeout=1,
+                      page_size=2, transform=lambda o: (o["metadata"]["name"],
+                                                        o["metadata"]["labels"].get(
+                                                            "apps.openyurt.io/binding")),
+                      keep=lambda item: bool(item[1]))
+        rv = r._list()
+        assert sorted(listed[0]) == [("p00-0", "true"), ("p01-0", "true"), ("p02-0", "true")]
+        assert r.pages == 5  # nine pods, two a page: all were read, three kept
+        core.patch_namespaced_pod("p01-0", "default", [
+            {"op": "remove", "path": "/metadata/labels/apps.openyurt.io~1binding"}])
+        r._watch(rv)
+        assert ("MODIFIED", ("p01-0", None)) in events
+    finally:
+        api.close()
+        srv.stop()
