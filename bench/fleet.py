@@ -346,11 +346,25 @@ class Cores:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.t, self.start = time.monotonic(), {k: cpu_seconds(p) for k, p in pids.items()}
+        self.stolen = stolen_seconds()
 
     def __str__(self) -> str:
         took = time.monotonic() - self.t
         return ", ".join(f"{k} {(cpu_seconds(p) - self.start[k]) / took:.2f}"
-                         for k, p in self.pids.items())
+                         for k, p in self.pids.items()) + \
+            f"; taken by the host (steal) {(stolen_seconds() - self.stolen) / took:.2f}"
+
+
+def steal_since(mark: tuple[float, float]) -> str:
+    """The host's steal since `mark` (time.monotonic(), stolen_seconds()), in cores."""
+    return f"host steal {(stolen_seconds() - mark[1]) / (time.monotonic() - mark[0]):.2f} cores"
+
+
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this one wanted it (/proc/stat's
+    steal), all cores: on a shared host it changes a run's timings from day to day."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -391,12 +405,13 @@ def main(a: argparse.Namespace) -> None:
         sites = sorted(set(site_of.values()))
         listed = len(finals)
         t = time.monotonic()
+        mark = (t, stolen_seconds())
         proc = serve(home, api.url, prom_url, sites, port)
         cold = wait_ready(base, proc, home, 600)
         print(f"synced from cold in {cold:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB "
               f"(the lists of nodes, pods and Leases served their last page at "
-              f"{', '.join(f'{f - t:.1f}' for f in finals[listed:])} s; then a first cycle)",
-              flush=True)
+              f"{', '.join(f'{f - t:.1f}' for f in finals[listed:])} s; then a first cycle; "
+              f"{steal_since(mark)})", flush=True)
         time.sleep(30)  # past the rules' `for` since start
         gc_before = gc_counts(base)
         sampler = Sampler(base, proc.pid, nodes, home)
@@ -449,8 +464,8 @@ def main(a: argparse.Namespace) -> None:
         dark = sum(1 for n in sampler.dark.values() if n)
         print(f"central store: {dark} of {len(sampler.dark)} cycles saw sites unreachable; "
               f"its query time (inner_eval) {prom_query_times(prom_url)}", flush=True)
-        for why, n in collections.Counter(sampler.why.values()).most_common(3):
-            print(f"  {n} cycles: {why}", flush=True)
+        for why, count in collections.Counter(sampler.why.values()).most_common(3):
+            print(f"  {count} cycles: {why}", flush=True)
         print(f"crash to level 2: {len(seen)} of {len(victims)} "
               f"(never: {', '.join(missing) or 'none'})"
               + (f"; p50 {statistics.median(seen.values()):.1f}s, max "
@@ -463,6 +478,7 @@ def main(a: argparse.Namespace) -> None:
         # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
         done_before = len(finals)
         t = time.monotonic()
+        mark = (t, stolen_seconds())
         # The API server restarts after a compaction: every watch is cut, and every version
         # sentinel holds is gone when it comes back (the kubelets go on renewing meanwhile).
         api.stop()
@@ -470,27 +486,36 @@ def main(a: argparse.Namespace) -> None:
         store.compact()
         api = KubeApiServer(store, port=api.port).start()
         track_lists(api, len(nodes), finals, kinds)
-        peak = 0.0
+        peak, timeline = 0.0, list[str]()
         while len(finals) < done_before + 3 and time.monotonic() < t + 300:
-            peak = max(peak, rss_mb(proc.pid, "VmRSS:"))
+            now = rss_mb(proc.pid, "VmRSS:")
+            peak = max(peak, now)
+            if not timeline or time.monotonic() - t >= 5 * len(timeline):
+                timeline.append(f"{time.monotonic() - t:.0f}s {now:.0f}")
             time.sleep(0.1)
+        print(f"relist RSS every 5 s (MB): {', '.join(timeline)}", flush=True)
         relist = finals[-1] - t if len(finals) >= done_before + 3 else float("nan")
         ended = ", ".join(f"{k} {f - t:.1f}s" for k, f in zip(
             kinds[done_before:], finals[done_before:], strict=True)) or "none"
         print(f"relist after 410 Gone: nodes, pods and Leases listed again in {relist:.1f}s, "
-              f"RSS peak {peak:.0f} MB (lists ended: {ended})", flush=True)
+              f"RSS peak {peak:.0f} MB (lists ended: {ended}; {steal_since(mark)})", flush=True)
         if relist != relist:  # nan: what sentinel's reflectors said meanwhile
             print("".join(line for line in (home / "log").read_text().splitlines(True)
                           if "sentinel.kube" in line)[-3000:], flush=True)
         hwm = rss_mb(proc.pid, "VmHWM:")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        listed, t = len(finals), time.monotonic()
+        mark = (t, stolen_seconds())
         proc = serve(home, api.url, prom_url, sites, port)
         restart = wait_ready(base, proc, home, 600)
         time.sleep(10)
         restart_hwm = rss_mb(proc.pid, "VmHWM:")
         print(f"restart: ready after {restart:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB, "
-              f"peak {restart_hwm:.0f} MB", flush=True)
+              f"peak {restart_hwm:.0f} MB (lists ended: " + (", ".join(
+                  f"{k} {f - t:.1f}s" for k, f in zip(kinds[listed:], finals[listed:],
+                                                       strict=True)) or "none") +
+              f"; {steal_since(mark)})", flush=True)
         peak_all = max(steady_peak, peak, hwm, restart_hwm)
         print(f"memory: {1000 * peak_all / len(nodes):.1f} MB per 1,000 nodes "
               f"({a.pods_per_node} pods each) at peak, the whole process (the interpreter and "
@@ -508,6 +533,8 @@ def main(a: argparse.Namespace) -> None:
         prom.stop()
         exp.stop()
         api.stop()
+        if a.keep_log is not None and (home / "log").exists():
+            shutil.copy(home / "log", a.keep_log)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -519,6 +546,8 @@ if __name__ == "__main__":
     ap.add_argument("--crashes", type=int, default=20)
     ap.add_argument("--window", type=float, default=120.0)
     ap.add_argument("--scrape-interval", type=float, default=15.0)
+    ap.add_argument("--keep-log", type=Path, default=None,
+                    help="copy sentinel's log (both of its runs) there before cleaning up")
     ap.add_argument("--jobs", type=int, default=len(JOBS), choices=range(1, len(JOBS) + 1),
                     help=f"the `up` series per node the store holds, of {', '.join(JOBS)}")
     main(ap.parse_args())
