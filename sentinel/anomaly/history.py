@@ -7,6 +7,7 @@ A site that does not answer is left out and named: its nodes get no baseline of 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,19 +39,20 @@ class History:
 
 def query_range(client: httpx.Client, url: str, expr: str, start: float, end: float, step: float,
            timeout: float) -> list[dict[str, object]]:
-    try:
-        r = client.get(f"{url}/api/v1/query_range",
-                       params={"query": expr, "start": start, "end": end, "step": step},
-                       timeout=timeout)
-        body = r.json()
+    try:  # streamed into our own bytes, freed once parsed (adapters/prom.Answer says why)
+        with client.stream("GET", f"{url}/api/v1/query_range", timeout=timeout, params={
+                "query": expr, "start": start, "end": end, "step": step}) as r:
+            status, raw = r.status_code, b"".join(r.iter_bytes())
+        body = json.loads(raw)
     except httpx.HTTPError as e:
         raise PromError(describe(e)) from None
     except AdapterError as e:  # the site's credentials (a secret file) cannot be read
         raise PromError(str(e)) from None
     except ValueError:
-        raise PromError(f"HTTP {r.status_code}, not JSON") from None
-    if body.get("status") != "success":
-        raise PromError(f"HTTP {r.status_code}: {body.get('error') or 'unexpected answer'}")
+        raise PromError(f"HTTP {status}, not JSON") from None
+    if not isinstance(body, dict) or body.get("status") != "success":
+        err = body.get("error") if isinstance(body, dict) else None
+        raise PromError(f"HTTP {status}: {err or 'unexpected answer'}")
     result = body["data"]["result"]
     assert isinstance(result, list)
     return result

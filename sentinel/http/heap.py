@@ -10,7 +10,9 @@ of 167 full collections under 100 ms, 2.2 s a minute.
 So after each cycle whatever is alive is frozen (`gc.freeze`: moved out of the collector's
 generations, at no cost), and the collector walks only what was made since. What is frozen is
 still freed by reference counting as usual; only garbage in reference cycles would wait, so
-every FULL_EVERY seconds, right after a cycle, one full collection runs over everything.
+every FULL_EVERY seconds, right after a cycle, one full collection runs over everything. What
+is big must therefore never sit in a cycle: an httpx Response is one (with its stream), so a
+Prometheus answer is read into bytes of our own (adapters/prom.Answer).
 """
 
 from __future__ import annotations
