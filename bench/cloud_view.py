@@ -27,7 +27,8 @@ CHILD = r"""
 import ctypes, gc, json, sys, time
 from kubernetes import client
 import yaml
-from sentinel.adapters.kube import ClusterView, Reflector
+from sentinel.adapters.kube import ClusterView
+from sentinel.adapters.reflector import Reflector
 from sentinel.config.loading import parse_config
 
 def rss(field):

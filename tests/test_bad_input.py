@@ -315,9 +315,10 @@ def test_an_unreachable_cluster_is_named_in_readyz_and_the_log_once_per_try(
             return r.status_code == 503 and "unreachable" in said.get("reason", "")
 
         poll(unready, 30, "/readyz naming the unreachable API server")
-        assert said["reason"] == (f"node list not synced yet: the Kubernetes API server at "
-                                  f"127.0.0.1:{api} is unreachable: Failed to establish a new "
-                                  "connection: [Errno 111] Connection refused"), said
+        assert said["reason"] == (f"not listed yet: nodes, pods, node-leases (the Kubernetes "
+                                  f"API server at 127.0.0.1:{api} is unreachable: Failed to "
+                                  "establish a new connection: [Errno 111] Connection "
+                                  "refused)"), said
         poll(lambda: "nodes: list/watch failed" in log.read_text(), 30, "the warning")
         text = log.read_text()
         assert "Retrying (Retry(" not in text and "MaxRetryError" not in text, text[-2000:]

@@ -194,7 +194,7 @@ def test_a_list_whose_continue_token_expires_midway_goes_on_and_the_watch_mends_
     does: the reflector goes on from the next key of the latest snapshot instead of starting
     again (which never ends when a list takes longer than the server keeps its snapshot), and
     the watch from the first page's version replays every change, so the cache ends exact."""
-    from sentinel.adapters.kube import Reflector
+    from sentinel.adapters.reflector import Reflector
 
     srv, api = _emulator(7)
     try:
@@ -439,7 +439,7 @@ def test_pods_bound_to_no_node_are_left_out_of_a_list_but_their_events_still_cou
     """A listed pod that binds nothing is dropped on receipt (the list replaces a state that
     would not hold it); a watched one still reaches the view, so a pod that loses its
     binding frees its node."""
-    from sentinel.adapters.kube import Reflector
+    from sentinel.adapters.reflector import Reflector
 
     srv, api = _emulator(3, pods_per_node=3)  # one pod of each node's three binds
     try:

@@ -26,9 +26,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, MaxRetryError
 
-from sentinel.adapters.kube import Reflector
 from sentinel.adapters.kubeerrors import api_reason, describe_error
 from sentinel.adapters.pins import WritePins
+from sentinel.adapters.reflector import Reflector
 from sentinel.core.errors import AdapterError
 from sentinel.core.model import Override, OverrideKind
 from sentinel.core.overrides import OverrideRequest

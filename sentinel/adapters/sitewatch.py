@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes import client
 
-from sentinel.adapters.kube import Reflector
+from sentinel.adapters.reflector import Reflector
 from sentinel.config.discovery import Pool, Resolved, pool_of, resolve_sites
 from sentinel.config.schema import Config, SiteConfig
 

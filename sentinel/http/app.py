@@ -85,8 +85,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             # interval. Nothing is decided without the node list.
             log.info("waiting for the node list before the first cycle")
             if not await asyncio.to_thread(rt.cluster.wait_synced, min(interval, 30.0)):
-                log.warning("node list still not synced (%s); no cycle yet",
-                            rt.cluster.nodes_reflector.last_error or "no answer")
+                log.warning("not listed yet: %s; no cycle yet", rt.cluster.unsynced())
                 return
         started = time.monotonic()
         try:
@@ -257,9 +256,8 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
             return JSONResponse({"ready": False, "reason": f"{rt.cfg.site_discovery.discover}"
                                  f" not listed yet: {rt.sites.error or 'no answer yet'}"}, 503)
         if not rt.cluster.synced:
-            return JSONResponse({"ready": False, "reason": "node list not synced yet: "
-                                 f"{rt.cluster.nodes_reflector.last_error or 'no answer yet'}"},
-                                503)
+            return JSONResponse({"ready": False,
+                                 "reason": f"not listed yet: {rt.cluster.unsynced()}"}, 503)
         if rt.sentinel.last is None:
             return JSONResponse({"ready": False, "reason": "no cycle completed yet"}, 503)
         return JSONResponse({"ready": True})

@@ -24,8 +24,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from sentinel.adapters.kube import Reflector
 from sentinel.adapters.kubeerrors import api_reason
+from sentinel.adapters.reflector import Reflector
 from sentinel.config.schema import Config
 from sentinel.core.errors import KubeError
 from sentinel.rollouts.analysis import Revision, Workload
