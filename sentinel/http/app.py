@@ -83,7 +83,7 @@ def create_app(rt: Runtime, *, schedule: bool = True, sync_timeout: float = 60.0
         if not rt.cluster.synced:
             # Wait (bounded) rather than skip: a skipped tick would delay readiness by a whole
             # interval. Nothing is decided without the node list.
-            log.info("waiting for the node list before the first cycle")
+            log.info("waiting for the cloud view's lists before the first cycle")
             if not await asyncio.to_thread(rt.cluster.wait_synced, min(interval, 30.0)):
                 log.warning("not listed yet: %s; no cycle yet", rt.cluster.unsynced())
                 return
