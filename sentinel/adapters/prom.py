@@ -106,15 +106,18 @@ async def _fetch(client: httpx.AsyncClient, site: SiteTarget, expr: str,
         async with (client.stream("POST", url, data={"query": expr}, timeout=timeout)
                     if len(expr) > LONG_QUERY else
                     client.stream("GET", url, params={"query": expr}, timeout=timeout)) as r:
-            if r.status_code >= 500 or r.status_code in (401, 403, 404, 405, 407, 414):
-                raise PromError(f"HTTP {r.status_code} from {site.url}")
-            return Answer(r.status_code, b"".join([c async for c in r.aiter_bytes()]))
+            refused = r.status_code >= 500 or r.status_code in (401, 403, 404, 405, 407, 414)
+            answer = Answer(r.status_code, b"" if refused else
+                            b"".join([c async for c in r.aiter_bytes()]))
     except httpx.TimeoutException:
         raise PromError(f"timed out after {timeout:g}s") from None
     except httpx.HTTPError as e:
         raise PromError(describe(e)) from None
     except AdapterError as e:  # a secret file that cannot be read
         raise PromError(str(e)) from None
+    if refused:
+        raise PromError(f"HTTP {answer.status} from {site.url}")
+    return answer
 
 
 def _samples(r: Answer, expr: str) -> Samples:

@@ -39,6 +39,7 @@ class History:
 
 def query_range(client: httpx.Client, url: str, expr: str, start: float, end: float, step: float,
            timeout: float) -> list[dict[str, object]]:
+    status = 0  # no answer yet
     try:  # streamed into our own bytes, freed once parsed (adapters/prom.Answer says why)
         with client.stream("GET", f"{url}/api/v1/query_range", timeout=timeout, params={
                 "query": expr, "start": start, "end": end, "step": step}) as r:
