@@ -18,7 +18,8 @@ over `--window` s, every cycle's duration (from `/api/v1/status`), the latency o
 its own process (timed from this one, the emulator's load would count), sentinel's resident
 memory (sampled, and the kernel's peak), each crash's time to its level-2 taint, how much of
 each cycle was spent waiting for the store's answers, and the cores each process used
-meanwhile (the emulator, Prometheus and sentinel share the machine). Then the
+meanwhile (the emulator, Prometheus and sentinel share the machine), with the CPU the host
+took from this VM (steal: on a shared host it moves the timings from run to run). Then the
 emulator's API server is restarted and its watch history dropped meanwhile (a compaction):
 every watch sentinel starts again ends with 410 Gone and it lists nodes, pods and Leases
 again (time until the last page of each is served, memory meanwhile). Then a restart (time to
