@@ -347,13 +347,16 @@ class Cores:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.t, self.start = time.monotonic(), {k: cpu_seconds(p) for k, p in pids.items()}
-        self.stolen = stolen_seconds()
+        self.mark = steal_mark()
 
     def __str__(self) -> str:
         took = time.monotonic() - self.t
         return ", ".join(f"{k} {(cpu_seconds(p) - self.start[k]) / took:.2f}"
-                         for k, p in self.pids.items()) + \
-            f"; taken by the host (steal) {(stolen_seconds() - self.stolen) / took:.2f}"
+                         for k, p in self.pids.items()) + f"; {steal_since(self.mark)}"
+
+
+def steal_mark() -> tuple[float, float]:
+    return time.monotonic(), stolen_seconds()
 
 
 def steal_since(mark: tuple[float, float]) -> str:
@@ -406,7 +409,7 @@ def main(a: argparse.Namespace) -> None:
         sites = sorted(set(site_of.values()))
         listed = len(finals)
         t = time.monotonic()
-        mark = (t, stolen_seconds())
+        mark = steal_mark()
         proc = serve(home, api.url, prom_url, sites, port)
         cold = wait_ready(base, proc, home, 600)
         print(f"synced from cold in {cold:.1f}s, RSS {rss_mb(proc.pid, 'VmRSS:'):.0f} MB "
@@ -479,7 +482,7 @@ def main(a: argparse.Namespace) -> None:
         # every watch ends with 410 Gone: sentinel lists nodes, pods and Leases again
         done_before = len(finals)
         t = time.monotonic()
-        mark = (t, stolen_seconds())
+        mark = steal_mark()
         # The API server restarts after a compaction: every watch is cut, and every version
         # sentinel holds is gone when it comes back (the kubelets go on renewing meanwhile).
         api.stop()
@@ -507,7 +510,7 @@ def main(a: argparse.Namespace) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         listed, t = len(finals), time.monotonic()
-        mark = (t, stolen_seconds())
+        mark = steal_mark()
         proc = serve(home, api.url, prom_url, sites, port)
         restart = wait_ready(base, proc, home, 600)
         time.sleep(10)
