@@ -4,7 +4,7 @@ httpx's Response and its stream refer to each other, so a Response is freed only
 garbage collector, and the service freezes whatever is alive after each cycle (http/heap.py)
 for up to ten minutes. A central store's presence answer is 6.5 MB a cycle at 100,000 nodes:
 held by Responses, those bodies were 200 MB of bench/fleet.py's RSS. Here the collector is
-off, as it is for frozen objects, and the memory a hundred answers leave behind is counted.
+off, as it is for frozen objects, and the memory fifteen answers leave behind is counted.
 """
 
 from __future__ import annotations
